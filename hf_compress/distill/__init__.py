@@ -1,0 +1,7 @@
+"""Knowledge distillation: prediction, hidden-state, attention and embedding KD on the stock Trainer."""
+
+from .config import DistillationConfig
+from .student import make_student
+from .trainer import DistillationTrainer
+
+__all__ = ["DistillationConfig", "DistillationTrainer", "make_student"]

@@ -1,0 +1,44 @@
+"""An attention implementation that returns the attention distribution before dropout.
+
+transformers' eager attention returns the probabilities *after* attention dropout, so in training mode the
+maps are rescaled and partly zeroed and no longer sum to 1: a KL or MSE against the teacher's maps would
+compare noise. This function computes the same output as eager attention (dropout included) but returns
+the clean softmax probabilities. It is registered with transformers' `AttentionInterface` under
+``ATTN_IMPLEMENTATION`` and only switched on when attention KD is.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+from transformers import AttentionInterface
+
+ATTN_IMPLEMENTATION = "hf_compress_kd"
+
+
+def kd_attention_forward(
+    module: nn.Module,
+    query: Tensor,
+    key: Tensor,
+    value: Tensor,
+    attention_mask: Tensor | None,
+    scaling: float | None = None,
+    dropout: float = 0.0,
+    **kwargs,
+) -> tuple[Tensor, Tensor]:
+    """query/key/value: (B, H, L, d); attention_mask: additive (B, 1, L, L) or None.
+
+    Returns the attention output (B, L, H, d) and the pre-dropout probabilities (B, H, L, L).
+    """
+    if scaling is None:
+        scaling = query.size(-1) ** -0.5
+    scores = torch.matmul(query, key.transpose(2, 3)) * scaling
+    if attention_mask is not None:
+        scores = scores + attention_mask
+    probs = nn.functional.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
+    dropped = nn.functional.dropout(probs, p=dropout, training=module.training)
+    output = torch.matmul(dropped, value).transpose(1, 2).contiguous()
+    return output, probs
+
+
+AttentionInterface.register(ATTN_IMPLEMENTATION, kd_attention_forward)

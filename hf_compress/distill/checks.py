@@ -1,0 +1,156 @@
+"""Checks run before training: can this teacher teach this student with the losses asked for?
+
+Each failure is a ValueError that says what does not fit and what to do about it.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Literal
+
+from transformers import (
+    AutoModel,
+    AutoModelForImageClassification,
+    AutoModelForMaskedLM,
+    AutoModelForSequenceClassification,
+    AutoModelForTokenClassification,
+    PreTrainedModel,
+)
+
+from ..models.arch import modality_of
+from .attention import ATTN_IMPLEMENTATION
+from .config import DistillationConfig
+from .matching import resolve_layer_map
+
+HeadKind = Literal["sequence_classification", "token_classification", "masked_lm", "image_classification", "none"]
+
+_HEADS: dict[str, tuple[HeadKind, type]] = {
+    "ForSequenceClassification": ("sequence_classification", AutoModelForSequenceClassification),
+    "ForTokenClassification": ("token_classification", AutoModelForTokenClassification),
+    "ForMaskedLM": ("masked_lm", AutoModelForMaskedLM),
+    "ForImageClassification": ("image_classification", AutoModelForImageClassification),
+}
+_CLASSIFICATION = ("sequence_classification", "token_classification", "image_classification")
+
+
+def head_kind(model: PreTrainedModel) -> HeadKind:
+    """What the model's head predicts, read from its class name; ``"none"`` for a bare encoder."""
+    name = type(model).__name__
+    for suffix, (kind, _) in _HEADS.items():
+        if name.endswith(suffix):
+            return kind
+    if model.base_model is model:
+        return "none"
+    raise ValueError(
+        f"{name} is not a supported head; hf_compress distils sequence / token / image classification, "
+        "masked-LM and bare encoder (AutoModel) models."
+    )
+
+
+def is_regression(model: PreTrainedModel) -> bool:
+    """A classification head with one output, or ``problem_type == "regression"``: KD by MSE, not KL."""
+    config = model.config
+    return head_kind(model) in _CLASSIFICATION and (
+        config.problem_type == "regression" or (config.problem_type is None and config.num_labels == 1)
+    )
+
+
+def load_teacher(teacher: PreTrainedModel | str | os.PathLike, student: PreTrainedModel, init_kwargs: dict | None):
+    """The teacher as a model: given one, or loaded from a path / Hub id with the student's Auto class."""
+    if isinstance(teacher, PreTrainedModel):
+        return teacher
+    if isinstance(teacher, (str, os.PathLike)):
+        kind = head_kind(student)
+        auto_cls = next((cls for k, cls in _HEADS.values() if k == kind), AutoModel)
+        return auto_cls.from_pretrained(teacher, **(init_kwargs or {}))
+    raise TypeError(
+        f"teacher_model must be a PreTrainedModel, a local path or a Hub id, got {type(teacher).__name__}."
+    )
+
+
+def enable_attention_outputs(model: PreTrainedModel, role: str) -> None:
+    """Switch to eager-style attention so that ``output_attentions=True`` returns the attention probabilities.
+
+    transformers 5 defaults to sdpa, which returns no attention weights, and its eager attention returns them
+    after dropout; we switch to `attention.kd_attention_forward` (eager math, pre-dropout maps). It is slower
+    than sdpa, so this is only called when attention KD is on.
+    """
+    if model.config._attn_implementation == ATTN_IMPLEMENTATION:
+        return
+    try:
+        model.set_attn_implementation(ATTN_IMPLEMENTATION)
+    except (ValueError, NotImplementedError, AttributeError) as err:
+        raise ValueError(
+            f"attention_weight > 0 needs the {role}'s attention maps, but {type(model).__name__} cannot switch to "
+            f"eager attention ({err}). Set attention_weight=0, or use a model that supports eager attention."
+        ) from err
+
+
+def check_compatibility(student: PreTrainedModel, teacher: PreTrainedModel, args: DistillationConfig):
+    """Validate the pair for the configured losses; return the resolved (student, teacher) layer pairs."""
+    s_cfg, t_cfg = student.config, teacher.config
+    s_mod, t_mod = modality_of(student), modality_of(teacher)
+    if s_mod != t_mod:
+        raise ValueError(f"The student is a {s_mod} model but the teacher is a {t_mod} model; they must match.")
+    if s_mod == "text" and s_cfg.vocab_size != t_cfg.vocab_size:
+        raise ValueError(
+            f"Vocabulary mismatch: the teacher has vocab_size={t_cfg.vocab_size}, the student {s_cfg.vocab_size}. "
+            "Distillation feeds both models the same token ids, so they must share a tokenizer: build the student "
+            "from the teacher (make_student) or from the teacher's config and tokenizer."
+        )
+    if s_mod == "vision":
+        for name in ("image_size", "num_channels"):
+            if getattr(s_cfg, name) != getattr(t_cfg, name):
+                raise ValueError(
+                    f"Image input mismatch: teacher {name}={getattr(t_cfg, name)}, student {getattr(s_cfg, name)}. "
+                    "Both models see the same pixel_values; give the student the teacher's image_size and "
+                    "num_channels."
+                )
+        if (args.needs_hidden_states or args.needs_attentions) and s_cfg.patch_size != t_cfg.patch_size:
+            raise ValueError(
+                f"Hidden-state / attention KD compares patch by patch, but the teacher has patch_size="
+                f"{t_cfg.patch_size} and the student {s_cfg.patch_size}. Use the same patch_size, or only "
+                "prediction KD (hidden_weight=attention_weight=embedding_weight=0)."
+            )
+
+    s_head, t_head = head_kind(student), head_kind(teacher)
+    if args.kd_weight > 0:
+        if s_head == "none" or t_head == "none":
+            which, headless = ("student", student) if s_head == "none" else ("teacher", teacher)
+            raise ValueError(
+                f"Prediction KD (kd_weight > 0) needs logits, but the {which} ({type(headless).__name__}) "
+                "has no head. For task-agnostic distillation set kd_weight=0 and use hidden / attention / embedding "
+                "losses, or give both models a masked-LM head."
+            )
+        if s_head != t_head:
+            raise ValueError(
+                f"Prediction KD needs the same kind of head on both models: the teacher is {t_head}, "
+                f"the student {s_head}."
+            )
+        if s_head in _CLASSIFICATION and s_cfg.num_labels != t_cfg.num_labels:
+            raise ValueError(
+                f"Label-count mismatch: the teacher predicts {t_cfg.num_labels} labels, the student "
+                f"{s_cfg.num_labels}. Create the student with num_labels={t_cfg.num_labels} (and the teacher's "
+                "id2label) or set kd_weight=0."
+            )
+        if is_regression(student) != is_regression(teacher):
+            raise ValueError(
+                "One model is a regression head and the other a classifier; prediction KD needs both alike."
+            )
+    if args.hard_label_weight > 0 and s_head == "none":
+        raise ValueError(
+            f"hard_label_weight > 0 needs a student with a task head; {type(student).__name__} has none. "
+            "Set hard_label_weight=0."
+        )
+
+    pairs: list[tuple[int, int]] = []
+    if args.hidden_weight > 0 or args.attention_weight > 0:
+        pairs = resolve_layer_map(args.layer_map_spec, s_cfg.num_hidden_layers, t_cfg.num_hidden_layers)
+    if args.attention_weight > 0 and args.attention_head_mode == "per_head":
+        if s_cfg.num_attention_heads != t_cfg.num_attention_heads:
+            raise ValueError(
+                f"Attention KD per head needs equal head counts, but the teacher has {t_cfg.num_attention_heads} "
+                f"heads and the student {s_cfg.num_attention_heads}. Set attention_head_mode='mean' to compare "
+                "head-averaged attention maps."
+            )
+    return pairs

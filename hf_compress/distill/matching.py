@@ -1,0 +1,124 @@
+"""Which student layer learns from which teacher layer, and the projections between their widths."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import Tensor, nn
+
+EMBEDDING_KEY = "embedding"
+
+
+@dataclass(frozen=True)
+class LayerMapSpec:
+    """A parsed ``layer_map``: a named strategy, or explicit (student, teacher) layer pairs (0-based)."""
+
+    strategy: str | None = None  # "uniform" | "last"
+    pairs: tuple[tuple[int, int], ...] | None = None  # explicit student -> teacher pairs
+    teacher_layers: tuple[int, ...] | None = None  # one teacher layer per student layer
+
+
+_STRATEGIES = ("uniform", "last")
+
+
+def _bad_layer_map(value: object) -> ValueError:
+    return ValueError(
+        f"layer_map={value!r} is not understood. Use 'uniform', 'last', one 0-based teacher layer per "
+        "student layer (e.g. [1, 3, 5] or '1,3,5'), or student:teacher pairs (e.g. [[0, 1], [2, 5]] or '0:1,2:5')."
+    )
+
+
+def parse_layer_map(value: str | list | tuple) -> LayerMapSpec:
+    """Parse the user's ``layer_map`` (config value or CLI string) without knowing the models yet."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text in _STRATEGIES:
+            return LayerMapSpec(strategy=text)
+        try:
+            if ":" in text:
+                items = [tuple(int(x) for x in part.split(":")) for part in text.split(",")]
+            else:
+                items = [int(part) for part in text.split(",")]
+        except ValueError:
+            raise _bad_layer_map(value) from None
+        value = items
+    if not isinstance(value, (list, tuple)) or not value:
+        raise _bad_layer_map(value)
+    if all(isinstance(x, int) and not isinstance(x, bool) for x in value):
+        return LayerMapSpec(teacher_layers=tuple(value))
+    if all(isinstance(x, (list, tuple)) and len(x) == 2 and all(isinstance(i, int) for i in x) for x in value):
+        pairs = tuple((int(s), int(t)) for s, t in value)
+        students = [s for s, _ in pairs]
+        if len(set(students)) != len(students):
+            raise ValueError(
+                f"layer_map={value!r} maps a student layer twice; give each student layer one teacher layer."
+            )
+        return LayerMapSpec(pairs=pairs)
+    raise _bad_layer_map(value)
+
+
+def resolve_layer_map(spec: LayerMapSpec, num_student_layers: int, num_teacher_layers: int) -> list[tuple[int, int]]:
+    """(student_layer, teacher_layer) pairs, 0-based, checked against both models' depths.
+
+    ``uniform`` maps student layer i to teacher layer ``(i + 1) * T // S - 1`` (TinyBERT's skip map: a
+    3-layer student of a 6-layer teacher learns from teacher layers 1, 3, 5); ``last`` maps it to
+    ``T - S + i``.
+    """
+    s_layers, t_layers = num_student_layers, num_teacher_layers
+    if spec.strategy is not None:
+        if s_layers > t_layers:
+            raise ValueError(
+                f"layer_map={spec.strategy!r} needs a student no deeper than the teacher, got {s_layers} student "
+                f"and {t_layers} teacher layers; give an explicit layer_map instead."
+            )
+        if spec.strategy == "uniform":
+            return [(i, (i + 1) * t_layers // s_layers - 1) for i in range(s_layers)]
+        return [(i, t_layers - s_layers + i) for i in range(s_layers)]
+    if spec.teacher_layers is not None:
+        if len(spec.teacher_layers) != s_layers:
+            raise ValueError(
+                f"layer_map lists {len(spec.teacher_layers)} teacher layers but the student has {s_layers} layers; "
+                "give one teacher layer per student layer, or student:teacher pairs."
+            )
+        pairs = list(enumerate(spec.teacher_layers))
+    else:
+        pairs = list(spec.pairs)
+    for s, t in pairs:
+        if not 0 <= s < s_layers:
+            raise ValueError(f"layer_map student layer {s} is out of range: the student has layers 0..{s_layers - 1}.")
+        if not 0 <= t < t_layers:
+            raise ValueError(f"layer_map teacher layer {t} is out of range: the teacher has layers 0..{t_layers - 1}.")
+    return pairs
+
+
+class Projections(nn.Module):
+    """Learned ``Linear(student_width, teacher_width)`` maps, one per matched layer and for the embeddings.
+
+    Keys are the student layer index as a string, and ``"embedding"``. ``forward`` projects every state it is
+    given in one call (one DDP forward per step) and passes through states without a projection.
+    """
+
+    def __init__(self, keys: list[str], student_width: int, teacher_width: int) -> None:
+        super().__init__()
+        self.maps = nn.ModuleDict({key: nn.Linear(student_width, teacher_width) for key in keys})
+
+    def __len__(self) -> int:
+        return len(self.maps)
+
+    def forward(self, states: dict[str, Tensor]) -> dict[str, Tensor]:
+        return {key: self.maps[key](h) if key in self.maps else h for key, h in states.items()}
+
+
+def build_projections(
+    pairs: list[tuple[int, int]], student_width: int, teacher_width: int, *, hidden: bool, embedding: bool
+) -> Projections:
+    """Projections for the matched layers (``hidden``) and the embeddings (``embedding``) when widths differ.
+
+    Empty when the widths are equal: the student's states are then compared as they are.
+    """
+    keys: list[str] = []
+    if student_width != teacher_width:
+        keys = [str(s) for s, _ in pairs] if hidden else []
+        if embedding:
+            keys.append(EMBEDDING_KEY)
+    return Projections(keys, student_width, teacher_width)

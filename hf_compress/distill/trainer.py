@@ -1,0 +1,307 @@
+"""`DistillationTrainer`: the stock `Trainer`, with a frozen teacher and a distillation loss."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+from transformers import PreTrainedModel, Trainer, TrainerCallback
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+from . import losses
+from .checks import check_compatibility, enable_attention_outputs, head_kind, is_regression, load_teacher
+from .config import DistillationConfig
+from .matching import EMBEDDING_KEY, build_projections
+
+PROJECTIONS_NAME = "distillation_projections.safetensors"
+LOSS_TERMS = ("kd_loss", "hard_label_loss", "hidden_loss", "attention_loss", "embedding_loss")
+
+
+class _ZeroGradAfterStep(TrainerCallback):
+    def __init__(self, module: nn.Module) -> None:
+        self.module = module
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.module.zero_grad(set_to_none=True)
+
+
+class DistillationTrainer(Trainer):
+    """Train ``model`` (the student) to imitate ``teacher_model`` under a `DistillationConfig`.
+
+    The teacher is frozen (``requires_grad_(False)``, ``eval()``), run under ``torch.no_grad()`` and placed by
+    accelerate in evaluation mode, so it is never wrapped in DDP. Width projections (student -> teacher) are a
+    separate module trained in their own optimizer parameter groups (gradients clipped on their own with the
+    same ``max_grad_norm``); under DDP they are wrapped on their own, so their gradients are synchronised. They
+    are saved in every Trainer checkpoint (``resume_from_checkpoint`` restores them) and never in the saved
+    student, which stays an ordinary ``from_pretrained`` checkpoint.
+
+    With attention KD on, both models run `attention.kd_attention_forward` (eager math, attention maps before
+    dropout) for as long as they are in the trainer; saved checkpoints load with transformers' default.
+
+    The loss of a batch is a per-batch mean, so the Trainer divides it by the gradient-accumulation steps
+    (``loss_is_scaled_for_ga = False``): one step at batch 8 equals two accumulated steps at batch 4 whenever the
+    micro-batches hold the same number of counted positions (always true for sentence/image classification).
+    """
+
+    loss_is_scaled_for_ga = False
+
+    def __init__(
+        self,
+        model: PreTrainedModel | None = None,
+        teacher_model: PreTrainedModel | str | os.PathLike | None = None,
+        args: DistillationConfig | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if not isinstance(args, DistillationConfig):
+            raise TypeError(
+                f"DistillationTrainer needs args=DistillationConfig(...), got {type(args).__name__}; "
+                "DistillationConfig takes every TrainingArguments field plus the distillation losses."
+            )
+        if not isinstance(model, PreTrainedModel):
+            raise TypeError(f"DistillationTrainer needs the student as a PreTrainedModel, got {type(model).__name__}.")
+        if teacher_model is None:
+            raise ValueError("DistillationTrainer needs teacher_model= (a PreTrainedModel, a local path or a Hub id).")
+        teacher = load_teacher(teacher_model, model, args.teacher_model_init_kwargs)
+        self.layer_pairs = check_compatibility(model, teacher, args)
+        if args.needs_attentions:
+            enable_attention_outputs(model, "student")
+            enable_attention_outputs(teacher, "teacher")
+
+        super().__init__(model=model, args=args, **kwargs)
+
+        self._kd_kind = "regression" if is_regression(model) else args.kd_loss_type
+        self._token_level = head_kind(model) in ("token_classification", "masked_lm")
+        projections = build_projections(
+            self.layer_pairs if args.hidden_weight > 0 else [],
+            model.config.hidden_size,
+            teacher.config.hidden_size,
+            hidden=args.hidden_weight > 0,
+            embedding=args.embedding_weight > 0,
+        ).to(self.args.device)
+        self._projections = projections  # the bare module: optimizer groups and checkpoints use this one
+        self.projections = self.accelerator.prepare_model(projections) if len(projections) else projections
+        if len(projections):
+            # The Trainer zeroes only the student's gradients after each optimizer step.
+            self.add_callback(_ZeroGradAfterStep(projections))
+
+        teacher.requires_grad_(False)
+        teacher.eval()
+        self.teacher = self.accelerator.prepare_model(teacher, evaluation_mode=True)
+        self._term_sums: dict[str, Tensor] = {}
+        self._term_counts: dict[str, int] = {}
+
+    # ---- loss -----------------------------------------------------------------------------------------
+
+    def compute_loss(
+        self,
+        model: nn.Module,
+        inputs: dict[str, Any],
+        return_outputs: bool = False,
+        num_items_in_batch: Tensor | int | None = None,
+    ):
+        args: DistillationConfig = self.args
+        extra = {}
+        if args.needs_hidden_states:
+            extra["output_hidden_states"] = True
+        if args.needs_attentions:
+            extra["output_attentions"] = True
+        labels = inputs.get("labels")
+        student_out = model(**inputs, **extra)
+        teacher_inputs = {k: v for k, v in inputs.items() if k not in self.label_names and k != "labels"}
+        with torch.no_grad():
+            teacher_out = self.teacher(**teacher_inputs, **extra)
+
+        attention_mask = inputs.get("attention_mask")
+        token_mask = attention_mask.bool() if attention_mask is not None else None
+        terms: dict[str, Tensor] = {}
+        if args.kd_weight > 0:
+            terms["kd_loss"] = self._prediction_loss(student_out.logits, teacher_out.logits, labels, token_mask)
+        if args.hard_label_weight > 0:
+            if student_out.get("loss") is None:
+                raise ValueError(
+                    "hard_label_weight > 0 but the batch has no labels, so the student returned no loss. Add a "
+                    "'labels' column (or set label_names), or set hard_label_weight=0 for unlabelled data."
+                )
+            terms["hard_label_loss"] = student_out.loss
+            if self._token_level and labels is not None and not labels.ne(-100).any():
+                # A token-level batch without a single labelled (e.g. masked) position: the model's mean over
+                # zero items is NaN. Nothing to learn from the labels here, so the term is 0 (graph kept).
+                terms["hard_label_loss"] = student_out.logits.sum() * 0.0
+        if args.needs_hidden_states:
+            s_states, t_states = self._matched_states(student_out.hidden_states, teacher_out.hidden_states)
+            if args.hidden_weight > 0:
+                terms["hidden_loss"] = sum(
+                    losses.hidden_state_loss(s_states[str(s)], t_states[str(s)], token_mask, args.hidden_loss_type)
+                    for s, _ in self.layer_pairs
+                ) / len(self.layer_pairs)
+            if args.embedding_weight > 0:
+                terms["embedding_loss"] = losses.hidden_state_loss(
+                    s_states[EMBEDDING_KEY], t_states[EMBEDDING_KEY], token_mask, args.hidden_loss_type
+                )
+        if args.attention_weight > 0:
+            terms["attention_loss"] = self._attention_loss(student_out.attentions, teacher_out.attentions, token_mask)
+
+        weights = {
+            "kd_loss": args.kd_weight,
+            "hard_label_loss": args.hard_label_weight,
+            "hidden_loss": args.hidden_weight,
+            "attention_loss": args.attention_weight,
+            "embedding_loss": args.embedding_weight,
+        }
+        loss = sum(weights[name] * value for name, value in terms.items())
+        if model.training and not torch.isfinite(loss.detach()):
+            values = ", ".join(f"{k}={v.item():.4g}" for k, v in terms.items())
+            raise FloatingPointError(
+                f"Non-finite distillation loss at step {self.state.global_step} ({values}); no update was applied. "
+                "Lower learning_rate, enable max_grad_norm, check the inputs for NaN/inf, or train in fp32 "
+                "instead of fp16."
+            )
+        self._record("train" if model.training else "eval", terms)
+        if return_outputs:
+            kept = {k: v for k, v in student_out.items() if k not in ("hidden_states", "attentions")}
+            return loss, type(student_out)(**kept)
+        return loss
+
+    def _prediction_loss(self, s_logits: Tensor, t_logits: Tensor, labels: Tensor | None, token_mask: Tensor | None):
+        if s_logits.shape != t_logits.shape:
+            raise ValueError(
+                f"Student logits {tuple(s_logits.shape)} and teacher logits {tuple(t_logits.shape)} differ in shape; "
+                "prediction KD needs the same label set / vocabulary on both models."
+            )
+        mask = None
+        if self._token_level:
+            # Masked LM / token classification: only labelled (e.g. masked) positions, else real tokens.
+            mask = labels.ne(-100) if labels is not None and labels.dim() == 2 else token_mask
+        if self._kd_kind == "regression":
+            return losses.regression_kd_loss(s_logits, t_logits, mask)
+        if self._kd_kind == "hard":
+            return losses.hard_kd_loss(s_logits, t_logits, mask)
+        return losses.soft_kd_loss(s_logits, t_logits, self.args.temperature, mask)
+
+    def _matched_states(self, s_states: tuple[Tensor, ...], t_states: tuple[Tensor, ...]):
+        """Student states (projected to the teacher's width, in one call) and their teacher targets, by key.
+
+        ``hidden_states[0]`` is the embedding output, ``hidden_states[i + 1]`` the output of layer i.
+        """
+        student, teacher = {}, {}
+        if self.args.hidden_weight > 0:
+            for s, t in self.layer_pairs:
+                student[str(s)], teacher[str(s)] = s_states[s + 1], t_states[t + 1]
+        if self.args.embedding_weight > 0:
+            student[EMBEDDING_KEY], teacher[EMBEDDING_KEY] = s_states[0], t_states[0]
+        return (self.projections(student) if len(self._projections) else student), teacher
+
+    def _attention_loss(self, s_maps: tuple[Tensor, ...], t_maps: tuple[Tensor, ...], mask: Tensor | None):
+        if not s_maps or not t_maps:
+            raise ValueError(
+                "attention_weight > 0 but the models returned no attention maps; they must run with eager attention "
+                "(set automatically at start-up: was attn_implementation changed afterwards?)."
+            )
+        total = 0.0
+        for s, t in self.layer_pairs:
+            s_map, t_map = s_maps[s], t_maps[t]
+            if self.args.attention_head_mode == "mean":
+                s_map, t_map = losses.average_heads(s_map), losses.average_heads(t_map)
+            total = total + losses.attention_loss(s_map, t_map, mask, self.args.attention_loss_type)
+        return total / len(self.layer_pairs)
+
+    # ---- evaluation -----------------------------------------------------------------------------------
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        """Distillation loss and the student's logits (also for unlabelled, task-agnostic evaluation)."""
+        inputs = self._prepare_inputs(inputs)
+        label_values = [inputs.get(name) for name in self.label_names]
+        labels = None
+        if label_values and all(v is not None for v in label_values):
+            labels = label_values[0] if len(label_values) == 1 else tuple(label_values)
+        with torch.no_grad(), self.compute_loss_context_manager():
+            loss, outputs = self.compute_loss(model, inputs, return_outputs=True)
+        loss = loss.detach().mean()
+        if prediction_loss_only:
+            return loss, None, None
+        ignore = set(ignore_keys or []) | {"loss"}
+        logits = tuple(v for k, v in outputs.items() if k not in ignore)
+        logits = logits[0] if len(logits) == 1 else logits
+        return loss, logits, labels
+
+    def evaluation_loop(self, *args: Any, **kwargs: Any):
+        self._reset_terms("eval")
+        output = super().evaluation_loop(*args, **kwargs)
+        prefix = kwargs.get("metric_key_prefix", args[4] if len(args) > 4 else "eval")
+        output.metrics.update({f"{prefix}_{k}": v for k, v in self._reduce_terms("eval").items()})
+        return output
+
+    # ---- per-term logging -----------------------------------------------------------------------------
+
+    def _record(self, mode: str, terms: dict[str, Tensor]) -> None:
+        values = torch.stack([terms[n].detach().float() if n in terms else torch.tensor(0.0) for n in LOSS_TERMS])
+        values = values.to(self.args.device)
+        self._term_sums[mode] = self._term_sums.get(mode, torch.zeros_like(values)) + values
+        self._term_counts[mode] = self._term_counts.get(mode, 0) + 1
+
+    def _reset_terms(self, mode: str) -> None:
+        self._term_sums.pop(mode, None)
+        self._term_counts.pop(mode, None)
+
+    def _reduce_terms(self, mode: str) -> dict[str, float]:
+        if mode not in self._term_sums:
+            return {}
+        means = self._term_sums[mode] / self._term_counts[mode]
+        if self.accelerator.num_processes > 1:
+            means = self.accelerator.reduce(means, reduction="mean")
+        self._reset_terms(mode)
+        weights = [getattr(self.args, n.replace("_loss", "_weight")) for n in LOSS_TERMS]
+        return {n: round(v, 6) for n, v, w in zip(LOSS_TERMS, means.tolist(), weights) if w > 0}
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if "loss" in logs:  # a training log: add the mean of each term since the last one
+            logs = {**logs, **self._reduce_terms("train")}
+        super().log(logs, start_time)
+
+    # ---- projections in the optimizer and in checkpoints ----------------------------------------------
+
+    def create_optimizer(self, model=None):
+        optimizer = super().create_optimizer(model)
+        params = list(self._projections.named_parameters())
+        already = {id(p) for group in optimizer.param_groups for p in group["params"]}
+        if params and not any(id(p) in already for _, p in params):
+            lr = self.args.projection_learning_rate or self.args.learning_rate
+            decay = [p for n, p in params if not n.endswith("bias")]
+            no_decay = [p for n, p in params if n.endswith("bias")]
+            optimizer.add_param_group({"params": decay, "weight_decay": self.args.weight_decay, "lr": lr})
+            optimizer.add_param_group({"params": no_decay, "weight_decay": 0.0, "lr": lr})
+        return optimizer
+
+    def _clip_grad_norm(self, model):
+        """Clip the student as the Trainer does, and the projections on their own with the same max norm."""
+        norm = super()._clip_grad_norm(model)
+        if len(self._projections):
+            # Gradients are already unscaled by the student's clip (fp16), so plain torch clipping is right here.
+            torch.nn.utils.clip_grad_norm_(self._projections.parameters(), self.args.max_grad_norm)
+        return norm
+
+    def _save_checkpoint(self, model, trial) -> None:
+        if len(self._projections) and self.args.should_save:
+            folder = os.path.join(
+                self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+            )
+            os.makedirs(folder, exist_ok=True)
+            state = {k: v.detach().cpu().contiguous() for k, v in self._projections.state_dict().items()}
+            save_file(state, os.path.join(folder, PROJECTIONS_NAME))
+        super()._save_checkpoint(model, trial)
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: nn.Module | None = None) -> None:
+        super()._load_from_checkpoint(resume_from_checkpoint, model)
+        if not len(self._projections):
+            return
+        path = os.path.join(resume_from_checkpoint, PROJECTIONS_NAME)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(
+                f"{resume_from_checkpoint} has no {PROJECTIONS_NAME}: it was not written by a DistillationTrainer "
+                "with the same projections. Resume from a checkpoint of this run, or start without "
+                "resume_from_checkpoint."
+            )
+        self._projections.load_state_dict(load_file(path, device=str(self.args.device)))

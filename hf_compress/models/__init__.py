@@ -1,0 +1,1 @@
+"""Architecture-specific knowledge (BERT, ViT)."""

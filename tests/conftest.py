@@ -1,0 +1,75 @@
+"""Shared fixtures: tiny BERT / ViT models built from configs and tiny in-memory datasets. Fully offline."""
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from datasets import Dataset  # noqa: E402
+from transformers import BertConfig, ViTConfig  # noqa: E402
+
+VOCAB = 64
+SEQ = 12
+
+
+def bert_config(**overrides) -> BertConfig:
+    values = dict(
+        vocab_size=VOCAB,
+        hidden_size=32,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        num_labels=3,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+    )
+    values.update(overrides)
+    return BertConfig(**values)
+
+
+def vit_config(**overrides) -> ViTConfig:
+    values = dict(
+        image_size=16,
+        patch_size=4,
+        num_channels=1,
+        hidden_size=32,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        intermediate_size=64,
+        num_labels=5,
+    )
+    values.update(overrides)
+    return ViTConfig(**values)
+
+
+def text_dataset(n: int = 32, seed: int = 0, num_labels: int = 3, padded: bool = True, regression: bool = False):
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(1, VOCAB, (n, SEQ), generator=g)
+    mask = torch.ones(n, SEQ, dtype=torch.long)
+    if padded:
+        lengths = torch.randint(4, SEQ + 1, (n,), generator=g)
+        for i, length in enumerate(lengths.tolist()):
+            mask[i, length:] = 0
+            ids[i, length:] = 0
+    if regression:
+        labels = torch.rand(n, generator=g).tolist()
+    else:
+        labels = torch.randint(0, num_labels, (n,), generator=g).tolist()
+    return Dataset.from_dict({"input_ids": ids.tolist(), "attention_mask": mask.tolist(), "labels": labels})
+
+
+def image_dataset(n: int = 32, seed: int = 0, num_labels: int = 5):
+    g = torch.Generator().manual_seed(seed)
+    pixels = torch.randn(n, 1, 16, 16, generator=g)
+    labels = torch.randint(0, num_labels, (n,), generator=g)
+    ds = Dataset.from_dict({"pixel_values": pixels.numpy().tolist(), "labels": labels.tolist()})
+    return ds.with_format("torch")
+
+
+@pytest.fixture
+def tmp_out(tmp_path):
+    return str(tmp_path / "out")
