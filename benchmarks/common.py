@@ -1,0 +1,246 @@
+"""Shared benchmark plumbing: the real teachers, data, and the size / latency / accuracy measurements.
+
+Latency is always a ratio to the teacher measured interleaved in one process (teacher, model, teacher,
+model, ...) with a fixed number of threads, which is robust on a noisy shared machine.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import shutil
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from transformers import (
+    AutoModelForImageClassification,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    DataCollatorWithPadding,
+    Trainer,
+    TrainingArguments,
+    ViTConfig,
+)
+
+from hf_compress.data import demo_model_path, load_fashion_mnist, load_rotten_tomatoes
+
+ROOT = Path(__file__).resolve().parent
+CACHE = ROOT / "cache"
+RESULTS = ROOT / "results"
+THREADS = 2
+MAX_LENGTH = 64
+
+
+def setup(threads: int = THREADS, seed: int = 0) -> None:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+
+
+# ---- data -------------------------------------------------------------------------------------------------
+
+
+def rt_data(tokenizer, max_length: int = MAX_LENGTH, train_limit: int | None = None):
+    """Tokenized Rotten Tomatoes splits (train / validation / test), fixed seed-0 split."""
+    data = load_rotten_tomatoes(seed=0)
+    if train_limit:
+        data["train"] = data["train"].select(range(min(train_limit, len(data["train"]))))
+    return data.map(
+        lambda b: tokenizer(b["text"], truncation=True, max_length=max_length), batched=True, remove_columns=["text"]
+    ).rename_column("label", "labels")
+
+
+def fmnist_data(train_limit: int | None = None, test_limit: int | None = None):
+    """Fashion-MNIST as normalised 1 x 28 x 28 ``pixel_values`` tensors."""
+    data = load_fashion_mnist()
+    if train_limit:
+        data["train"] = data["train"].select(range(train_limit))
+    if test_limit:
+        data["test"] = data["test"].select(range(test_limit))
+
+    def to_pixels(batch):
+        images = np.asarray(batch["image"], dtype=np.float32) / 255.0
+        return {"pixel_values": ((images - 0.5) / 0.5)[:, None], "labels": batch["label"]}
+
+    data = data.map(to_pixels, batched=True, remove_columns=["image", "label"])
+    return data.with_format("torch")
+
+
+def accuracy(pred) -> dict[str, float]:
+    logits = pred.predictions[0] if isinstance(pred.predictions, tuple) else pred.predictions
+    return {"accuracy": float((logits.argmax(-1) == pred.label_ids).mean())}
+
+
+# ---- teachers (cached: every suite uses the same ones) ---------------------------------------------------
+
+
+def text_teacher(epochs: float = 2.0) -> str:
+    """MiniLM-L6 fine-tuned on Rotten Tomatoes; trained once, then loaded from benchmarks/cache."""
+    out = CACHE / "teacher-minilm-rt"
+    if (out / "config.json").is_file():
+        return str(out)
+    source = demo_model_path()
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        source, num_labels=2, id2label={0: "rotten", 1: "fresh"}, label2id={"rotten": 0, "fresh": 1}
+    )
+    data = rt_data(tokenizer)
+    args = TrainingArguments(
+        output_dir=str(CACHE / "work-teacher-rt"),
+        num_train_epochs=epochs,
+        per_device_train_batch_size=32,
+        learning_rate=5e-5,
+        warmup_steps=30,
+        weight_decay=0.01,
+        logging_steps=50,
+        save_strategy="no",
+        report_to=[],
+        seed=0,
+        use_cpu=True,
+        dataloader_pin_memory=False,
+        train_sampling_strategy="group_by_length",
+    )
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=data["train"],
+        data_collator=DataCollatorWithPadding(tokenizer),
+        processing_class=tokenizer,
+    )
+    trainer.train()
+    trainer.save_model(str(out))
+    shutil.rmtree(CACHE / "work-teacher-rt", ignore_errors=True)
+    return str(out)
+
+
+def vision_teacher(epochs: float = 3.0, train_limit: int | None = None) -> str:
+    """A small ViT (6 layers, hidden 128) trained from scratch on Fashion-MNIST; cached."""
+    out = CACHE / "teacher-vit-fmnist"
+    if (out / "config.json").is_file():
+        return str(out)
+    config = ViTConfig(
+        image_size=28,
+        patch_size=4,
+        num_channels=1,
+        hidden_size=128,
+        num_hidden_layers=6,
+        num_attention_heads=4,
+        intermediate_size=512,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+        num_labels=10,
+    )
+    torch.manual_seed(0)
+    model = AutoModelForImageClassification.from_config(config)
+    data = fmnist_data(train_limit=train_limit)
+    args = TrainingArguments(
+        output_dir=str(CACHE / "work-teacher-vit"),
+        num_train_epochs=epochs,
+        per_device_train_batch_size=128,
+        learning_rate=1e-3,
+        warmup_steps=100,
+        weight_decay=0.05,
+        logging_steps=100,
+        save_strategy="no",
+        report_to=[],
+        seed=0,
+        use_cpu=True,
+        dataloader_pin_memory=False,
+    )
+    Trainer(model=model, args=args, train_dataset=data["train"]).train()
+    model.save_pretrained(str(out))
+    shutil.rmtree(CACHE / "work-teacher-vit", ignore_errors=True)
+    return str(out)
+
+
+# ---- measurements -------------------------------------------------------------------------------------------
+
+
+def evaluate_accuracy(model, dataset, collator=None, batch_size: int = 64) -> float:
+    args = TrainingArguments(
+        output_dir=tempfile.mkdtemp(), per_device_eval_batch_size=batch_size, report_to=[], use_cpu=True
+    )
+    trainer = Trainer(model=model, args=args, data_collator=collator, compute_metrics=accuracy)
+    return trainer.evaluate(dataset)["eval_accuracy"]
+
+
+def count_params(model) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def size_on_disk_mb(model) -> float:
+    """MiB of the saved checkpoint (weights + config), as `save_pretrained` writes it."""
+    with tempfile.TemporaryDirectory() as tmp:
+        model.save_pretrained(tmp)
+        return sum(f.stat().st_size for f in Path(tmp).rglob("*") if f.is_file()) / 2**20
+
+
+def example_inputs(model, batch: int, length: int = 128) -> dict[str, torch.Tensor]:
+    config = model.config
+    if getattr(config, "image_size", None):
+        size = config.image_size
+        return {"pixel_values": torch.randn(batch, config.num_channels, size, size)}
+    generator = torch.Generator().manual_seed(0)
+    ids = torch.randint(1000, min(config.vocab_size, 29000), (batch, length), generator=generator)
+    return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+
+
+def latency_ratios(
+    reference, models: dict[str, torch.nn.Module], shapes=((8, 128), (1, 128)), reps: int = 15, warmup: int = 3
+) -> dict[str, dict[str, float]]:
+    """Median latency of each model divided by the reference's, per input shape, measured interleaved.
+
+    Returns ``{name: {"8x128": ratio, ..., "8x128_ms": reference-free absolute median ms}}``.
+    """
+    results: dict[str, dict[str, float]] = {name: {} for name in models}
+    results["__reference__"] = {}
+    for batch, length in shapes:
+        key = f"{batch}x{length}"
+        inputs = example_inputs(reference, batch, length)
+        timings: dict[str, list[float]] = {name: [] for name in ["__reference__", *models]}
+        everyone = {"__reference__": reference, **models}
+        with torch.inference_mode():
+            for model in everyone.values():
+                model.eval()
+                for _ in range(warmup):
+                    model(**inputs)
+            for _ in range(reps):
+                for name, model in everyone.items():
+                    start = time.perf_counter()
+                    model(**inputs)
+                    timings[name].append(time.perf_counter() - start)
+        ref = statistics.median(timings["__reference__"])
+        for name in everyone:
+            median = statistics.median(timings[name])
+            results[name][key] = median / ref
+            results[name][f"{key}_ms"] = median * 1000
+    return results
+
+
+# ---- reporting ----------------------------------------------------------------------------------------------
+
+
+def write_json(suite: str, payload: dict) -> Path:
+    day = datetime.date.today().isoformat()
+    path = RESULTS / day / f"{suite}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=2))
+    return path
+
+
+def markdown_table(rows: list[dict], columns: list[tuple[str, str]]) -> str:
+    """``columns`` = [(key, header)]; floats get 3 significant decimals."""
+
+    def fmt(value) -> str:
+        if isinstance(value, float):
+            return f"{value:.3f}" if abs(value) < 100 else f"{value:.1f}"
+        return str(value)
+
+    lines = ["| " + " | ".join(h for _, h in columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(fmt(row.get(k, "")) for k, _ in columns) + " |" for row in rows]
+    return "\n".join(lines)
