@@ -182,6 +182,7 @@ def trainer_overhead(teacher, dataset, collator, reps: int = 20) -> dict[str, fl
             args=DistillationConfig(output_dir=out, report_to=[], use_cpu=True, **variant),
         )
         plain = Trainer(model=plain_student, args=TrainingArguments(output_dir=out, report_to=[], use_cpu=True))
+        kd.current_gradient_accumulation_steps = plain.current_gradient_accumulation_steps = 1  # set by train()
         kd_inputs = kd._prepare_inputs(dict(batch))
         teacher_inputs = {k: v for k, v in kd_inputs.items() if k != "labels"}
         kd_times, plain_times = [], []

@@ -1,0 +1,175 @@
+"""The prunable structure of a BERT- or ViT-family model: which modules carry heads, FFN neurons and the
+residual (hidden) dimension.
+
+Pruning and slicing are written once against `ModelStructure`; the per-architecture knowledge is the two
+small functions `_bert` and `_vit` below (module names differ between the families, and BERT is post-LN
+while ViT is pre-LN, which changes where the hidden mask must be enforced).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from torch import nn
+from transformers import PreTrainedModel
+
+
+@dataclass
+class LayerParts:
+    """One transformer layer. Heads are contiguous blocks of ``head_dim`` rows of query/key/value."""
+
+    query: nn.Linear
+    key: nn.Linear
+    value: nn.Linear
+    attn_out: nn.Linear
+    ffn_in: nn.Linear
+    ffn_out: nn.Linear
+
+
+@dataclass
+class HiddenTable:
+    """A parameter whose dimension ``dim`` is the hidden size (embedding tables, CLS token, positions)."""
+
+    module: nn.Module
+    name: str
+    dim: int
+
+
+@dataclass
+class ModelStructure:
+    model_type: str
+    layers: list[LayerParts]
+    num_heads: int
+    head_dim: int
+    hidden_size: int
+    intermediate_size: int
+    reads_hidden: list[nn.Module] = field(default_factory=list)  # input features = hidden (Linear)
+    writes_hidden: list[nn.Module] = field(default_factory=list)  # output features = hidden (Linear / Conv2d)
+    tables: list[HiddenTable] = field(default_factory=list)
+    norms: list[nn.LayerNorm] = field(default_factory=list)  # LayerNorms over the hidden dimension
+    # Modules whose *output* must be multiplied by the hidden mask for a masked model to equal the sliced one.
+    stream_sources: list[nn.Module] = field(default_factory=list)
+
+
+def _linear(module: nn.Module, name: str) -> nn.Module:
+    return module.get_submodule(name)
+
+
+def _bert(model: PreTrainedModel) -> ModelStructure:
+    base = model.base_model
+    config = model.config
+    layers, reads, writes, norms = [], [], [], [base.embeddings.LayerNorm]
+    for layer in base.encoder.layer:
+        parts = LayerParts(
+            query=layer.attention.self.query,
+            key=layer.attention.self.key,
+            value=layer.attention.self.value,
+            attn_out=layer.attention.output.dense,
+            ffn_in=layer.intermediate.dense,
+            ffn_out=layer.output.dense,
+        )
+        layers.append(parts)
+        reads += [parts.query, parts.key, parts.value, parts.ffn_in]
+        writes += [parts.attn_out, parts.ffn_out]
+        norms += [layer.attention.output.LayerNorm, layer.output.LayerNorm]
+    emb = base.embeddings
+    tables = [HiddenTable(emb.word_embeddings, "weight", 1), HiddenTable(emb.position_embeddings, "weight", 1)]
+    if getattr(emb, "token_type_embeddings", None) is not None:
+        tables.append(HiddenTable(emb.token_type_embeddings, "weight", 1))
+    sources = [emb] + [p.attn_out for p in layers] + [p.ffn_out for p in layers]
+    if getattr(base, "pooler", None) is not None:
+        reads.append(base.pooler.dense)
+        writes.append(base.pooler.dense)
+        sources.append(base.pooler.dense)
+    _add_heads(model, reads, writes, norms, sources)
+    return ModelStructure(
+        model_type=config.model_type,
+        layers=layers,
+        num_heads=config.num_attention_heads,
+        head_dim=config.hidden_size // config.num_attention_heads,
+        hidden_size=config.hidden_size,
+        intermediate_size=config.intermediate_size,
+        reads_hidden=reads,
+        writes_hidden=writes,
+        tables=tables,
+        norms=norms,
+        stream_sources=sources,
+    )
+
+
+def _vit(model: PreTrainedModel) -> ModelStructure:
+    base = model.base_model
+    config = model.config
+    layers, reads, writes, norms = [], [], [], []
+    for layer in base.layers:
+        attention = layer.attention
+        parts = LayerParts(
+            query=attention.q_proj,
+            key=attention.k_proj,
+            value=attention.v_proj,
+            attn_out=attention.o_proj,
+            ffn_in=layer.mlp.fc1,
+            ffn_out=layer.mlp.fc2,
+        )
+        layers.append(parts)
+        reads += [parts.query, parts.key, parts.value, parts.ffn_in]
+        writes += [parts.attn_out, parts.ffn_out]
+        norms += [layer.layernorm_before, layer.layernorm_after]
+    norms.append(base.layernorm)
+    emb = base.embeddings
+    tables = [HiddenTable(emb, "cls_token", 2), HiddenTable(emb, "position_embeddings", 2)]
+    if getattr(emb, "mask_token", None) is not None:
+        tables.append(HiddenTable(emb, "mask_token", 2))
+    writes.append(emb.patch_embeddings.projection)
+    # Pre-LN: the residual stream is never normalised in place, so every writer's output is masked.
+    sources = [emb] + [p.attn_out for p in layers] + [p.ffn_out for p in layers]
+    if getattr(base, "pooler", None) is not None:
+        reads.append(base.pooler.dense)
+        writes.append(base.pooler.dense)
+        sources.append(base.pooler.dense)
+    _add_heads(model, reads, writes, norms, sources)
+    return ModelStructure(
+        model_type=config.model_type,
+        layers=layers,
+        num_heads=config.num_attention_heads,
+        head_dim=config.hidden_size // config.num_attention_heads,
+        hidden_size=config.hidden_size,
+        intermediate_size=config.intermediate_size,
+        reads_hidden=reads,
+        writes_hidden=writes,
+        tables=tables,
+        norms=norms,
+        stream_sources=sources,
+    )
+
+
+def _add_heads(model, reads, writes, norms, sources) -> None:
+    """Task heads on top of the encoder: classifiers read the hidden size; an MLM head also writes it."""
+    classifier = getattr(model, "classifier", None)
+    if isinstance(classifier, nn.Linear):
+        reads.append(classifier)
+    elif classifier is not None:
+        raise NotImplementedError(f"Pruning does not know the classifier of {type(model).__name__}.")
+    cls = getattr(model, "cls", None)
+    if cls is not None and hasattr(cls, "predictions"):
+        transform = cls.predictions.transform
+        reads.append(transform.dense)
+        writes.append(transform.dense)
+        sources.append(transform.dense)
+        norms.append(transform.LayerNorm)
+        reads.append(cls.predictions.decoder)  # tied to the word embeddings: sliced once through the tie
+
+
+_BUILDERS: dict[str, Callable[[PreTrainedModel], ModelStructure]] = {"bert": _bert, "vit": _vit}
+
+
+def model_structure(model: PreTrainedModel) -> ModelStructure:
+    """The `ModelStructure` of a supported model; a clear error names the supported families otherwise."""
+    model_type = getattr(model.config, "model_type", None)
+    if model_type not in _BUILDERS:
+        raise NotImplementedError(
+            f"Structured pruning supports model types {sorted(_BUILDERS)}, got {model_type!r} "
+            f"({type(model).__name__})."
+        )
+    return _BUILDERS[model_type](model)

@@ -1,0 +1,88 @@
+"""`HomoDistilConfig`: distillation arguments plus the pruning targets, schedule and importance score."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from ..distill.config import DistillationConfig, check_choice
+
+PruningSchedule = Literal["cubic", "oneshot"]
+Importance = Literal["platon", "taylor", "magnitude"]
+
+
+@dataclass
+class HomoDistilConfig(DistillationConfig):
+    """`DistillationConfig` plus structured pruning of the student while it is distilled (HomoDistil).
+
+    The student starts as a copy of the teacher; its residual width, attention heads (the same count in every
+    layer) and FFN neurons (likewise) are pruned from full size at ``prune_start_step`` to the targets at
+    ``prune_end_step`` on a cubic schedule, the masks being recomputed every ``prune_every`` optimizer steps
+    from PLATON importance scores. Training then continues at the final shape until ``max_steps``. Saving
+    writes the physically smaller model with a standard config.
+    """
+
+    target_hidden_size: int | None = field(default=None, metadata={"help": "Residual width after pruning."})
+    target_num_heads: int | None = field(default=None, metadata={"help": "Attention heads per layer after pruning."})
+    target_intermediate_size: int | None = field(default=None, metadata={"help": "FFN width after pruning."})
+    prune_start_step: int = field(default=0, metadata={"help": "Optimizer step at which pruning starts."})
+    prune_end_step: int | None = field(
+        default=None, metadata={"help": "Optimizer step at which the targets are reached (cubic schedule)."}
+    )
+    prune_every: int = field(default=10, metadata={"help": "Recompute the masks every this many steps."})
+    pruning_schedule: str = field(
+        default="cubic",
+        metadata={
+            "help": "'cubic' (HomoDistil: gradual) or 'oneshot' (baseline: prune to the targets at "
+            "prune_start_step, then distil).",
+            "choices": ["cubic", "oneshot"],
+        },
+    )
+    importance: str = field(
+        default="platon",
+        metadata={
+            "help": "'platon': smoothed sensitivity |w * grad| times its uncertainty; 'taylor': smoothed "
+            "first-order Taylor |w * grad|; 'magnitude': |w| (no gradients).",
+            "choices": ["platon", "taylor", "magnitude"],
+        },
+    )
+    importance_beta1: float = field(default=0.85, metadata={"help": "EMA factor of the sensitivity."})
+    importance_beta2: float = field(default=0.95, metadata={"help": "EMA factor of the uncertainty."})
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_choice("pruning_schedule", self.pruning_schedule, PruningSchedule)
+        check_choice("importance", self.importance, Importance)
+        targets = (self.target_hidden_size, self.target_num_heads, self.target_intermediate_size)
+        if all(t is None for t in targets):
+            raise ValueError(
+                "HomoDistilConfig needs at least one pruning target: target_hidden_size, target_num_heads or "
+                "target_intermediate_size."
+            )
+        for name, value in zip(("target_hidden_size", "target_num_heads", "target_intermediate_size"), targets):
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+                raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+        if self.prune_start_step < 0:
+            raise ValueError(f"prune_start_step must be >= 0, got {self.prune_start_step}.")
+        if self.pruning_schedule == "cubic":
+            if self.prune_end_step is None or self.prune_end_step <= self.prune_start_step:
+                raise ValueError(
+                    f"The cubic schedule needs prune_end_step > prune_start_step ({self.prune_start_step}), got "
+                    f"{self.prune_end_step!r}. Set prune_end_step to the optimizer step at which the targets are "
+                    "reached, leaving steps after it to recover (e.g. 2/3 of max_steps)."
+                )
+        if self.pruning_schedule == "oneshot" and self.importance != "magnitude" and self.prune_start_step == 0:
+            raise ValueError(
+                f"One-shot pruning by '{self.importance}' importance needs gradients from a few steps first: set "
+                "prune_start_step >= 1 (e.g. 50), or use importance='magnitude' to prune at step 0."
+            )
+        if self.prune_every < 1:
+            raise ValueError(f"prune_every must be >= 1, got {self.prune_every}.")
+        for name in ("importance_beta1", "importance_beta2"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}.")
+
+    @property
+    def final_prune_step(self) -> int:
+        """The optimizer step after which the masks no longer change."""
+        return self.prune_start_step if self.pruning_schedule == "oneshot" else self.prune_end_step

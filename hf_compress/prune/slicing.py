@@ -1,0 +1,95 @@
+"""Physically remove masked structures: a dense, smaller model of the same class with a standard config."""
+
+from __future__ import annotations
+
+import copy
+from collections import defaultdict
+
+import torch
+from torch import Tensor, nn
+from transformers import PreTrainedModel
+
+from ..models.structure import ModelStructure, model_structure
+from .masks import StructureMasks, kept_indices
+
+
+def check_shape(structure: ModelStructure, hidden: int, heads: int) -> None:
+    """transformers' BERT / ViT fix head_dim = hidden_size / num_attention_heads; whole-head pruning keeps
+    head_dim, so a reloadable model needs hidden == heads * head_dim."""
+    if hidden != heads * structure.head_dim:
+        raise ValueError(
+            f"A model with hidden size {hidden} and {heads} heads does not load with a stock config: transformers "
+            f"computes head_dim = hidden_size / num_attention_heads, and pruning whole heads keeps head_dim = "
+            f"{structure.head_dim}. Use {hidden // structure.head_dim or 1} heads for hidden size {hidden}, or "
+            f"hidden size {heads * structure.head_dim} for {heads} heads."
+        )
+
+
+def _selections(model: nn.Module, structure: ModelStructure, masks: StructureMasks) -> dict[str, dict[int, Tensor]]:
+    """state-dict key -> {dim: kept indices} for every tensor that shrinks."""
+    module_name = {id(m): n for n, m in model.named_modules()}
+    selections: dict[str, dict[int, Tensor]] = defaultdict(dict)
+
+    def select(module: nn.Module, param: str, dim: int, index: Tensor) -> None:
+        if getattr(module, param, None) is None:
+            return
+        prefix = module_name[id(module)]
+        selections[f"{prefix}.{param}" if prefix else param][dim] = index
+
+    hidden = kept_indices(masks.hidden)
+    for module in structure.reads_hidden:
+        select(module, "weight", 1, hidden)
+    for module in structure.writes_hidden:
+        select(module, "weight", 0, hidden)
+        select(module, "bias", 0, hidden)
+    for table in structure.tables:
+        select(table.module, table.name, table.dim, hidden)
+    for norm in structure.norms:
+        select(norm, "weight", 0, hidden)
+        select(norm, "bias", 0, hidden)
+    head_dim = structure.head_dim
+    for layer, parts in enumerate(structure.layers):
+        heads = kept_indices(masks.heads[layer])
+        rows = (heads[:, None] * head_dim + torch.arange(head_dim)).flatten()
+        for proj in (parts.query, parts.key, parts.value):
+            select(proj, "weight", 0, rows)
+            select(proj, "bias", 0, rows)
+        select(parts.attn_out, "weight", 1, rows)
+        neurons = kept_indices(masks.ffn[layer])
+        select(parts.ffn_in, "weight", 0, neurons)
+        select(parts.ffn_in, "bias", 0, neurons)
+        select(parts.ffn_out, "weight", 1, neurons)
+    return selections
+
+
+@torch.no_grad()
+def slice_model(model: PreTrainedModel, masks: StructureMasks) -> PreTrainedModel:
+    """A new model of ``type(model)`` without the masked structures; ``model`` is left untouched.
+
+    Every layer must keep the same number of heads and of FFN neurons (a stock config has one number of
+    each), and the kept hidden size must equal kept heads x head_dim.
+    """
+    structure = model_structure(model)
+    head_counts = set(masks.heads.sum(1).int().tolist())
+    ffn_counts = set(masks.ffn.sum(1).int().tolist())
+    if len(head_counts) != 1 or len(ffn_counts) != 1:
+        raise ValueError(
+            f"Every layer must keep the same number of heads and FFN neurons to fit a standard config; kept heads "
+            f"per layer {sorted(head_counts)}, FFN neurons {sorted(ffn_counts)}."
+        )
+    hidden, heads, ffn = int(masks.hidden.sum()), head_counts.pop(), ffn_counts.pop()
+    check_shape(structure, hidden, heads)
+
+    selections = _selections(model, structure, masks)
+    state = {}
+    for key, value in model.state_dict().items():
+        for dim, index in selections.get(key, {}).items():
+            value = value.index_select(dim, index.to(value.device))
+        state[key] = value.clone()
+
+    config = copy.deepcopy(model.config)
+    config.hidden_size, config.num_attention_heads, config.intermediate_size = hidden, heads, ffn
+    sliced = type(model)(config)
+    sliced.load_state_dict(state, strict=True)
+    sliced.to(dtype=model.dtype, device=model.device)
+    return sliced.train(model.training)

@@ -1,0 +1,125 @@
+"""`HomoDistilTrainer`: distil a copy of the teacher while pruning it to a smaller, dense model."""
+
+from __future__ import annotations
+
+import copy
+import os
+from typing import Any
+
+from safetensors.torch import load_file, save_file
+from transformers import PreTrainedModel, TrainerCallback
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+from ..distill.trainer import DistillationTrainer
+from .config import HomoDistilConfig
+from .pruner import StructuredPruner
+
+PRUNING_STATE_NAME = "pruning_state.safetensors"
+
+
+class _PruningCallback(TrainerCallback):
+    def __init__(self, pruner: StructuredPruner) -> None:
+        self.pruner = pruner
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        final = args.final_prune_step
+        if state.max_steps and final > state.max_steps:
+            raise ValueError(
+                f"Pruning reaches its targets at step {final} (prune_end_step / prune_start_step) but training "
+                f"stops at step {state.max_steps}: the model would never reach its target shape. Lower "
+                "prune_end_step or train longer."
+            )
+        if state.global_step == 0:
+            self.pruner.step(0)
+
+    def on_pre_optimizer_step(self, args, state, control, **kwargs):
+        self.pruner.update_scores()  # gradients are complete (accumulated, clipped, all-reduced) here
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.pruner.step(state.global_step)
+
+
+class HomoDistilTrainer(DistillationTrainer):
+    """HomoDistil (Liang et al., ICLR 2023): the student starts as a copy of the teacher and is pruned step by
+    step while it is distilled, so it never drifts far from its teacher.
+
+    ``model`` may be omitted: the student is then a deep copy of ``teacher_model``. Heads, FFN neurons and the
+    residual width are masked in the forward pass during training (masked structures contribute nothing), with
+    masks from PLATON importance scores on a cubic schedule. The pruning state (scores, masks, step) is saved in
+    every Trainer checkpoint, so ``resume_from_checkpoint`` continues exactly. ``save_model()`` writes the
+    physically sliced model with a standard config, loadable by plain transformers.
+    """
+
+    def __init__(
+        self,
+        model: PreTrainedModel | None = None,
+        teacher_model: PreTrainedModel | str | os.PathLike | None = None,
+        args: HomoDistilConfig | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if not isinstance(args, HomoDistilConfig):
+            raise TypeError(
+                f"HomoDistilTrainer needs args=HomoDistilConfig(...), got {type(args).__name__}: it adds the pruning "
+                "targets and schedule to DistillationConfig."
+            )
+        if model is None:
+            if not isinstance(teacher_model, PreTrainedModel):
+                raise TypeError(
+                    "Without model=, HomoDistilTrainer starts the student as a copy of the teacher, so teacher_model "
+                    "must be a loaded PreTrainedModel (load it with from_pretrained first)."
+                )
+            model = copy.deepcopy(teacher_model)
+        super().__init__(model=model, teacher_model=teacher_model, args=args, **kwargs)
+        self.pruner = StructuredPruner(self.model, args)
+        self.add_callback(_PruningCallback(self.pruner))
+
+    def _matched_states(self, s_states, t_states):
+        """Hidden / embedding KD on the kept channels only: a pruned channel is zero in the student, and
+        comparing it with the teacher would add a constant that hides the loss that can still be learned."""
+        student, teacher = super()._matched_states(s_states, t_states)
+        if self.pruner.masks.counts()["hidden"] == self.pruner.full["hidden"]:
+            return student, teacher
+        keep = self.pruner.masks.hidden.to(self.args.device).bool()
+        return {k: v[..., keep] for k, v in student.items()}, {k: v[..., keep] for k, v in teacher.items()}
+
+    def sliced_model(self) -> PreTrainedModel:
+        """The physically smaller model (a new object; the trainer keeps training the masked one)."""
+        return self.pruner.sliced_model()
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        """Checkpoints keep the full-size masked student (to resume); a user's save writes the sliced model."""
+        if _internal_call:
+            return super().save_model(output_dir, _internal_call=True)
+        if not self.pruner.finished:
+            raise RuntimeError(
+                f"The student is not pruned to its targets yet (kept {self.pruner.masks.counts()}, targets "
+                f"{self.pruner.targets}, step {self.state.global_step} of prune end step "
+                f"{self.args.final_prune_step}). Train until the schedule ends, or resume from a Trainer checkpoint."
+            )
+        output_dir = output_dir or self.args.output_dir
+        if not self.args.should_save:
+            return
+        os.makedirs(output_dir, exist_ok=True)
+        self.sliced_model().save_pretrained(output_dir)
+        if self.processing_class is not None:
+            self.processing_class.save_pretrained(output_dir)
+
+    def _save_checkpoint(self, model, trial) -> None:
+        if self.args.should_save:
+            folder = os.path.join(
+                self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+            )
+            os.makedirs(folder, exist_ok=True)
+            state = {k: v.contiguous() for k, v in self.pruner.state_dict().items()}
+            save_file(state, os.path.join(folder, PRUNING_STATE_NAME))
+        super()._save_checkpoint(model, trial)
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
+        super()._load_from_checkpoint(resume_from_checkpoint, model)
+        path = os.path.join(resume_from_checkpoint, PRUNING_STATE_NAME)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(
+                f"{resume_from_checkpoint} has no {PRUNING_STATE_NAME}: it was not written by a HomoDistilTrainer. "
+                "Resume from a checkpoint of this pruning run."
+            )
+        self.pruner.load_state_dict(load_file(path))
