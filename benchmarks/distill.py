@@ -106,7 +106,7 @@ def _rows(teacher, students, test, collator, shapes):
     return rows
 
 
-def run_text(quick: bool) -> dict:
+def run_text(quick: bool, epochs: float = 1.0) -> dict:
     teacher_path = common.text_teacher()
     tokenizer = AutoTokenizer.from_pretrained(teacher_path)
     data = common.rt_data(tokenizer, train_limit=256 if quick else None)
@@ -124,7 +124,7 @@ def run_text(quick: bool) -> dict:
             data["train"],
             collator,
             tempfile.mkdtemp(),
-            epochs=2,
+            epochs=epochs,
             batch=32,
             lr=5e-5,
             max_steps=4 if quick else -1,
@@ -136,7 +136,7 @@ def run_text(quick: bool) -> dict:
     return {"rows": rows, "overhead": overhead, "logs": logs}
 
 
-def run_vision(quick: bool) -> dict:
+def run_vision(quick: bool, epochs: float = 1.0) -> dict:
     teacher_path = common.vision_teacher(epochs=2.0, train_limit=20000)
     data = common.fmnist_data(train_limit=256 if quick else 20000, test_limit=256 if quick else None)
     teacher = AutoModelForImageClassification.from_pretrained(teacher_path)
@@ -151,7 +151,7 @@ def run_vision(quick: bool) -> dict:
             data["train"],
             None,
             tempfile.mkdtemp(),
-            epochs=2,
+            epochs=epochs,
             batch=128,
             lr=5e-4,
             max_steps=4 if quick else -1,
@@ -222,12 +222,14 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="tiny subsets and a few steps (plumbing check)")
     parser.add_argument("--only", choices=["text", "vision"], help="run one half")
+    parser.add_argument("--epochs", type=float, default=1.0, help="student training epochs (default 1)")
     args = parser.parse_args(argv)
     common.setup()
-    text = run_text(args.quick) if args.only in (None, "text") else None
-    vision = run_vision(args.quick) if args.only in (None, "vision") else None
-    payload = {"suite": "distill", "quick": args.quick, "text": text, "vision": vision}
-    path = common.write_json("distill-quick" if args.quick else "distill", payload)
+    text = run_text(args.quick, args.epochs) if args.only in (None, "text") else None
+    vision = run_vision(args.quick, args.epochs) if args.only in (None, "vision") else None
+    payload = {"suite": "distill", "argv": argv, "quick": args.quick, "text": text, "vision": vision}
+    suffix = "-quick" if args.quick else ""
+    path = common.write_json(f"distill-{args.only}{suffix}" if args.only else f"distill{suffix}", payload)
     print(report(text, vision))
     print(f"\nwrote {path}")
 

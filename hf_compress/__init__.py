@@ -2,6 +2,7 @@
 
 from .distill import DistillationConfig, DistillationTrainer, make_student
 from .prune import HomoDistilConfig, HomoDistilTrainer, slice_model
+from .quant import QuantizationConfig, quantize, sensitivity_report
 
 __version__ = "0.1.0"
 
@@ -10,7 +11,10 @@ __all__ = [
     "DistillationTrainer",
     "HomoDistilConfig",
     "HomoDistilTrainer",
+    "QuantizationConfig",
     "make_student",
+    "quantize",
+    "sensitivity_report",
     "slice_model",
     "__version__",
 ]

@@ -1,0 +1,204 @@
+"""`quantize(model, config, calibration_data)`: the one entry point of post-training quantization."""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+
+import torch
+from torch import nn
+from transformers import PreTrainedModel
+
+from .calibration import calibration_batches, input_statistics, run_batches, smoothquant_factors
+from .config import QuantizationConfig
+from .modules import LINEAR_KINDS, Int4WeightOnlyLinear, Int8Embedding, Int8StaticLinear
+from .serialization import HfCompressQuantizationConfig, HfCompressQuantizer, add_marker, replace_module
+
+logger = logging.getLogger(__name__)
+
+
+def _matches(name: str, patterns: list[str]) -> bool:
+    return any(fnmatch.fnmatchcase(name, p) for p in patterns)
+
+
+def _tied_output(model: PreTrainedModel) -> nn.Module | None:
+    """The output projection tied to the input embeddings (masked-LM decoder), if any."""
+    output = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    if output is not None and getattr(model.config, "tie_word_embeddings", False):
+        return output
+    return None
+
+
+def select_linears(model: PreTrainedModel, config: QuantizationConfig) -> dict[str, nn.Linear]:
+    """The Linear layers to quantize: matching ``include``, not ``exclude`` / ``keep_fp32``, not tied."""
+    tied = _tied_output(model)
+    candidates = {n: m for n, m in model.named_modules() if n and _matches(n, config.include)}
+    chosen = {
+        n: m
+        for n, m in candidates.items()
+        if isinstance(m, nn.Linear) and m is not tied and not _matches(n, config.exclude + config.keep_fp32)
+    }
+    if config.include != ["*"]:
+        for pattern in config.include:
+            hits = {n: m for n, m in candidates.items() if fnmatch.fnmatchcase(n, pattern)}
+            if hits and not any(isinstance(m, nn.Linear) for m in hits.values()):
+                kinds = sorted({type(m).__name__ for m in hits.values()})
+                raise ValueError(
+                    f"include pattern {pattern!r} matches only modules that cannot be quantized ({', '.join(kinds)}); "
+                    "quantize() handles nn.Linear layers (and embeddings through quantize_embeddings)."
+                )
+    if not chosen:
+        raise ValueError(
+            f"No Linear layer matches include={config.include} minus exclude={config.exclude} and "
+            f"keep_fp32={config.keep_fp32}; check the module names with model.named_modules()."
+        )
+    return chosen
+
+
+def _linear_spec(kind: str, module: nn.Module) -> dict:
+    spec = {"kind": kind, "in_features": module.in_features, "out_features": module.out_features,
+            "bias": module.bias is not None}  # fmt: skip
+    if isinstance(module, Int4WeightOnlyLinear):
+        spec["group_size"] = module.group_size
+    else:
+        spec["smooth"] = getattr(module, "input_smooth", None) is not None
+    return spec
+
+
+def _error(reference: list[torch.Tensor], outputs: list[torch.Tensor]) -> float:
+    """Mean (1 - cosine) per example between float and quantized outputs."""
+    cos = [torch.nn.functional.cosine_similarity(r, o, dim=1) for r, o in zip(reference, outputs)]
+    return float(1 - torch.cat(cos).mean())
+
+
+def _quantized_linear(name, linear, config, smooth, stats):
+    if config.method == "int4_weight_only":
+        if linear.in_features % config.group_size:
+            raise ValueError(
+                f"{name} has {linear.in_features} input features, not a multiple of group_size={config.group_size}; "
+                "choose a group_size that divides it or exclude the layer."
+            )
+        return Int4WeightOnlyLinear.from_float(linear, config.group_size)
+    module = LINEAR_KINDS[config.method].from_float(linear, smooth.get(name))
+    if isinstance(module, Int8StaticLinear):
+        module.set_input_range(float(stats[name]["low"]), float(stats[name]["high"]))
+    return module
+
+
+@torch.no_grad()
+def sensitivity_report(
+    model: PreTrainedModel, config: QuantizationConfig, calibration_data, *, batch_size: int = 8, collate_fn=None
+) -> list[tuple[str, float]]:
+    """Each selected layer quantized alone: its output error (mean 1 - cosine vs float), most sensitive first."""
+    batches = calibration_batches(model, calibration_data, config.num_calibration_batches, batch_size, collate_fn)
+    linears = select_linears(model, config)
+    smooth, stats = _calibrate(model, config, linears, batches)
+    reference = run_batches(model, batches)
+    report = []
+    for name, linear in linears.items():
+        replace_module(model, name, _quantized_linear(name, linear, config, smooth, stats))
+        try:
+            report.append((name, _error(reference, run_batches(model, batches))))
+        finally:
+            replace_module(model, name, linear)
+    return sorted(report, key=lambda item: item[1], reverse=True)
+
+
+def _calibrate(model, config, linears, batches):
+    smooth, stats = {}, {}
+    if batches is None:
+        return smooth, stats
+    if config.smoothquant_alpha is not None:
+        absmax = input_statistics(model, linears, batches)
+        smooth = {
+            n: smoothquant_factors(m, absmax[n]["channel_absmax"], config.smoothquant_alpha)
+            for n, m in linears.items()
+        }
+    if config.method == "int8_static":
+        stats = input_statistics(model, linears, batches, config.observer, config.percentile, smooth or None)
+    return smooth, stats
+
+
+@torch.no_grad()
+def quantize(
+    model: PreTrainedModel,
+    config: QuantizationConfig | None = None,
+    calibration_data=None,
+    *,
+    batch_size: int = 8,
+    collate_fn=None,
+) -> PreTrainedModel:
+    """Quantize ``model`` in place and return it, ready for inference and for ``save_pretrained``.
+
+    calibration_data: a `datasets.Dataset` of model inputs (``input_ids`` / ``pixel_values`` ...), a list of row
+    dicts, or an iterable of batches; needed for int8_static, SmoothQuant and ``error_budget``.
+    """
+    config = config or QuantizationConfig()
+    if getattr(model, "is_quantized", False):
+        raise ValueError("This model is already quantized; quantize the float model instead.")
+    model.eval()
+    batches = None
+    if config.needs_calibration:
+        batches = calibration_batches(model, calibration_data, config.num_calibration_batches, batch_size, collate_fn)
+    elif calibration_data is not None:
+        logger.info("calibration_data is ignored: %s needs none.", config.method)
+
+    linears = select_linears(model, config)
+    if config.error_budget is not None:
+        report = sensitivity_report(model, config, batches, batch_size=batch_size)
+        keep: list[str] = []
+        while True:
+            trial = QuantizationConfig.from_dict(config.to_dict())
+            trial.keep_fp32, trial.error_budget = config.keep_fp32 + keep, None
+            reference = run_batches(model, batches)
+            error = _error(reference, run_batches(_quantize_copy(model, trial, batches), batches))
+            if error <= config.error_budget or len(keep) == len(report) - 1:
+                break
+            keep.append(report[len(keep)][0])
+        logger.info(
+            "error_budget %.2e: keeping %d layers in fp32 (error %.2e): %s",
+            config.error_budget,
+            len(keep),
+            error,
+            keep,
+        )
+        linears = {n: m for n, m in linears.items() if n not in keep}
+        config = QuantizationConfig.from_dict(config.to_dict())
+        config.keep_fp32 = config.keep_fp32 + keep
+
+    smooth, stats = _calibrate(model, config, linears, batches)
+    specs: dict[str, dict] = {}
+    for name, linear in linears.items():
+        module = _quantized_linear(name, linear, config, smooth, stats)
+        replace_module(model, name, module)
+        specs[name] = _linear_spec(config.method, module)
+    if config.quantize_embeddings:
+        tied_input = model.get_input_embeddings() if _tied_output(model) is not None else None
+        for name, module in list(model.named_modules()):
+            if (
+                isinstance(module, nn.Embedding)
+                and module is not tied_input
+                and not _matches(name, config.exclude + config.keep_fp32)
+            ):
+                replace_module(model, name, Int8Embedding.from_float(module))
+                specs[name] = {"kind": "embedding", "num_embeddings": module.num_embeddings,
+                               "embedding_dim": module.embedding_dim, "padding_idx": module.padding_idx}  # fmt: skip
+
+    quant_config = HfCompressQuantizationConfig(method=config.method, modules=specs, user_config=config.to_dict())
+    add_marker(model)
+    model.config.quantization_config = quant_config
+    model.hf_quantizer = HfCompressQuantizer(quant_config)
+    model.is_quantized = True
+    model.quantization_method = quant_config.quant_method
+    return model
+
+
+def _quantize_copy(model: PreTrainedModel, config: QuantizationConfig, batches) -> PreTrainedModel:
+    import copy
+
+    clone = copy.deepcopy(model)
+    linears = select_linears(clone, config)
+    smooth, stats = _calibrate(clone, config, linears, batches)
+    for name, linear in linears.items():
+        replace_module(clone, name, _quantized_linear(name, linear, config, smooth, stats))
+    return clone

@@ -1,0 +1,96 @@
+"""`QuantizationConfig`: what `quantize()` does, validated on construction and round-trippable as a dict."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any, Literal, get_args
+
+QuantMethod = Literal["int8_dynamic", "int8_static", "int8_weight_only", "int4_weight_only"]
+Observer = Literal["minmax", "percentile"]
+CONFIG_VERSION = 1
+
+
+def _check_choice(name: str, value: Any, literal: Any) -> None:
+    if value not in get_args(literal):
+        raise ValueError(f"{name}={value!r} is not supported; choose one of {list(get_args(literal))}.")
+
+
+@dataclass
+class QuantizationConfig:
+    """Post-training quantization settings.
+
+    method:
+        ``int8_dynamic`` int8 per-output-channel weights, int8 activations quantized per call (fbgemm kernel);
+        ``int8_static`` the same with activation ranges calibrated ahead of time (needs calibration data);
+        ``int8_weight_only`` / ``int4_weight_only`` (group-wise, two values per byte) store low-bit weights and
+        compute in the activation dtype: the smallest checkpoints, and the only ones that also run on CUDA.
+    include / exclude / keep_fp32: module-name globs (``fnmatch``) choosing the Linear layers to quantize;
+        ``keep_fp32`` is for sensitive layers (also filled from the sensitivity report when ``error_budget``).
+    quantize_embeddings: store the word / position / token-type tables in int8 with a scale per row.
+    smoothquant_alpha: migrate activation outliers into the weights (SmoothQuant) with this strength (0..1);
+        needs calibration data. None = off.
+    error_budget: the largest allowed mean (1 - cosine) between float and quantized outputs on the calibration
+        data; layers are kept in fp32, most sensitive first, until the budget is met. None = off.
+    """
+
+    method: str = "int8_dynamic"
+    include: list[str] = field(default_factory=lambda: ["*"])
+    exclude: list[str] = field(default_factory=list)
+    keep_fp32: list[str] = field(default_factory=list)
+    quantize_embeddings: bool = True
+    group_size: int = 64
+    observer: str = "minmax"
+    percentile: float = 99.99
+    smoothquant_alpha: float | None = None
+    num_calibration_batches: int = 8
+    error_budget: float | None = None
+
+    def __post_init__(self) -> None:
+        _check_choice("method", self.method, QuantMethod)
+        _check_choice("observer", self.observer, Observer)
+        for name in ("include", "exclude", "keep_fp32"):
+            value = getattr(self, name)
+            if isinstance(value, str):
+                setattr(self, name, [value])
+            elif not (isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value)):
+                raise ValueError(f"{name} must be a list of module-name globs, got {value!r}.")
+            else:
+                setattr(self, name, list(value))
+        if self.group_size < 2 or self.group_size % 2:
+            raise ValueError(f"group_size must be an even number >= 2, got {self.group_size}.")
+        if not 0.0 < self.percentile <= 100.0:
+            raise ValueError(f"percentile must be in (0, 100], got {self.percentile}.")
+        if self.smoothquant_alpha is not None and not 0.0 <= self.smoothquant_alpha <= 1.0:
+            raise ValueError(f"smoothquant_alpha must be in [0, 1] or None, got {self.smoothquant_alpha}.")
+        if self.smoothquant_alpha is not None and self.method not in ("int8_dynamic", "int8_static"):
+            raise ValueError("smoothquant_alpha applies to int8_dynamic / int8_static (activations are quantized).")
+        if self.num_calibration_batches < 1:
+            raise ValueError(f"num_calibration_batches must be >= 1, got {self.num_calibration_batches}.")
+        if self.error_budget is not None and not (math.isfinite(self.error_budget) and self.error_budget > 0):
+            raise ValueError(f"error_budget must be a positive number (mean 1 - cosine), got {self.error_budget}.")
+
+    @property
+    def needs_calibration(self) -> bool:
+        return self.method == "int8_static" or self.smoothquant_alpha is not None or self.error_budget is not None
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{"_type", "_version", "_data"}``: versioned, so old saved configs stay readable."""
+        return {"_type": type(self).__name__, "_version": CONFIG_VERSION, "_data": dataclasses.asdict(self)}
+
+    @classmethod
+    def from_dict(cls, payload: dict[str, Any]) -> QuantizationConfig:
+        if payload.get("_type") != cls.__name__ or "_data" not in payload:
+            raise ValueError(
+                f"Not a serialized {cls.__name__}: expected keys _type, _version, _data, got {payload!r}."
+            )
+        if payload.get("_version", 0) > CONFIG_VERSION:
+            raise ValueError(
+                f"This {cls.__name__} was written by a newer hf_compress (version {payload['_version']}); upgrade."
+            )
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(payload["_data"]) - known
+        if unknown:
+            raise ValueError(f"Unknown QuantizationConfig fields {sorted(unknown)}; valid fields: {sorted(known)}.")
+        return cls(**payload["_data"])

@@ -1,0 +1,110 @@
+"""The `from_pretrained` round trip: a registered quantization config and quantizer named ``hf_compress``.
+
+`quantize()` records which module became which quantized layer in ``config.quantization_config``; on
+`from_pretrained`, the registered quantizer replaces exactly those modules with empty quantized layers before
+the weights are read, so the integer tensors load straight into them (no float copy of the model is made).
+Without ``import hf_compress`` transformers does not know ``hf_compress`` and the integer tensors do not fit
+the float layers' shapes, so loading fails loudly instead of returning a silently wrong model.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+from transformers.quantizers import HfQuantizer, register_quantization_config, register_quantizer
+from transformers.utils.quantization_config import QuantizationConfigMixin
+
+from .modules import LINEAR_KINDS, Int4WeightOnlyLinear, Int8Embedding
+
+QUANT_METHOD = "hf_compress"
+FORMAT_VERSION = 1
+# A buffer saved with every quantized checkpoint. Loaded without hf_compress, transformers lists it as an
+# unexpected key right above its size-mismatch error, so the report itself says what to do.
+MARKER = "hf_compress_quantized__to_load_run_pip_install_hf_compress_then_import_hf_compress"
+
+
+def add_marker(model: nn.Module) -> None:
+    model.register_buffer(MARKER, torch.ones(1, dtype=torch.int8))
+
+
+@register_quantization_config(QUANT_METHOD)
+class HfCompressQuantizationConfig(QuantizationConfigMixin):
+    """What is stored in ``config.json``: the method, each quantized module's kind, and the user's config."""
+
+    def __init__(
+        self,
+        method: str = "int8_dynamic",
+        modules: dict[str, dict[str, Any]] | None = None,
+        user_config: dict[str, Any] | None = None,
+        format_version: int = FORMAT_VERSION,
+        **kwargs: Any,
+    ) -> None:
+        self.quant_method = QUANT_METHOD
+        self.method = method
+        self.modules = modules or {}
+        self.user_config = user_config or {}
+        self.format_version = format_version
+        if format_version > FORMAT_VERSION:
+            raise ValueError(
+                f"This checkpoint uses hf_compress quantization format {format_version}, newer than this "
+                f"hf_compress understands ({FORMAT_VERSION}); upgrade hf-compress."
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "quant_method": QUANT_METHOD,
+            "method": self.method,
+            "modules": self.modules,
+            "user_config": self.user_config,
+            "format_version": self.format_version,
+        }
+
+
+def build_quantized_module(spec: dict[str, Any]) -> nn.Module:
+    """An empty quantized module from its ``config.json`` entry."""
+    kind = spec["kind"]
+    if kind == "embedding":
+        return Int8Embedding(spec["num_embeddings"], spec["embedding_dim"], spec.get("padding_idx"))
+    if kind == "int4_weight_only":
+        return Int4WeightOnlyLinear(spec["in_features"], spec["out_features"], spec["bias"], spec["group_size"])
+    if kind in LINEAR_KINDS:
+        return LINEAR_KINDS[kind](spec["in_features"], spec["out_features"], spec["bias"], spec.get("smooth", False))
+    raise ValueError(f"Unknown quantized module kind {kind!r} in the checkpoint; upgrade hf-compress.")
+
+
+def replace_module(model: nn.Module, name: str, new: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, child, new)
+
+
+@register_quantizer(QUANT_METHOD)
+class HfCompressQuantizer(HfQuantizer):
+    """Loads checkpoints written by `hf_compress.quantize` + `save_pretrained`; it does not quantize float models."""
+
+    requires_calibration = True  # only pre-quantized checkpoints: quantize with hf_compress.quantize()
+
+    def _process_model_before_weight_loading(self, model, **kwargs):
+        add_marker(model)
+        for name, spec in self.quantization_config.modules.items():
+            try:
+                model.get_submodule(name)
+            except AttributeError as err:
+                raise ValueError(
+                    f"The quantized checkpoint names module {name!r}, which this model class does not have: load it "
+                    f"with the class it was saved from ({model.config.architectures})."
+                ) from err
+            replace_module(model, name, build_quantized_module(spec))
+        return model
+
+    def _process_model_after_weight_loading(self, model, **kwargs):
+        return model.eval()
+
+    def is_serializable(self, *args, **kwargs) -> bool:
+        return True
+
+    @property
+    def is_trainable(self) -> bool:
+        return False
