@@ -2,7 +2,7 @@
 
 import sys
 
-SUITES = {"distill": "benchmarks.distill"}
+SUITES = {"distill": "benchmarks.distill", "quant": "benchmarks.quant", "prune": "benchmarks.prune"}
 
 
 def main() -> None:

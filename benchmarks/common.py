@@ -71,11 +71,6 @@ def fmnist_data(train_limit: int | None = None, test_limit: int | None = None):
     return data.with_format("torch")
 
 
-def accuracy(pred) -> dict[str, float]:
-    logits = pred.predictions[0] if isinstance(pred.predictions, tuple) else pred.predictions
-    return {"accuracy": float((logits.argmax(-1) == pred.label_ids).mean())}
-
-
 # ---- teachers (cached: every suite uses the same ones) ---------------------------------------------------
 
 
@@ -161,16 +156,30 @@ def vision_teacher(epochs: float = 3.0, train_limit: int | None = None) -> str:
 # ---- measurements -------------------------------------------------------------------------------------------
 
 
+@torch.inference_mode()
 def evaluate_accuracy(model, dataset, collator=None, batch_size: int = 64) -> float:
-    args = TrainingArguments(
-        output_dir=tempfile.mkdtemp(), per_device_eval_batch_size=batch_size, report_to=[], use_cpu=True
-    )
-    trainer = Trainer(model=model, args=args, data_collator=collator, compute_metrics=accuracy)
-    return trainer.evaluate(dataset)["eval_accuracy"]
+    """Accuracy of ``model`` on ``dataset`` (a plain loop: the Trainer refuses quantized models)."""
+    from torch.utils.data import DataLoader
+    from transformers import default_data_collator
+
+    model.eval()
+    loader = DataLoader(dataset, batch_size=batch_size, collate_fn=collator or default_data_collator)
+    correct = total = 0
+    for batch in loader:
+        labels = batch.pop("labels")
+        logits = model(**batch).logits
+        correct += int((logits.argmax(-1) == labels).sum())
+        total += len(labels)
+    return correct / total
 
 
 def count_params(model) -> int:
-    return sum(p.numel() for p in model.parameters())
+    """Parameters, counting a quantized layer's integer weight as the values it stores (int4: two per byte)."""
+    total = sum(p.numel() for p in model.parameters())
+    for name, buffer in model.named_buffers():
+        if name.endswith("weight") and not buffer.is_floating_point():
+            total += buffer.numel() * (2 if buffer.dtype == torch.uint8 else 1)
+    return total
 
 
 def size_on_disk_mb(model) -> float:

@@ -447,3 +447,19 @@ def test_sparse_mask_errors():
         magnitude_masks(model, 0.6, "2:4")
     with pytest.raises(ValueError, match="pattern='1:8' is not supported"):
         magnitude_masks(model, 0.5, "1:8")
+
+
+def test_student_copied_from_an_already_frozen_teacher_trains(tmp_path):
+    teacher = BertForSequenceClassification(bert_config())
+    teacher.requires_grad_(False)  # e.g. frozen by an earlier trainer
+    trainer = HomoDistilTrainer(teacher_model=teacher, args=config(str(tmp_path)), train_dataset=text_dataset(32))
+    assert all(p.requires_grad for p in trainer.model.parameters())
+
+
+def test_frozen_student_is_an_error(tmp_path):
+    student = BertForSequenceClassification(bert_config())
+    student.bert.embeddings.requires_grad_(False)
+    with pytest.raises(ValueError, match="The student has frozen parameters"):
+        HomoDistilTrainer(
+            model=student, teacher_model=BertForSequenceClassification(bert_config()), args=config(str(tmp_path))
+        )

@@ -40,6 +40,12 @@ class StructuredPruner:
         check_shape(s, self.targets["hidden"], self.targets["heads"])
         self.full = full
         self.masks = StructureMasks.full(s)
+        frozen = [n for n, p in model.named_parameters() if not p.requires_grad]
+        if frozen:
+            raise ValueError(
+                f"The student has frozen parameters ({', '.join(frozen[:3])}{', ...' if len(frozen) > 3 else ''}); "
+                "pruning trains and scores every weight. Call model.requires_grad_(True) first."
+            )
         self.scores = ImportanceScores(model, args.importance, args.importance_beta1, args.importance_beta2)
         self.global_step = 0
         pruned = {key: self.targets[key] < full[key] for key in full}

@@ -69,6 +69,8 @@ class HomoDistilTrainer(DistillationTrainer):
                     "must be a loaded PreTrainedModel (load it with from_pretrained first)."
                 )
             model = copy.deepcopy(teacher_model)
+            model.requires_grad_(True)  # the teacher may already be frozen by an earlier trainer
+            model.train()
         super().__init__(model=model, teacher_model=teacher_model, args=args, **kwargs)
         self.pruner = StructuredPruner(self.model, args)
         self.add_callback(_PruningCallback(self.pruner))
