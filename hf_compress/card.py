@@ -1,0 +1,67 @@
+"""Model cards: a README.md with Hub metadata and the measured numbers of a stage against its teacher."""
+
+from __future__ import annotations
+
+import yaml
+
+from .recipes import Recipe, Stage
+
+_TAGS = {"finetune": ["fine-tuned"], "distill": ["distillation"], "homodistil": ["pruning", "distillation"],
+         "prune": ["pruning", "distillation"], "quantize": ["quantization"]}  # fmt: skip
+
+
+def write_model_card(recipe: Recipe, stage: Stage, record: dict, teacher: dict, base_model: str | None) -> str:
+    metric = recipe.data.metric
+    task = recipe.data.task
+    metadata = {
+        "library_name": "transformers",
+        "pipeline_tag": task,
+        "tags": ["hf-compress", *_TAGS.get(stage.method, [])],
+        "datasets": [recipe.data.source],
+        "metrics": [metric],
+    }
+    if base_model and not str(base_model).startswith("/"):
+        metadata["base_model"] = base_model
+    quantized = stage.method == "quantize"
+    load = (
+        "import hf_compress  # registers the 'hf_compress' quantization: required to load this checkpoint\n"
+        if quantized
+        else ""
+    )
+    auto = "AutoModelForSequenceClassification" if task == "text-classification" else "AutoModelForImageClassification"
+    rows = [
+        ("metric", f"{metric}", f"{metric}"),
+        (metric, f"{teacher[metric]:.4f}", f"{record[metric]:.4f}"),
+        ("params (M)", f"{teacher['params_m']:.2f}", f"{record['params_m']:.2f}"),
+        ("size on disk (MB)", f"{teacher['size_mb']:.1f}", f"{record['size_mb']:.1f}"),
+        ("latency 8x128 (ratio to teacher)", "1.00", f"{record['latency_8x128']:.2f}"),
+        ("latency 1x128 (ratio to teacher)", "1.00", f"{record['latency_1x128']:.2f}"),
+    ]
+    table = "\n".join(f"| {a} | {b} | {c} |" for a, b, c in rows[1:])
+    stage_yaml = yaml.safe_dump(recipe.resolved(), sort_keys=False)
+    return f"""---
+{yaml.safe_dump(metadata, sort_keys=False).strip()}
+---
+
+# {recipe.name}: stage `{stage.name}` ({stage.method})
+
+Made with [hf_compress](https://pypi.org/project/hf-compress/) from `{base_model or recipe.teacher.source}` on
+`{recipe.data.source}`. Measured on the recipe's test split; latency is the median of interleaved runs against
+the teacher in one process (CPU, random inputs of the stated batch x sequence length); a ratio below 1 is faster.
+
+| | teacher | this model |
+|---|---|---|
+{table}
+
+## Use
+
+```python
+{load}from transformers import {auto}
+model = {auto}.from_pretrained("path/or/repo-id")
+```
+
+## Recipe
+
+```yaml
+{stage_yaml}```
+"""

@@ -1,0 +1,156 @@
+"""`hf-compress`: run recipes, single stages, benchmarks, and push results to the Hub.
+
+hf-compress run recipes/quickstart.yaml --output-dir out [--set stages.homodistil.max_steps=50] [--force]
+hf-compress run recipes/sst2-bert-base.yaml --dry-run          # check a recipe without downloading anything
+hf-compress distill|homodistil|prune|quantize --config stage.yaml --output-dir out [--set key=value]
+hf-compress evaluate --model DIR --config stage.yaml
+hf-compress benchmark [distill|prune|quant] [--quick]          # from a source checkout
+hf-compress push out/02-quantize --repo-id me/minilm-rt-int8 [--private]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from .recipes import METHODS, RecipeError, apply_overrides, load_recipe, parse_recipe
+
+REQUIRED_FILES = ("config.json", "README.md")
+
+
+def _dry_run(recipe) -> None:
+    print(f"recipe {recipe.name!r}: teacher {recipe.teacher.source}, data {recipe.data.source}")
+    for index, stage in enumerate(recipe.stages):
+        config = stage.config(output_dir=f"<output>/{index:02d}-{stage.name}")
+        print(
+            f"  stage {index} {stage.name} ({stage.method}): {type(config).__name__ if config else 'measurements'} ok"
+        )
+    print(yaml.safe_dump(recipe.resolved(), sort_keys=False))
+
+
+def cmd_run(args) -> int:
+    recipe = load_recipe(args.recipe, args.set)
+    if args.dry_run:
+        _dry_run(recipe)
+        return 0
+    from .runner import run_recipe
+
+    run_recipe(recipe, args.output_dir, force=args.force)
+    return 0
+
+
+def cmd_stage(args) -> int:
+    """A one-stage recipe: the config file holds teacher / data (optional) and the stage's fields."""
+    path = Path(args.config)
+    if not path.is_file():
+        raise RecipeError(f"--config {path} does not exist.")
+    raw = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(raw, dict):
+        raise RecipeError(f"--config {path}: expected a mapping of teacher, data and the stage's fields.")
+    recipe_raw = {k: raw.pop(k) for k in ("name", "seed", "teacher", "data") if k in raw}
+    recipe_raw["stages"] = [{"method": args.command, **raw}]
+    if args.command == "evaluate":
+        recipe_raw.setdefault("teacher", {})["source"] = args.model
+    recipe = parse_recipe(apply_overrides(recipe_raw, args.set), source_path=str(path))
+    if args.dry_run:
+        _dry_run(recipe)
+        return 0
+    from .runner import run_recipe
+
+    run_recipe(recipe, args.output_dir, force=args.force)
+    return 0
+
+
+def check_push_folder(folder: str | Path) -> list[str]:
+    """The files `push` would upload, after checking the folder is a complete stage output that loads."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder} is not a folder.")
+    files = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+    missing = [f for f in REQUIRED_FILES if f not in files]
+    if not any(f.endswith(".safetensors") for f in files):
+        missing.append("*.safetensors weights")
+    if missing:
+        raise FileNotFoundError(f"{folder} is not a complete stage output: missing {missing}.")
+    if any(f.endswith((".bin", ".pt", ".pth", ".pkl")) for f in files):
+        raise ValueError(f"{folder} holds pickle files; only safetensors / JSON are pushed.")
+    config = json.loads((folder / "config.json").read_text())
+    if "quantization_config" in config:
+        import hf_compress  # noqa: F401  (registers the quantizer)
+    from transformers import AutoConfig, AutoModel
+
+    AutoModel.from_pretrained(str(folder), config=AutoConfig.from_pretrained(str(folder)))  # loads, or raises
+    return files
+
+
+def cmd_push(args) -> int:
+    files = check_push_folder(args.folder)
+    from huggingface_hub import HfApi  # token from `hf auth login` / HF_TOKEN; never written anywhere
+
+    api = HfApi()
+    api.create_repo(args.repo_id, private=args.private, exist_ok=True)
+    api.upload_folder(folder_path=str(args.folder), repo_id=args.repo_id, commit_message="Upload with hf-compress")
+    print(f"pushed {len(files)} files to https://huggingface.co/{args.repo_id}")
+    return 0
+
+
+def cmd_benchmark(args) -> int:
+    root = Path(__file__).resolve().parent.parent
+    if not (root / "benchmarks" / "__main__.py").is_file():
+        raise RecipeError("hf-compress benchmark runs from a source checkout (it needs the benchmarks/ folder).")
+    command = [sys.executable, "-m", "benchmarks", args.suite] + (["--quick"] if args.quick else [])
+    return subprocess.call(command, cwd=root)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hf-compress", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def common(p, output=True):
+        if output:
+            p.add_argument("--output-dir", default="hf-compress-out", help="folder for every stage's output")
+        p.add_argument("--set", action="append", default=[], metavar="PATH=VALUE",
+                       help="override a recipe value, e.g. stages.distill.max_steps=100 (YAML value)")  # fmt: skip
+        p.add_argument("--force", action="store_true", help="redo finished stages")
+        p.add_argument("--dry-run", action="store_true", help="validate and print the resolved recipe; no training")
+
+    run = sub.add_parser("run", help="run a recipe end to end")
+    run.add_argument("recipe")
+    common(run)
+    run.set_defaults(func=cmd_run)
+    for method in sorted(m for m in METHODS if m != "finetune"):
+        p = sub.add_parser(method, help=f"run a single {method} stage")
+        p.add_argument("--config", required=True, help="YAML with teacher, data and the stage's fields")
+        if method == "evaluate":
+            p.add_argument("--model", required=True, help="the model folder to evaluate")
+        common(p)
+        p.set_defaults(func=cmd_stage)
+    bench = sub.add_parser("benchmark", help="run a benchmark suite (source checkout)")
+    bench.add_argument("suite", nargs="?", default="distill", choices=["distill", "prune", "quant"])
+    bench.add_argument("--quick", action="store_true")
+    bench.set_defaults(func=cmd_benchmark)
+    push = sub.add_parser("push", help="upload a finished stage folder to the Hub")
+    push.add_argument("folder")
+    push.add_argument("--repo-id", required=True)
+    push.add_argument("--private", action="store_true")
+    push.set_defaults(func=cmd_push)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (RecipeError, FileNotFoundError, PermissionError) as err:
+        print(f"hf-compress: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

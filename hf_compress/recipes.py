@@ -1,0 +1,272 @@
+"""YAML recipes -> typed, validated stage configs. Strict: an unknown key, a wrong type or an unknown method is
+an error that lists what is valid. The resolved recipe (defaults filled in) is saved with every output.
+
+A recipe::
+
+    name: quickstart
+    seed: 0
+    teacher: {source: demo-minilm}                  # demo-minilm | a local directory | a Hub id | config
+    data: {source: demo-rotten-tomatoes, train_limit: 2000, max_length: 64}
+    stages:
+      - {method: finetune, num_train_epochs: 1}
+      - {method: homodistil, target_hidden_size: 192, target_num_heads: 6, target_intermediate_size: 768}
+      - {method: quantize, quant_method: int8_dynamic}    # QuantizationConfig fields; quant_method = its method
+      - {method: evaluate}
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from transformers import TrainingArguments
+
+from .distill.config import DistillationConfig
+from .prune.config import HomoDistilConfig
+from .quant.config import QuantizationConfig
+
+TASKS = ("text-classification", "image-classification")
+DEMO_MODELS = ("demo-minilm",)
+DEMO_DATA = ("demo-rotten-tomatoes", "demo-fashion-mnist")
+STAGE_KEYS = ("method", "name")  # every stage; the rest are the method's fields (+ its extras below)
+
+
+@dataclass
+class ModelSpec:
+    """The teacher: ``demo-minilm`` (packaged MiniLM-L6), a local directory, a Hub id, or ``config`` (a new model
+    built from ``config``, e.g. a small ViT trained from scratch by a finetune stage)."""
+
+    source: str = "demo-minilm"
+    config: dict | None = None  # with source: config -> {model_type: vit, hidden_size: ..., ...}
+    num_labels: int | None = None  # default: from the data's label column
+
+
+@dataclass
+class DataSpec:
+    """The data: a demo set, local files (``files: {train: a.csv, validation: b.csv}``) or a Hub dataset id."""
+
+    source: str = "demo-rotten-tomatoes"
+    files: dict | None = None  # split -> path (csv / json / jsonl / parquet), with source: files
+    config_name: str | None = None  # Hub dataset configuration, e.g. sst2 for glue
+    task: str = "text-classification"
+    text_column: str = "text"
+    text_pair_column: str | None = None
+    label_column: str = "label"
+    image_column: str = "image"
+    train_split: str = "train"
+    eval_split: str = "validation"
+    test_split: str | None = "test"
+    max_length: int = 128
+    train_limit: int | None = None
+    eval_limit: int | None = None
+    test_limit: int | None = None
+    metric: str = "accuracy"  # shipped: accuracy, f1, mse; any other name loads from the Hub
+
+
+@dataclass
+class Stage:
+    method: str
+    name: str
+    fields: dict[str, Any]
+    extras: dict[str, Any]
+
+    def config(self, output_dir: str) -> Any:
+        """The typed config object of this stage (its TrainingArguments get ``output_dir``)."""
+        cls = METHODS[self.method][0]
+        values = {**METHOD_DEFAULTS.get(self.method, {}), **self.fields}
+        if cls is QuantizationConfig:  # `method` is the stage's key; the quantization method is `quant_method`
+            return QuantizationConfig(**values, method=self.extras.get("quant_method", "int8_dynamic"))
+        if cls is None:
+            return None
+        return cls(output_dir=output_dir, **values)
+
+
+@dataclass
+class Recipe:
+    name: str
+    teacher: ModelSpec
+    data: DataSpec
+    stages: list[Stage]
+    seed: int = 0
+    source_path: str | None = None
+
+    def resolved(self) -> dict[str, Any]:
+        """The recipe as it runs: every stage with its method defaults filled in (saved with the outputs)."""
+        return {
+            "name": self.name,
+            "seed": self.seed,
+            "teacher": dataclasses.asdict(self.teacher),
+            "data": dataclasses.asdict(self.data),
+            "stages": [
+                {"method": s.method, "name": s.name, **METHOD_DEFAULTS.get(s.method, {}), **s.fields, **s.extras}
+                for s in self.stages
+            ],
+        }
+
+
+# method -> (config class or None, extra keys with their types)
+METHODS: dict[str, tuple[type | None, dict[str, Any]]] = {
+    "finetune": (TrainingArguments, {}),
+    "distill": (DistillationConfig, {"student_layers": list}),
+    "homodistil": (HomoDistilConfig, {}),
+    "prune": (HomoDistilConfig, {}),
+    "quantize": (QuantizationConfig, {"quant_method": str, "calibration_samples": int}),
+    "evaluate": (None, {"latency_repeats": int}),
+}
+# "prune" is the one-shot baseline: structured pruning to the targets at once, then distillation.
+METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
+    "prune": {"pruning_schedule": "oneshot", "importance": "magnitude"},
+    "finetune": {"report_to": "none", "save_strategy": "no"},
+    "distill": {"report_to": "none", "save_strategy": "no"},
+    "homodistil": {"report_to": "none", "save_strategy": "no"},
+}
+_INTERNAL = {"output_dir"}  # set by the runner, never by a recipe
+
+
+class RecipeError(ValueError):
+    """A recipe that cannot run; the message says where and what to do."""
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints.get(f.name, Any) for f in dataclasses.fields(cls) if f.init}
+
+
+def _simple(tp: Any) -> tuple[type, ...] | None:
+    """The Python types a YAML value may have for annotation ``tp`` (None = do not check)."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        parts = [_simple(a) for a in typing.get_args(tp) if a is not type(None)]
+        if any(p is None for p in parts):
+            return None
+        return tuple(t for p in parts for t in p) + (type(None),)
+    if tp is bool:
+        return (bool,)
+    if tp is int:
+        return (int,)
+    if tp is float:
+        return (int, float)
+    if tp is str:
+        return (str,)
+    if tp is list or origin is list:
+        return (list,)
+    if tp is dict or origin is dict:
+        return (dict,)
+    return None
+
+
+def _check_fields(where: str, values: dict[str, Any], types_: dict[str, Any]) -> None:
+    unknown = sorted(set(values) - set(types_))
+    if unknown:
+        raise RecipeError(f"{where}: unknown key(s) {unknown}. Valid keys: {sorted(types_)}.")
+    for key, value in values.items():
+        allowed = _simple(types_[key])
+        if allowed is None:
+            continue
+        ok = isinstance(value, allowed) and not (isinstance(value, bool) and bool not in allowed)
+        if not ok:
+            names = " or ".join(sorted({t.__name__ for t in allowed if t is not type(None)}))
+            raise RecipeError(f"{where}: {key} must be {names}, got {type(value).__name__} {value!r}.")
+
+
+def _section(raw: dict, key: str, cls: type, where: str) -> Any:
+    values = raw.get(key) or {}
+    if not isinstance(values, dict):
+        raise RecipeError(f"{where}: '{key}' must be a mapping, got {type(values).__name__}.")
+    _check_fields(f"{where} {key}", values, _field_types(cls))
+    return cls(**values)
+
+
+def parse_recipe(raw: dict, source_path: str | None = None) -> Recipe:
+    """Validate a recipe dict (from YAML) into a `Recipe`; every stage config is built once to check it."""
+    where = f"recipe {source_path}" if source_path else "recipe"
+    if not isinstance(raw, dict):
+        raise RecipeError(f"{where}: the top level must be a mapping with teacher, data and stages.")
+    top = {"name": str, "seed": int, "teacher": dict, "data": dict, "stages": list}
+    _check_fields(where, raw, top)
+    teacher = _section(raw, "teacher", ModelSpec, where)
+    data = _section(raw, "data", DataSpec, where)
+    if data.task not in TASKS:
+        raise RecipeError(f"{where} data: task={data.task!r} is not supported; choose one of {list(TASKS)}.")
+    if data.source == "files" and not data.files:
+        raise RecipeError(f"{where} data: source 'files' needs files: {{train: path, validation: path}}.")
+    raw_stages = raw.get("stages") or []
+    if not raw_stages:
+        raise RecipeError(f"{where}: 'stages' is empty; list at least one stage (methods: {sorted(METHODS)}).")
+    stages, names = [], set()
+    for index, raw_stage in enumerate(raw_stages):
+        stage_where = f"{where} stage {index}"
+        if not isinstance(raw_stage, dict) or "method" not in raw_stage:
+            raise RecipeError(f"{stage_where}: each stage is a mapping with a 'method' ({sorted(METHODS)}).")
+        method = raw_stage["method"]
+        if method not in METHODS:
+            raise RecipeError(f"{stage_where}: unknown method {method!r}; valid methods: {sorted(METHODS)}.")
+        cls, extra_types = METHODS[method]
+        name = str(raw_stage.get("name", method))
+        if name in names:
+            raise RecipeError(f"{stage_where}: stage name {name!r} is used twice; give each stage a unique name.")
+        names.add(name)
+        body = {k: v for k, v in raw_stage.items() if k not in STAGE_KEYS}
+        field_types = {k: v for k, v in (_field_types(cls) if cls else {}).items() if k not in _INTERNAL}
+        _check_fields(f"{stage_where} ({method})", body, {**field_types, **extra_types})
+        fields = {k: v for k, v in body.items() if k in field_types}
+        extras = {k: v for k, v in body.items() if k in extra_types}
+        stage = Stage(method=method, name=name, fields=fields, extras=extras)
+        try:
+            stage.config(output_dir=str(Path("/nonexistent") / name))
+        except (ValueError, TypeError) as err:
+            raise RecipeError(f"{stage_where} ({method}): {err}") from err
+        stages.append(stage)
+    return Recipe(name=str(raw.get("name", "recipe")), teacher=teacher, data=data, stages=stages,
+                  seed=int(raw.get("seed", 0)), source_path=source_path)  # fmt: skip
+
+
+def _parse_value(text: str) -> Any:
+    return yaml.safe_load(text)
+
+
+def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    """``--set path=value`` overrides: ``data.max_length=64``, ``stages.homodistil.max_steps=100`` (a stage by
+    name or index). Values are YAML (``3``, ``1e-4``, ``[0, 2]``, ``true``)."""
+    raw = copy.deepcopy(raw)
+    for item in overrides:
+        if "=" not in item:
+            raise RecipeError(f"--set {item!r}: expected path=value, e.g. stages.distill.max_steps=100.")
+        path, value = item.split("=", 1)
+        keys = path.strip().split(".")
+        target = raw
+        for i, key in enumerate(keys[:-1]):
+            if isinstance(target, list):
+                match = [s for s in target if isinstance(s, dict) and s.get("name", s.get("method")) == key]
+                if key.isdigit() and int(key) < len(target):
+                    target = target[int(key)]
+                elif len(match) == 1:
+                    target = match[0]
+                else:
+                    names = [s.get("name", s.get("method")) for s in target]
+                    raise RecipeError(
+                        f"--set {item!r}: no single stage {key!r}; stages are {names} (or 0..{len(target) - 1})."
+                    )
+            else:
+                target = target.setdefault(key, {}) if i < len(keys) - 1 else target
+        if not isinstance(target, dict):
+            raise RecipeError(f"--set {item!r}: {'.'.join(keys[:-1])} is not a mapping.")
+        target[keys[-1]] = _parse_value(value)
+    return raw
+
+
+def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
+    path = Path(path)
+    if not path.is_file():
+        raise RecipeError(f"Recipe {path} does not exist.")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise RecipeError(f"recipe {path}: not valid YAML ({err}).") from err
+    return parse_recipe(apply_overrides(raw or {}, overrides or []), source_path=str(path))
