@@ -18,7 +18,7 @@ from pathlib import Path
 
 import yaml
 
-from .recipes import METHODS, RecipeError, apply_overrides, load_recipe, parse_recipe
+from .recipes import METHODS, RecipeError, apply_overrides, load_recipe, load_yaml, parse_recipe
 
 REQUIRED_FILES = ("config.json", "README.md")
 
@@ -49,7 +49,7 @@ def cmd_stage(args) -> int:
     path = Path(args.config)
     if not path.is_file():
         raise RecipeError(f"--config {path} does not exist.")
-    raw = yaml.safe_load(path.read_text()) or {}
+    raw = load_yaml(path.read_text()) or {}
     if not isinstance(raw, dict):
         raise RecipeError(f"--config {path}: expected a mapping of teacher, data and the stage's fields.")
     recipe_raw = {k: raw.pop(k) for k in ("name", "seed", "teacher", "data") if k in raw}
@@ -82,9 +82,10 @@ def check_push_folder(folder: str | Path) -> list[str]:
     config = json.loads((folder / "config.json").read_text())
     if "quantization_config" in config:
         import hf_compress  # noqa: F401  (registers the quantizer)
-    from transformers import AutoConfig, AutoModel
+    import transformers
 
-    AutoModel.from_pretrained(str(folder), config=AutoConfig.from_pretrained(str(folder)))  # loads, or raises
+    architecture = (config.get("architectures") or ["AutoModel"])[0]
+    getattr(transformers, architecture, transformers.AutoModel).from_pretrained(str(folder))  # loads, or raises
     return files
 
 

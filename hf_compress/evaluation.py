@@ -61,6 +61,7 @@ def example_inputs(model, batch: int, length: int = 128) -> dict[str, torch.Tens
     config = model.config
     if getattr(config, "image_size", None):
         return {"pixel_values": torch.randn(batch, config.num_channels, config.image_size, config.image_size)}
+    length = min(length, getattr(config, "max_position_embeddings", length))  # tiny test models
     generator = torch.Generator().manual_seed(0)
     ids = torch.randint(5, max(6, config.vocab_size), (batch, length), generator=generator)
     return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass
@@ -129,6 +130,22 @@ METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
 _INTERNAL = {"output_dir"}  # set by the runner, never by a recipe
 
 
+class _Loader(yaml.SafeLoader):
+    """YAML 1.1 reads ``1e-4`` as a string (it wants ``1.0e-4``); learning rates are written that way, so
+    scientific notation without a dot is read as a float too."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def load_yaml(text: str):
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 (a SafeLoader subclass)
+
+
 class RecipeError(ValueError):
     """A recipe that cannot run; the message says where and what to do."""
 
@@ -228,7 +245,7 @@ def parse_recipe(raw: dict, source_path: str | None = None) -> Recipe:
 
 
 def _parse_value(text: str) -> Any:
-    return yaml.safe_load(text)
+    return load_yaml(text)
 
 
 def apply_overrides(raw: dict, overrides: list[str]) -> dict:
@@ -266,7 +283,7 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     if not path.is_file():
         raise RecipeError(f"Recipe {path} does not exist.")
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = load_yaml(path.read_text())
     except yaml.YAMLError as err:
         raise RecipeError(f"recipe {path}: not valid YAML ({err}).") from err
     return parse_recipe(apply_overrides(raw or {}, overrides or []), source_path=str(path))

@@ -253,16 +253,23 @@ def save_atomically(model, processor, target: Path, extra_files: dict[str, str])
 def run_recipe(recipe: Recipe, output_dir: str | Path, force: bool = False) -> list[dict]:
     """Run every stage of ``recipe`` under ``output_dir``; returns the per-stage measurements."""
     output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    if not os.access(output_dir, os.W_OK):
-        raise PermissionError(f"Output folder {output_dir} is not writable; choose another --output-dir.")
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        probe = output_dir / ".hf_compress_write_test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as err:
+        raise PermissionError(
+            f"Output folder {output_dir} is not writable ({err.strerror or err}); choose another --output-dir."
+        ) from err
     set_seed(recipe.seed)
     ctx = Context(recipe=recipe, output_dir=output_dir)
     load_processor(ctx)
     prepare_data(ctx)
     load_teacher(ctx)
     ctx.current = ctx.teacher
-    base_model = ctx.teacher_dir or recipe.teacher.source
+    demo = recipe.teacher.source == "demo-minilm"
+    base_model = "sentence-transformers/all-MiniLM-L6-v2" if demo else recipe.teacher.source
     (output_dir / "recipe.resolved.yaml").write_text(yaml.safe_dump(recipe.resolved(), sort_keys=False))
     baseline = None
     for index, stage in enumerate(recipe.stages):
