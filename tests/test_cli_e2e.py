@@ -46,7 +46,8 @@ def write_recipe(assets, path, **stage_overrides):
         "data": {"source": "files", "max_length": 16,
                  "files": {s: str(assets / f"{s}.csv") for s in ("train", "validation", "test")}},
         "stages": [
-            {"name": "finetune", "method": "finetune", "max_steps": 2, "per_device_train_batch_size": 8, "use_cpu": True},
+            {"name": "finetune", "method": "finetune", "max_steps": 2, "per_device_train_batch_size": 8,
+             "use_cpu": True},
             {"name": "distill", "method": "distill", "student_layers": [0, 2], "max_steps": 2, "hidden_weight": 1.0,
              "use_cpu": True, "save_strategy": "steps", "save_steps": 1},
             {"name": "homodistil", "method": "homodistil", "target_hidden_size": 16, "target_num_heads": 2,
