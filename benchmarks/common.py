@@ -10,9 +10,6 @@ import datetime
 import json
 import os
 import shutil
-import statistics
-import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +24,7 @@ from transformers import (
     ViTConfig,
 )
 
+from hf_compress import evaluation
 from hf_compress.data import demo_model_path, load_fashion_mnist, load_rotten_tomatoes
 
 ROOT = Path(__file__).resolve().parent
@@ -153,82 +151,19 @@ def vision_teacher(epochs: float = 3.0, train_limit: int | None = None) -> str:
     return str(out)
 
 
-# ---- measurements -------------------------------------------------------------------------------------------
+# ---- measurements (the same code the CLI and model cards use) --------------------------------------------
+
+count_params = evaluation.count_params
+example_inputs = evaluation.example_inputs
+size_on_disk_mb = evaluation.weights_size_mb
 
 
-@torch.inference_mode()
-def evaluate_accuracy(model, dataset, collator=None, batch_size: int = 64) -> float:
-    """Accuracy of ``model`` on ``dataset`` (a plain loop: the Trainer refuses quantized models)."""
-    from torch.utils.data import DataLoader
-    from transformers import default_data_collator
-
-    model.eval()
-    loader = DataLoader(dataset, batch_size=batch_size, collate_fn=collator or default_data_collator)
-    correct = total = 0
-    for batch in loader:
-        labels = batch.pop("labels")
-        logits = model(**batch).logits
-        correct += int((logits.argmax(-1) == labels).sum())
-        total += len(labels)
-    return correct / total
+def evaluate_accuracy(model, dataset, collator=None) -> float:
+    return evaluation.task_metric(model, dataset, "accuracy", collator)
 
 
-def count_params(model) -> int:
-    """Parameters, counting a quantized layer's integer weight as the values it stores (int4: two per byte)."""
-    total = sum(p.numel() for p in model.parameters())
-    for name, buffer in model.named_buffers():
-        if name.endswith("weight") and not buffer.is_floating_point():
-            total += buffer.numel() * (2 if buffer.dtype == torch.uint8 else 1)
-    return total
-
-
-def size_on_disk_mb(model) -> float:
-    """MiB of the saved checkpoint (weights + config), as `save_pretrained` writes it."""
-    with tempfile.TemporaryDirectory() as tmp:
-        model.save_pretrained(tmp)
-        return sum(f.stat().st_size for f in Path(tmp).rglob("*") if f.is_file()) / 2**20
-
-
-def example_inputs(model, batch: int, length: int = 128) -> dict[str, torch.Tensor]:
-    config = model.config
-    if getattr(config, "image_size", None):
-        size = config.image_size
-        return {"pixel_values": torch.randn(batch, config.num_channels, size, size)}
-    generator = torch.Generator().manual_seed(0)
-    ids = torch.randint(1000, min(config.vocab_size, 29000), (batch, length), generator=generator)
-    return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
-
-
-def latency_ratios(
-    reference, models: dict[str, torch.nn.Module], shapes=((8, 128), (1, 128)), reps: int = 15, warmup: int = 3
-) -> dict[str, dict[str, float]]:
-    """Median latency of each model divided by the reference's, per input shape, measured interleaved.
-
-    Returns ``{name: {"8x128": ratio, ..., "8x128_ms": reference-free absolute median ms}}``.
-    """
-    results: dict[str, dict[str, float]] = {name: {} for name in models}
-    results["__reference__"] = {}
-    for batch, length in shapes:
-        key = f"{batch}x{length}"
-        inputs = example_inputs(reference, batch, length)
-        timings: dict[str, list[float]] = {name: [] for name in ["__reference__", *models]}
-        everyone = {"__reference__": reference, **models}
-        with torch.inference_mode():
-            for model in everyone.values():
-                model.eval()
-                for _ in range(warmup):
-                    model(**inputs)
-            for _ in range(reps):
-                for name, model in everyone.items():
-                    start = time.perf_counter()
-                    model(**inputs)
-                    timings[name].append(time.perf_counter() - start)
-        ref = statistics.median(timings["__reference__"])
-        for name in everyone:
-            median = statistics.median(timings[name])
-            results[name][key] = median / ref
-            results[name][f"{key}_ms"] = median * 1000
-    return results
+def latency_ratios(reference, models, shapes=((8, 128), (1, 128)), reps: int = 15, warmup: int = 3):
+    return evaluation.latency_ratios(reference, models, shapes=shapes, reps=reps, warmup=warmup)
 
 
 # ---- reporting ----------------------------------------------------------------------------------------------
