@@ -217,7 +217,13 @@ def _fingerprint(recipe: Recipe, index: int) -> str:
 
 def _load_stage_output(path: Path, task: str):
     auto = AutoModelForSequenceClassification if task == "text-classification" else AutoModelForImageClassification
-    return auto.from_pretrained(str(path))
+    try:
+        return auto.from_pretrained(str(path))
+    except Exception as err:
+        raise RuntimeError(
+            f"The finished stage output {path} cannot be loaded ({type(err).__name__}: {err}); it is corrupt. "
+            "Re-run with --force (or delete the folder) to redo the stage."
+        ) from err
 
 
 def measure(ctx: Context, model, stage_name: str, latency_repeats: int = 10) -> dict:

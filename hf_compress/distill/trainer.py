@@ -73,6 +73,10 @@ class DistillationTrainer(Trainer):
         super().__init__(model=model, args=args, **kwargs)
 
         self._kd_kind = "regression" if is_regression(model) else args.kd_loss_type
+        kind = head_kind(model)
+        self._num_classes = (
+            model.config.num_labels if kind.endswith("classification") and self._kd_kind != "regression" else 0
+        )
         self._token_level = head_kind(model) in ("token_classification", "masked_lm")
         projections = build_projections(
             self.layer_pairs if args.hidden_weight > 0 else [],
@@ -109,6 +113,8 @@ class DistillationTrainer(Trainer):
         if args.needs_attentions:
             extra["output_attentions"] = True
         labels = inputs.get("labels")
+        if labels is not None and self._num_classes:
+            self._check_labels(labels)
         student_out = model(**inputs, **extra)
         teacher_inputs = {k: v for k, v in inputs.items() if k not in self.label_names and k != "labels"}
         with torch.no_grad():
@@ -164,6 +170,15 @@ class DistillationTrainer(Trainer):
             kept = {k: v for k, v in student_out.items() if k not in ("hidden_states", "attentions")}
             return loss, type(student_out)(**kept)
         return loss
+
+    def _check_labels(self, labels: Tensor) -> None:
+        valid = labels[labels != -100]
+        if valid.numel() and (int(valid.min()) < 0 or int(valid.max()) >= self._num_classes):
+            raise ValueError(
+                f"Labels out of range at step {self.state.global_step}: found {int(valid.min())}..{int(valid.max())} "
+                f"but the student predicts {self._num_classes} classes (0..{self._num_classes - 1}). Map the labels "
+                "to 0..num_labels-1 (or -100 to ignore a position), or create the models with the right num_labels."
+            )
 
     def _prediction_loss(self, s_logits: Tensor, t_logits: Tensor, labels: Tensor | None, token_mask: Tensor | None):
         if s_logits.shape != t_logits.shape:
@@ -304,4 +319,25 @@ class DistillationTrainer(Trainer):
                 "with the same projections. Resume from a checkpoint of this run, or start without "
                 "resume_from_checkpoint."
             )
-        self._projections.load_state_dict(load_file(path, device=str(self.args.device)))
+        self._projections.load_state_dict(load_state_file(path, device=str(self.args.device)))
+
+    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+        """As the Trainer saves, but the training arguments go to JSON instead of a pickle (training_args.bin)."""
+        super()._save(output_dir, state_dict)
+        output_dir = output_dir or self.args.output_dir
+        pickle_path = os.path.join(output_dir, "training_args.bin")
+        if self.args.should_save and os.path.isfile(pickle_path):
+            os.remove(pickle_path)
+            with open(os.path.join(output_dir, "training_args.json"), "w") as handle:
+                handle.write(self.args.to_json_string())
+
+
+def load_state_file(path: str, device: str = "cpu") -> dict[str, Tensor]:
+    """Read a safetensors state file, turning a truncated or corrupt file into an actionable error."""
+    try:
+        return load_file(path, device=device)
+    except Exception as err:  # safetensors raises its own error types for bad headers / short files
+        raise ValueError(
+            f"{path} is truncated or corrupt ({err}). Resume from an earlier checkpoint, or delete this checkpoint "
+            "folder and start again."
+        ) from err

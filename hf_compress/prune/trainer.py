@@ -6,11 +6,11 @@ import copy
 import os
 from typing import Any
 
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from transformers import PreTrainedModel, TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-from ..distill.trainer import DistillationTrainer
+from ..distill.trainer import DistillationTrainer, load_state_file
 from .config import HomoDistilConfig
 from .pruner import StructuredPruner
 
@@ -124,4 +124,4 @@ class HomoDistilTrainer(DistillationTrainer):
                 f"{resume_from_checkpoint} has no {PRUNING_STATE_NAME}: it was not written by a HomoDistilTrainer. "
                 "Resume from a checkpoint of this pruning run."
             )
-        self.pruner.load_state_dict(load_file(path))
+        self.pruner.load_state_dict(load_state_file(path))
