@@ -2,7 +2,12 @@
 
 import sys
 
-SUITES = {"distill": "benchmarks.distill", "quant": "benchmarks.quant", "prune": "benchmarks.prune"}
+SUITES = {
+    "distill": "benchmarks.distill",
+    "quant": "benchmarks.quant",
+    "prune": "benchmarks.prune",
+    "report": "benchmarks.report",
+}
 
 
 def main() -> None:

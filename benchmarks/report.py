@@ -1,0 +1,117 @@
+"""Build benchmarks/RESULTS.md and the PNG plots from the newest JSON results of every suite.
+
+python -m benchmarks report [--results-dir benchmarks/results/DATE] [--output benchmarks/RESULTS.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from . import common
+
+COMMANDS = {
+    "distill-text": "python -m benchmarks distill --only text",
+    "distill-vision": "python -m benchmarks distill --only vision",
+    "distill": "python -m benchmarks distill",
+    "prune": "python -m benchmarks prune",
+    "quant": "python -m benchmarks quant",
+}
+
+
+def latest_results(root: Path = common.RESULTS) -> Path:
+    days = sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+    if not days:
+        raise FileNotFoundError(f"No benchmark results under {root}; run a suite first (python -m benchmarks ...).")
+    return days[-1]
+
+
+def pareto_points(results: dict[str, dict]) -> list[dict]:
+    """(name, accuracy, latency 8x128 ratio, size MB) of every row that has them, across the text suites."""
+    points = []
+    for suite, payload in results.items():
+        sections = [payload.get("text")] if "text" in payload else [payload]
+        for section in sections:
+            for row in (section or {}).get("rows", []):
+                if "accuracy" in row and "lat_8x128" in row:
+                    points.append({"suite": suite, "model": row["model"], "accuracy": row["accuracy"],
+                                   "latency": row["lat_8x128"], "size_mb": row.get("size_mb")})  # fmt: skip
+    return points
+
+
+def plot(points: list[dict], out_dir: Path) -> list[Path]:
+    """Accuracy vs latency (Pareto chart) and size per method, as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = []
+    fig, ax = plt.subplots(figsize=(9, 6))
+    for suite in sorted({p["suite"] for p in points}):
+        chosen = [p for p in points if p["suite"] == suite]
+        ax.scatter([p["latency"] for p in chosen], [p["accuracy"] for p in chosen], label=suite, s=40)
+        for p in chosen:
+            ax.annotate(p["model"][:32], (p["latency"], p["accuracy"]), fontsize=7, xytext=(3, 3),
+                        textcoords="offset points")  # fmt: skip
+    ax.set_xlabel("latency at 8 x 128, ratio to the teacher (lower is faster)")
+    ax.set_ylabel("test accuracy")
+    ax.set_title("Accuracy vs latency")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    paths.append(out_dir / "pareto.png")
+    fig.savefig(paths[-1], dpi=120)
+    plt.close(fig)
+
+    sized = [p for p in points if p["size_mb"] is not None and p["size_mb"] == p["size_mb"]]
+    fig, ax = plt.subplots(figsize=(9, max(3, 0.3 * len(sized))))
+    ax.barh([f"{p['model'][:40]} ({p['suite']})" for p in sized], [p["size_mb"] for p in sized])
+    ax.set_xlabel("MB on disk")
+    ax.set_title("Checkpoint size per method")
+    fig.tight_layout()
+    paths.append(out_dir / "size.png")
+    fig.savefig(paths[-1], dpi=120)
+    plt.close(fig)
+    return paths
+
+
+def build(results_dir: Path, output: Path) -> str:
+    from . import distill, prune, quant
+
+    results = {p.stem: json.loads(p.read_text()) for p in sorted(results_dir.glob("*.json")) if "quick" not in p.stem}
+    sections = [f"# Benchmark results\n\nMeasured on this project's 2-core CPU machine; results in `{results_dir}`. "
+                "Latency is a ratio to the teacher (or fp32) measured interleaved in one process with 2 threads, "
+                "so it is comparable within a table, not across machines.\n"]  # fmt: skip
+    for name, payload in results.items():
+        command = COMMANDS.get(name, f"python -m benchmarks {name}")
+        if name.startswith("distill"):
+            body = distill.report(payload.get("text"), payload.get("vision"))
+        elif name == "prune":
+            body = prune.report(payload)
+        elif name == "quant":
+            body = quant.report(payload)
+        else:
+            continue
+        sections.append(f"## {name}\n\nCommand: `{command}`\n\n{body}\n")
+    points = pareto_points(results)
+    if points:
+        for path in plot(points, results_dir):
+            sections.append(f"![{path.stem}]({path.relative_to(output.parent)})\n")
+    text = "\n".join(sections)
+    output.write_text(text)
+    return text
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--results-dir", type=Path, default=None)
+    parser.add_argument("--output", type=Path, default=common.ROOT / "RESULTS.md")
+    args = parser.parse_args(argv)
+    text = build(args.results_dir or latest_results(), args.output)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
