@@ -3,7 +3,7 @@
 PY ?= python3
 PIP = $(PY) -m pip install --quiet --disable-pip-version-check
 
-.PHONY: install install-bench test test-slow lint bench bench-quick quickstart
+.PHONY: install install-bench test test-slow lint bench bench-quick quickstart quickstart-vit
 
 install:
 	$(PIP) torch==2.13.0
@@ -28,10 +28,21 @@ lint: install
 	$(PY) -m ruff check hf_compress tests benchmarks
 	$(PY) -m ruff format --check hf_compress tests benchmarks
 
+# The main job: fine-tune -> HomoDistil to half width -> int8 -> summary table (about 10 minutes on 2 cores).
+quickstart: install-bench
+	$(PY) -m hf_compress.cli run recipes/quickstart.yaml --output-dir out/quickstart
+
+quickstart-vit: install-bench
+	$(PY) -m hf_compress.cli run recipes/quickstart-vit.yaml --output-dir out/quickstart-vit
+
+# Every benchmark suite, then benchmarks/RESULTS.md with plots (over an hour on 2 cores).
 bench: install-bench
 	$(PY) -m benchmarks distill
+	$(PY) -m benchmarks prune
+	$(PY) -m benchmarks quant
+	$(PY) -m benchmarks report
 
 bench-quick: install-bench
-	$(PY) -m benchmarks distill --quick
-
-quickstart: bench
+	$(PY) -m benchmarks distill --quick --only text
+	$(PY) -m benchmarks prune --quick
+	$(PY) -m benchmarks quant --quick
