@@ -8,6 +8,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
+
+# Tiny models gain nothing from intra-op threads, and spinning threads slow them badly on a busy 2-core machine.
+torch.set_num_threads(1)
 from datasets import Dataset  # noqa: E402
 from transformers import BertConfig, ViTConfig  # noqa: E402
 

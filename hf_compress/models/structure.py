@@ -52,78 +52,64 @@ class ModelStructure:
     stream_sources: list[nn.Module] = field(default_factory=list)
 
 
-def _linear(module: nn.Module, name: str) -> nn.Module:
-    return module.get_submodule(name)
-
-
 def _bert(model: PreTrainedModel) -> ModelStructure:
     base = model.base_model
-    config = model.config
-    layers, reads, writes, norms = [], [], [], [base.embeddings.LayerNorm]
-    for layer in base.encoder.layer:
-        parts = LayerParts(
-            query=layer.attention.self.query,
-            key=layer.attention.self.key,
-            value=layer.attention.self.value,
-            attn_out=layer.attention.output.dense,
-            ffn_in=layer.intermediate.dense,
-            ffn_out=layer.output.dense,
-        )
-        layers.append(parts)
-        reads += [parts.query, parts.key, parts.value, parts.ffn_in]
-        writes += [parts.attn_out, parts.ffn_out]
-        norms += [layer.attention.output.LayerNorm, layer.output.LayerNorm]
     emb = base.embeddings
+    layers, norms = [], [emb.LayerNorm]
+    for layer in base.encoder.layer:
+        attention = layer.attention
+        layers.append(
+            LayerParts(
+                query=attention.self.query,
+                key=attention.self.key,
+                value=attention.self.value,
+                attn_out=attention.output.dense,
+                ffn_in=layer.intermediate.dense,
+                ffn_out=layer.output.dense,
+            )
+        )
+        norms += [attention.output.LayerNorm, layer.output.LayerNorm]
     tables = [HiddenTable(emb.word_embeddings, "weight", 1), HiddenTable(emb.position_embeddings, "weight", 1)]
     if getattr(emb, "token_type_embeddings", None) is not None:
         tables.append(HiddenTable(emb.token_type_embeddings, "weight", 1))
-    sources = [emb] + [p.attn_out for p in layers] + [p.ffn_out for p in layers]
-    if getattr(base, "pooler", None) is not None:
-        reads.append(base.pooler.dense)
-        writes.append(base.pooler.dense)
-        sources.append(base.pooler.dense)
-    _add_heads(model, reads, writes, norms, sources)
-    return ModelStructure(
-        model_type=config.model_type,
-        layers=layers,
-        num_heads=config.num_attention_heads,
-        head_dim=config.hidden_size // config.num_attention_heads,
-        hidden_size=config.hidden_size,
-        intermediate_size=config.intermediate_size,
-        reads_hidden=reads,
-        writes_hidden=writes,
-        tables=tables,
-        norms=norms,
-        stream_sources=sources,
-    )
+    return _assemble(model, layers, norms, tables, writes=[])
 
 
 def _vit(model: PreTrainedModel) -> ModelStructure:
     base = model.base_model
-    config = model.config
-    layers, reads, writes, norms = [], [], [], []
+    emb = base.embeddings
+    layers, norms = [], []
     for layer in base.layers:
         attention = layer.attention
-        parts = LayerParts(
-            query=attention.q_proj,
-            key=attention.k_proj,
-            value=attention.v_proj,
-            attn_out=attention.o_proj,
-            ffn_in=layer.mlp.fc1,
-            ffn_out=layer.mlp.fc2,
+        layers.append(
+            LayerParts(
+                query=attention.q_proj,
+                key=attention.k_proj,
+                value=attention.v_proj,
+                attn_out=attention.o_proj,
+                ffn_in=layer.mlp.fc1,
+                ffn_out=layer.mlp.fc2,
+            )
         )
-        layers.append(parts)
-        reads += [parts.query, parts.key, parts.value, parts.ffn_in]
-        writes += [parts.attn_out, parts.ffn_out]
         norms += [layer.layernorm_before, layer.layernorm_after]
     norms.append(base.layernorm)
-    emb = base.embeddings
     tables = [HiddenTable(emb, "cls_token", 2), HiddenTable(emb, "position_embeddings", 2)]
     if getattr(emb, "mask_token", None) is not None:
         tables.append(HiddenTable(emb, "mask_token", 2))
-    writes.append(emb.patch_embeddings.projection)
-    # Pre-LN: the residual stream is never normalised in place, so every writer's output is masked.
-    sources = [emb] + [p.attn_out for p in layers] + [p.ffn_out for p in layers]
+    return _assemble(model, layers, norms, tables, writes=[emb.patch_embeddings.projection])
+
+
+def _assemble(model, layers: list[LayerParts], norms, tables, writes) -> ModelStructure:
+    """What every family shares: which modules read / write the hidden size, and the residual-stream writers.
+
+    The embeddings' output and every attention / FFN output projection are masked by the hidden mask: in a
+    pre-LN model (ViT) the residual stream is never normalised in place, so that is where pruned channels
+    must be zeroed; in a post-LN model (BERT) the following masked LayerNorm would zero them anyway.
+    """
+    base, config = model.base_model, model.config
+    reads = [m for p in layers for m in (p.query, p.key, p.value, p.ffn_in)]
+    writes = writes + [m for p in layers for m in (p.attn_out, p.ffn_out)]
+    sources = [base.embeddings] + [p.attn_out for p in layers] + [p.ffn_out for p in layers]
     if getattr(base, "pooler", None) is not None:
         reads.append(base.pooler.dense)
         writes.append(base.pooler.dense)
