@@ -275,3 +275,15 @@ def test_pruned_model_quantizes_and_round_trips(tmp_path):
             AutoModelForSequenceClassification.from_pretrained(tmp_path)(input_ids=ids).logits,
             small(input_ids=ids).logits,
         )
+
+
+def test_calibration_with_a_padding_collator(tmp_path):
+    from transformers import BertTokenizerFast, DataCollatorWithPadding
+
+    tokenizer = BertTokenizerFast(
+        vocab={t: i for i, t in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "b"])}
+    )
+    data = text_dataset(16)  # the collator returns a BatchEncoding (a Mapping, not a dict)
+    model = quantize(_text_model(), QuantizationConfig(method="int8_static", smoothquant_alpha=0.5), data,
+                     collate_fn=DataCollatorWithPadding(tokenizer))  # fmt: skip
+    assert isinstance(model.bert.encoder.layer[0].attention.self.query, Int8StaticLinear)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 import torch
 from torch import Tensor, nn
@@ -42,7 +42,7 @@ def calibration_batches(
         for batch in source:
             if len(batches) == num_batches:
                 break
-            if not isinstance(batch, dict):
+            if not isinstance(batch, Mapping):  # dicts, and the BatchEncoding that tokenizer collators return
                 raise ValueError(f"calibration batches must be dicts of model inputs, got {type(batch).__name__}.")
             if required not in batch:
                 raise ValueError(f"calibration batch has no {required!r} (keys: {sorted(batch)}).")
