@@ -69,6 +69,15 @@ def fmnist_data(train_limit: int | None = None, test_limit: int | None = None):
     return data.with_format("torch")
 
 
+def train_kwargs(output_dir: str, **overrides) -> dict:
+    """The training arguments every benchmark run shares (CPU, seed 0, no checkpoints, no reporting)."""
+    return {
+        "output_dir": output_dir, "per_device_train_batch_size": 32, "weight_decay": 0.01, "logging_steps": 50,
+        "save_strategy": "no", "report_to": [], "seed": 0, "use_cpu": True, "dataloader_pin_memory": False,
+        **overrides,
+    }  # fmt: skip
+
+
 # ---- teachers (cached: every suite uses the same ones) ---------------------------------------------------
 
 
@@ -84,18 +93,7 @@ def text_teacher(epochs: float = 2.0) -> str:
     )
     data = rt_data(tokenizer)
     args = TrainingArguments(
-        output_dir=str(CACHE / "work-teacher-rt"),
-        num_train_epochs=epochs,
-        per_device_train_batch_size=32,
-        learning_rate=5e-5,
-        warmup_steps=30,
-        weight_decay=0.01,
-        logging_steps=50,
-        save_strategy="no",
-        report_to=[],
-        seed=0,
-        use_cpu=True,
-        dataloader_pin_memory=False,
+        **train_kwargs(str(CACHE / "work-teacher-rt"), num_train_epochs=epochs, learning_rate=5e-5, warmup_steps=30),
         train_sampling_strategy="group_by_length",
     )
     trainer = Trainer(
@@ -132,22 +130,20 @@ def vision_teacher(epochs: float = 3.0, train_limit: int | None = None) -> str:
     model = AutoModelForImageClassification.from_config(config)
     data = fmnist_data(train_limit=train_limit)
     args = TrainingArguments(
-        output_dir=str(CACHE / "work-teacher-vit"),
-        num_train_epochs=epochs,
-        per_device_train_batch_size=128,
-        learning_rate=1e-3,
-        warmup_steps=100,
-        weight_decay=0.05,
-        logging_steps=100,
-        save_strategy="no",
-        report_to=[],
-        seed=0,
-        use_cpu=True,
-        dataloader_pin_memory=False,
+        **train_kwargs(
+            str(CACHE / "work-teacher-vit"),
+            num_train_epochs=epochs,
+            per_device_train_batch_size=128,
+            learning_rate=1e-3,
+            warmup_steps=100,
+            weight_decay=0.05,
+            logging_steps=100,
+        )
     )
     Trainer(model=model, args=args, train_dataset=data["train"]).train()
     model.save_pretrained(str(out))
     shutil.rmtree(CACHE / "work-teacher-vit", ignore_errors=True)
+    return str(out)
     return str(out)
 
 

@@ -51,20 +51,15 @@ COLUMNS = [
 
 def _distill(teacher, student, variant, data, collator, out, epochs, batch, lr, max_steps=-1):
     args = DistillationConfig(
-        output_dir=out,
-        num_train_epochs=epochs,
-        max_steps=max_steps,
-        per_device_train_batch_size=batch,
-        learning_rate=lr,
-        warmup_steps=20,
-        weight_decay=0.01,
-        temperature=2.0,
-        logging_steps=50,
-        save_strategy="no",
-        report_to=[],
-        seed=0,
-        use_cpu=True,
-        dataloader_pin_memory=False,
+        **common.train_kwargs(
+            out,
+            num_train_epochs=epochs,
+            max_steps=max_steps,
+            per_device_train_batch_size=batch,
+            learning_rate=lr,
+            warmup_steps=20,
+            temperature=2.0,
+        ),
         **variant,
     )
     trainer = DistillationTrainer(

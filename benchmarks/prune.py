@@ -44,23 +44,8 @@ COLUMNS = [
 
 
 def _common_args(out: str, steps: int) -> dict:
-    return dict(
-        output_dir=out,
-        max_steps=steps,
-        per_device_train_batch_size=32,
-        learning_rate=1e-4,
-        warmup_steps=20,
-        weight_decay=0.01,
-        temperature=2.0,
-        kd_weight=1.0,
-        hidden_weight=1.0,
-        logging_steps=50,
-        save_strategy="no",
-        report_to=[],
-        seed=0,
-        use_cpu=True,
-        dataloader_pin_memory=False,
-    )
+    return common.train_kwargs(out, max_steps=steps, learning_rate=1e-4, warmup_steps=20, temperature=2.0,
+                               kd_weight=1.0, hidden_weight=1.0)  # fmt: skip
 
 
 def truncated_student(teacher):
