@@ -72,6 +72,7 @@ def _distill(teacher, student, variant, data, collator, out, epochs, batch, lr, 
 
 
 def _rows(teacher, students, test, collator, shapes):
+    teacher.set_attn_implementation("sdpa")  # attention KD switched the teacher too: measure it as users run it
     teacher_acc = common.evaluate_accuracy(teacher, test, collator)
     latencies = common.latency_ratios(teacher, {name: s for name, (s, _) in students.items()}, shapes=shapes)
     key = {f"{b}x{length}" for b, length in shapes}
@@ -101,7 +102,7 @@ def _rows(teacher, students, test, collator, shapes):
     return rows
 
 
-def run_text(quick: bool, epochs: float = 1.0) -> dict:
+def run_text(quick: bool, epochs: float = 1.0, variants: list[str] | None = None) -> dict:
     teacher_path = common.text_teacher()
     tokenizer = AutoTokenizer.from_pretrained(teacher_path)
     data = common.rt_data(tokenizer, train_limit=256 if quick else None)
@@ -110,6 +111,8 @@ def run_text(quick: bool, epochs: float = 1.0) -> dict:
     teacher = AutoModelForSequenceClassification.from_pretrained(teacher_path)
     students, logs = {}, {}
     for name, variant in TEXT_VARIANTS.items():
+        if variants and name not in variants:
+            continue
         torch.manual_seed(0)
         student = make_student(teacher, layers=[1, 3, 5])
         train_s, log = _distill(
@@ -218,9 +221,10 @@ def main(argv=None) -> None:
     parser.add_argument("--quick", action="store_true", help="tiny subsets and a few steps (plumbing check)")
     parser.add_argument("--only", choices=["text", "vision"], help="run one half")
     parser.add_argument("--epochs", type=float, default=1.0, help="student training epochs (default 1)")
+    parser.add_argument("--variants", nargs="+", help=f"text variants to run (default all): {list(TEXT_VARIANTS)}")
     args = parser.parse_args(argv)
     common.setup()
-    text = run_text(args.quick, args.epochs) if args.only in (None, "text") else None
+    text = run_text(args.quick, args.epochs, args.variants) if args.only in (None, "text") else None
     vision = run_vision(args.quick, args.epochs) if args.only in (None, "vision") else None
     payload = {"suite": "distill", "argv": argv, "quick": args.quick, "text": text, "vision": vision}
     suffix = "-quick" if args.quick else ""

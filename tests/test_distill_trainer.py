@@ -383,3 +383,18 @@ def test_config_parses_from_command_line(tmp_out):
     )
     assert args.temperature == 4.0 and args.hidden_weight == 0.5
     assert args.layer_map_spec.teacher_layers == (1, 3)
+
+
+def test_kd_attention_masks_padding_and_matches_default_attention():
+    torch.manual_seed(0)
+    model = BertForSequenceClassification(bert_config()).eval()
+    ids = torch.randint(1, VOCAB, (2, 9))
+    mask = torch.ones(2, 9, dtype=torch.long)
+    mask[1, 5:] = 0
+    with torch.no_grad():
+        reference = model(input_ids=ids, attention_mask=mask).logits
+        model.set_attn_implementation("hf_compress_kd")
+        out = model(input_ids=ids, attention_mask=mask, output_attentions=True)
+    assert out.attentions[0][1, :, :, 5:].abs().max() == 0  # padded keys get no attention
+    torch.testing.assert_close(out.attentions[0].sum(-1), torch.ones(2, 4, 9))
+    torch.testing.assert_close(out.logits, reference, rtol=1e-5, atol=1e-6)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 from transformers import AttentionInterface
+from transformers.masking_utils import AttentionMaskInterface, eager_mask
 
 ATTN_IMPLEMENTATION = "hf_compress_kd"
 
@@ -42,3 +43,6 @@ def kd_attention_forward(
 
 
 AttentionInterface.register(ATTN_IMPLEMENTATION, kd_attention_forward)
+# transformers builds the attention mask per implementation; without this registration a custom implementation
+# receives attention_mask=None and attends to padding. Ours takes eager's additive float mask.
+AttentionMaskInterface.register(ATTN_IMPLEMENTATION, eager_mask)
