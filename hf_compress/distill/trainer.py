@@ -298,12 +298,16 @@ class DistillationTrainer(Trainer):
             torch.nn.utils.clip_grad_norm_(self._projections.parameters(), self.args.max_grad_norm)
         return norm
 
+    def _checkpoint_folder(self, trial) -> str:
+        """The folder the Trainer is about to write this step's checkpoint into (created)."""
+        run_dir = self._get_output_dir(trial=trial)
+        folder = os.path.join(run_dir, f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
+        os.makedirs(folder, exist_ok=True)
+        return folder
+
     def _save_checkpoint(self, model, trial) -> None:
         if len(self._projections) and self.args.should_save:
-            folder = os.path.join(
-                self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
-            )
-            os.makedirs(folder, exist_ok=True)
+            folder = self._checkpoint_folder(trial)
             state = {k: v.detach().cpu().contiguous() for k, v in self._projections.state_dict().items()}
             save_file(state, os.path.join(folder, PROJECTIONS_NAME))
         super()._save_checkpoint(model, trial)

@@ -8,7 +8,6 @@ from typing import Any
 
 from safetensors.torch import save_file
 from transformers import PreTrainedModel, TrainerCallback
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from ..distill.trainer import DistillationTrainer, load_state_file
 from .config import HomoDistilConfig
@@ -108,10 +107,7 @@ class HomoDistilTrainer(DistillationTrainer):
 
     def _save_checkpoint(self, model, trial) -> None:
         if self.args.should_save:
-            folder = os.path.join(
-                self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
-            )
-            os.makedirs(folder, exist_ok=True)
+            folder = self._checkpoint_folder(trial)
             state = {k: v.contiguous() for k, v in self.pruner.state_dict().items()}
             save_file(state, os.path.join(folder, PRUNING_STATE_NAME))
         super()._save_checkpoint(model, trial)
