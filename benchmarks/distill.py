@@ -222,13 +222,15 @@ def main(argv=None) -> None:
     parser.add_argument("--only", choices=["text", "vision"], help="run one half")
     parser.add_argument("--epochs", type=float, default=1.0, help="student training epochs (default 1)")
     parser.add_argument("--variants", nargs="+", help=f"text variants to run (default all): {list(TEXT_VARIANTS)}")
+    parser.add_argument("--name", help="JSON file name under benchmarks/results/<date>/ (default from --only)")
     args = parser.parse_args(argv)
     common.setup()
     text = run_text(args.quick, args.epochs, args.variants) if args.only in (None, "text") else None
     vision = run_vision(args.quick, args.epochs) if args.only in (None, "vision") else None
     payload = {"suite": "distill", "argv": argv, "quick": args.quick, "text": text, "vision": vision}
     suffix = "-quick" if args.quick else ""
-    path = common.write_json(f"distill-{args.only}{suffix}" if args.only else f"distill{suffix}", payload)
+    name = args.name or (f"distill-{args.only}{suffix}" if args.only else f"distill{suffix}")
+    path = common.write_json(name, payload)
     print(report(text, vision))
     print(f"\nwrote {path}")
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 from pathlib import Path
 
 from . import common
@@ -85,7 +86,13 @@ def build(results_dir: Path, output: Path) -> str:
                 "Latency is a ratio to the teacher (or fp32) measured interleaved in one process with 2 threads, "
                 "so it is comparable within a table, not across machines.\n"]  # fmt: skip
     for name, payload in results.items():
-        command = COMMANDS.get(name, f"python -m benchmarks {name}")
+        argv = payload.get("argv")
+        suite = payload.get("suite", name)
+        command = (
+            f"python -m benchmarks {suite} {shlex.join(argv)}"
+            if argv
+            else COMMANDS.get(name, f"python -m benchmarks {name}")
+        )
         if name.startswith("distill"):
             body = distill.report(payload.get("text"), payload.get("vision"))
         elif name == "prune":
