@@ -78,11 +78,34 @@ def plot(points: list[dict], out_dir: Path) -> list[Path]:
     return paths
 
 
+def shortfalls(results: dict[str, dict]) -> str:
+    """The headline target against what was measured, stated plainly."""
+    rows = {r["model"]: r for r in results.get("prune", {}).get("rows", [])}
+    best = rows.get("HomoDistil + int8_dynamic")
+    if best is None:
+        return "## Headline target\n\nNo pruned + int8 row was measured in these results.\n"
+    met = best["speedup_8x128"] >= 5 and best["pct_teacher"] >= 97
+    return (
+        "## Headline target: pruned + int8 >= 5x faster than the teacher at >= 97 % of its accuracy\n\n"
+        f"Measured: {best['speedup_8x128']:.2f}x at 8x128 ({1 / best['lat_1x128']:.2f}x at 1x128) and "
+        f"{best['pct_teacher']:.1f} % of the teacher's accuracy: {'met' if met else 'NOT met'}. "
+        "Why we fall short: the 192 / 6 / 768 shape removes about three quarters of the encoder's matmul work, "
+        "but the embedding lookups, attention softmax, LayerNorms and per-call overheads shrink less, and at "
+        "1x128 those fixed costs dominate; fbgemm's int8 GEMM itself is only ~1.5x faster than fp32 on this "
+        "AVX2 CPU (see the kernel ceiling table). Accuracy is limited by 300 training steps on 2 CPU cores: "
+        "HomoDistil is 5 points above one-shot pruning or a truncated student at the same shape and steps, and "
+        "longer recovery after the final mask is the next thing to try.\n"
+    )
+
+
 def build(results_dir: Path, output: Path) -> str:
     from . import distill, prune, quant
 
     results = {p.stem: json.loads(p.read_text()) for p in sorted(results_dir.glob("*.json")) if "quick" not in p.stem}
-    sections = [f"# Benchmark results\n\nMeasured on this project's 2-core CPU machine; results in `{results_dir}`. "
+    shown = (
+        results_dir.relative_to(common.ROOT.parent) if results_dir.is_relative_to(common.ROOT.parent) else results_dir
+    )
+    sections = [f"# Benchmark results\n\nMeasured on this project's 2-core CPU machine; results in `{shown}`. "
                 "Latency is a ratio to the teacher (or fp32) measured interleaved in one process with 2 threads, "
                 "so it is comparable within a table, not across machines.\n"]  # fmt: skip
     for name, payload in results.items():
@@ -102,6 +125,7 @@ def build(results_dir: Path, output: Path) -> str:
         else:
             continue
         sections.append(f"## {name}\n\nCommand: `{command}`\n\n{body}\n")
+    sections.append(shortfalls(results))
     points = pareto_points(results)
     if points:
         for path in plot(points, results_dir):
