@@ -8,11 +8,10 @@ from typing import Any, Literal, get_args
 
 from transformers import TrainingArguments
 
+from .losses import AttentionLossType, HiddenLossType
 from .matching import LayerMapSpec, parse_layer_map
 
 KDLossType = Literal["soft", "hard"]
-HiddenLossType = Literal["mse", "cosine"]
-AttentionLossType = Literal["kl", "mse"]
 AttentionHeadMode = Literal["per_head", "mean"]
 
 _LOSS_WEIGHTS = ("kd_weight", "hard_label_weight", "hidden_weight", "attention_weight", "embedding_weight")

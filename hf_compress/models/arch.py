@@ -28,11 +28,6 @@ def modality_of(model: PreTrainedModel) -> Modality:
     )
 
 
-def base_prefix(model: PreTrainedModel) -> str:
-    """State-dict prefix of the base encoder inside ``model`` ("bert." for a head model, "" for ``BertModel``)."""
-    return "" if model.base_model is model else f"{model.base_model_prefix}."
-
-
 def find_layer_list(model: PreTrainedModel) -> tuple[str, nn.ModuleList]:
     """Return ``(qualified_name, module_list)`` of the encoder's transformer layers.
 
