@@ -81,6 +81,21 @@ def test_method_is_close_to_float_and_round_trips(tmp_path, kind, method):
     assert {type(m) for n, m in quantized.named_modules()} <= set(names.values()) | {type(quantized)}
 
 
+@pytest.mark.parametrize("method", METHODS)
+def test_quantized_model_pickles_and_deepcopies(tmp_path, method):
+    """torch.save(model) / torch.load and copy.deepcopy work after a forward filled the packed-weight cache."""
+    import copy
+
+    model = quantize(_text_model(), QuantizationConfig(method=method, group_size=16), _text_batches())
+    inputs = _text_batches(1, seed=7)[0]
+    with torch.no_grad():
+        out = model(**inputs).logits  # packs the fbgemm weights
+    torch.save(model, tmp_path / "model.pt")
+    for clone in (torch.load(tmp_path / "model.pt", weights_only=False), copy.deepcopy(model)):
+        with torch.no_grad():
+            torch.testing.assert_close(clone(**inputs).logits, out, rtol=0, atol=0)
+
+
 def test_int8_checkpoint_is_about_a_quarter_of_float(tmp_path):
     torch.manual_seed(0)  # wide enough that per-row scales and the JSON header do not dominate
     model = BertForSequenceClassification(bert_config(hidden_size=128, intermediate_size=512, vocab_size=2000)).eval()

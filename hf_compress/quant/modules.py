@@ -28,6 +28,11 @@ def quantize_per_channel(weight: Tensor) -> tuple[Tensor, Tensor]:
     return (weight / scale[:, None]).round().clamp(-QMAX, QMAX).to(torch.int8), scale.float()
 
 
+def _reset_after_load(module: nn.Module, incompatible_keys) -> None:
+    """load_state_dict post-hook (module level so quantized models can be pickled): drop the packed cache."""
+    module._reset()
+
+
 class _Int8Linear(nn.Module):
     """Shared storage of the int8 linear layers: weight (out, 1, in) int8, weight_scale (out,), bias."""
 
@@ -41,10 +46,16 @@ class _Int8Linear(nn.Module):
         self.register_buffer("input_smooth", torch.ones(in_features) if smooth else None)
         self._packed = None
         self._packed_key = None
-        self.register_load_state_dict_post_hook(lambda module, keys: module._reset())
+        self.register_load_state_dict_post_hook(_reset_after_load)
 
     def _reset(self) -> None:
         self._packed, self._packed_key = None, None
+
+    def __getstate__(self) -> dict:
+        # pickle / torch.save(model) / deepcopy: the fbgemm-packed weight is a cache, rebuilt on first use.
+        state = super().__getstate__()
+        state.update(_packed=None, _packed_key=None)
+        return state
 
     @classmethod
     def from_float(cls, linear: nn.Linear, smooth: Tensor | None = None, **kwargs) -> _Int8Linear:
