@@ -144,7 +144,6 @@ def vision_teacher(epochs: float = 3.0, train_limit: int | None = None) -> str:
     model.save_pretrained(str(out))
     shutil.rmtree(CACHE / "work-teacher-vit", ignore_errors=True)
     return str(out)
-    return str(out)
 
 
 # ---- measurements (the same code the CLI and model cards use) --------------------------------------------
@@ -160,6 +159,72 @@ def evaluate_accuracy(model, dataset, collator=None) -> float:
 
 def latency_ratios(reference, models, shapes=((8, 128), (1, 128)), reps: int = 15, warmup: int = 3):
     return evaluation.latency_ratios(reference, models, shapes=shapes, reps=reps, warmup=warmup)
+
+
+def size_or_nan(model) -> float:
+    """MB that save_pretrained writes, or NaN for models that cannot be saved (some peers)."""
+    try:
+        return size_on_disk_mb(model)
+    except Exception:
+        return float("nan")
+
+
+def measure(teacher, entries: dict[str, dict], test, collator=None, reps: int = 20, teacher_name: str = "teacher"):
+    """One row per model, the teacher first, with the columns every suite shares.
+
+    ``entries``: ``{name: {"model": model, "compress_s": seconds, **extra columns}}``. Columns: test accuracy,
+    % of the teacher, params (M), MB on disk, latency at 8x128 and 1x128 as a ratio to the teacher (measured
+    interleaved in this process), peak inference memory at 8x128 in a fresh process, compression wall time.
+    """
+    from .memory import peak_inference_mb
+
+    models = {name: entry["model"].eval() for name, entry in entries.items()}
+    latency = latency_ratios(teacher, models, reps=reps)
+    memory_inputs = example_inputs(teacher, 8, 128)
+    everyone = {teacher_name: {"model": teacher.eval()}, **entries}
+    rows, teacher_acc = [], None
+    for name, entry in everyone.items():
+        model = entry["model"]
+        acc = evaluate_accuracy(model, test, collator)
+        teacher_acc = acc if teacher_acc is None else teacher_acc
+        lat = latency.get(name, {"8x128": 1.0, "1x128": 1.0})
+        memory = peak_inference_mb(model, memory_inputs, threads=THREADS)
+        extra = {k: v for k, v in entry.items() if k != "model"}
+        rows.append(
+            dict(
+                model=name,
+                accuracy=acc,
+                pct_teacher=100 * acc / teacher_acc,
+                params_m=count_params(model) / 1e6,
+                size_mb=size_or_nan(model),
+                lat_8x128=lat["8x128"],
+                lat_1x128=lat["1x128"],
+                speedup_8x128=1 / lat["8x128"],
+                peak_mb=memory["peak_mb"],
+                **extra,
+            )  # fmt: skip
+        )
+        print(f"[measure] {name}: acc {acc:.4f} latency {lat['8x128']:.3f} {memory}", flush=True)
+    rows[0]["teacher_ms"] = latency["__reference__"]
+    return rows
+
+
+def columns(vision: bool = False, extra: list[tuple[str, str]] = (), after: str = "model") -> list[tuple[str, str]]:
+    """The shared table columns (``extra`` inserted after the ``after`` column); ViT latency is per image batch."""
+    big, one = ("8 images", "1 image") if vision else ("8x128", "1x128")
+    shared = [
+        ("model", "model"),
+        ("accuracy", "test acc"),
+        ("pct_teacher", "% of teacher"),
+        ("params_m", "params (M)"),
+        ("size_mb", "MB on disk"),
+        ("lat_8x128", f"latency {big} (ratio)"),
+        ("lat_1x128", f"latency {one} (ratio)"),
+        ("peak_mb", f"peak MB ({big})"),
+        ("compress_s", "compress wall s"),
+    ]
+    at = [k for k, _ in shared].index(after) + 1
+    return shared[:at] + list(extra) + shared[at:]
 
 
 # ---- reporting ----------------------------------------------------------------------------------------------

@@ -1,7 +1,9 @@
-"""Distillation benchmark: real teachers, 3-layer students, KD vs no-KD vs ablations, and trainer overhead.
+"""Distillation benchmark: real teachers, 3-layer students, KD vs no-KD vs ablations vs TextBrewer (the same
+student, losses, optimizer and steps), and the trainer's overhead.
 
-python -m benchmarks distill            # full run (text + vision), ~1 h on 2 CPU cores
-python -m benchmarks distill --quick    # a few steps on small subsets, to check the plumbing
+python -m benchmarks distill                 # full run (text + vision), ~1 h on 2 CPU cores
+python -m benchmarks distill --only vision   # the Fashion-MNIST ViT half, ~10 min
+python -m benchmarks distill --quick         # a few steps on small subsets, to check the plumbing
 """
 
 from __future__ import annotations
@@ -22,8 +24,9 @@ from transformers import (
 )
 
 from hf_compress import DistillationConfig, DistillationTrainer, make_student
+from hf_compress.distill.matching import parse_layer_map, resolve_layer_map
 
-from . import common
+from . import common, peers
 
 TEXT_VARIANTS = {
     "KD: pred + hidden + attention": dict(kd_weight=1.0, hidden_weight=1.0, attention_weight=1.0),
@@ -37,19 +40,11 @@ VISION_VARIANTS = {
     "KD: DeiT hard + labels": dict(kd_loss_type="hard", kd_weight=0.5, hard_label_weight=0.5),
     "no KD (labels only)": dict(kd_weight=0.0, hard_label_weight=1.0),
 }
-COLUMNS = [
-    ("model", "model"),
-    ("accuracy", "test acc"),
-    ("pct_teacher", "% of teacher"),
-    ("params_m", "params (M)"),
-    ("size_mb", "MB on disk"),
-    ("lat_8x128", "latency 8x128 (ratio)"),
-    ("lat_1x128", "latency 1x128 (ratio)"),
-    ("train_s", "train wall s"),
-]
+PEER = "TextBrewer, same losses and steps (peer)"
+PEER_LOSSES = TEXT_VARIANTS["KD: pred + hidden + attention"]
 
 
-def _distill(teacher, student, variant, data, collator, out, epochs, batch, lr, max_steps=-1):
+def _distill(teacher, student, variant, data, collator, out, epochs, batch, lr, max_steps=-1) -> float:
     args = DistillationConfig(
         **common.train_kwargs(
             out,
@@ -68,95 +63,61 @@ def _distill(teacher, student, variant, data, collator, out, epochs, batch, lr, 
     start = time.perf_counter()
     trainer.train()
     student.set_attn_implementation("sdpa")  # back to the default for timing and evaluation
-    return time.perf_counter() - start, trainer.state.log_history
+    return time.perf_counter() - start
 
 
-def _rows(teacher, students, test, collator, shapes):
+def _textbrewer(teacher, data, collator, epochs, batch, lr, max_steps) -> dict:
+    """The TextBrewer row: the same student init, losses, optimizer, schedule and steps as ours."""
+    torch.manual_seed(0)
+    student = make_student(teacher, layers=[1, 3, 5])
+    pairs = resolve_layer_map(parse_layer_map("uniform"), 3, teacher.config.num_hidden_layers)
+    seconds = peers.textbrewer_distill(
+        teacher, student, data, collator, layer_pairs=pairs, temperature=2.0, epochs=epochs, max_steps=max_steps,
+        batch_size=batch, learning_rate=lr, warmup_steps=20, **PEER_LOSSES,
+    )  # fmt: skip
+    teacher.set_attn_implementation("sdpa")
+    print(f"[distill] {PEER}: trained in {seconds:.0f}s", flush=True)
+    return {"model": student, "compress_s": seconds}
+
+
+def _run(teacher, variants, data, collator, test, *, epochs, batch, lr, quick, label, with_peer) -> list[dict]:
+    entries = {}
+    for name, variant in variants.items():
+        torch.manual_seed(0)
+        student = make_student(teacher, layers=[1, 3, 5])
+        seconds = _distill(teacher, student, variant, data, collator, tempfile.mkdtemp(), epochs=epochs,
+                           batch=batch, lr=lr, max_steps=4 if quick else -1)  # fmt: skip
+        entries[name] = {"model": student, "compress_s": seconds}
+        print(f"[{label}] {name}: trained in {seconds:.0f}s", flush=True)
+    try:
+        if with_peer:
+            entries[PEER] = _textbrewer(teacher, data, collator, epochs, batch, lr, 4 if quick else -1)
+    except ImportError as err:
+        print(f"[{label}] skipping {PEER}: {err}", flush=True)
     teacher.set_attn_implementation("sdpa")  # attention KD switched the teacher too: measure it as users run it
-    teacher_acc = common.evaluate_accuracy(teacher, test, collator)
-    latencies = common.latency_ratios(teacher, {name: s for name, (s, _) in students.items()}, shapes=shapes)
-    key = {f"{b}x{length}" for b, length in shapes}
-    rows = [
-        dict(
-            model="teacher",
-            accuracy=teacher_acc,
-            pct_teacher=100.0,
-            params_m=common.count_params(teacher) / 1e6,
-            size_mb=common.size_on_disk_mb(teacher),
-            **{f"lat_{k}": 1.0 for k in key},
-        )
-    ]
-    for name, (student, train_s) in students.items():
-        acc = common.evaluate_accuracy(student, test, collator)
-        rows.append(
-            dict(
-                model=name,
-                accuracy=acc,
-                pct_teacher=100 * acc / teacher_acc,
-                params_m=common.count_params(student) / 1e6,
-                size_mb=common.size_on_disk_mb(student),
-                train_s=train_s,
-                **{f"lat_{k}": latencies[name][k] for k in key},
-            )
-        )
-    return rows
+    return common.measure(teacher, entries, test, collator, reps=5 if quick else 20)
 
 
-def run_text(quick: bool, epochs: float = 1.0, variants: list[str] | None = None) -> dict:
+def run_text(quick: bool, epochs: float = 1.0, variants: list[str] | None = None, with_peer: bool = True) -> dict:
     teacher_path = common.text_teacher()
     tokenizer = AutoTokenizer.from_pretrained(teacher_path)
     data = common.rt_data(tokenizer, train_limit=256 if quick else None)
     test = data["test"].select(range(128)) if quick else data["test"]
     collator = DataCollatorWithPadding(tokenizer)
     teacher = AutoModelForSequenceClassification.from_pretrained(teacher_path)
-    students, logs = {}, {}
-    for name, variant in TEXT_VARIANTS.items():
-        if variants and name not in variants:
-            continue
-        torch.manual_seed(0)
-        student = make_student(teacher, layers=[1, 3, 5])
-        train_s, log = _distill(
-            teacher,
-            student,
-            variant,
-            data["train"],
-            collator,
-            tempfile.mkdtemp(),
-            epochs=epochs,
-            batch=32,
-            lr=5e-5,
-            max_steps=4 if quick else -1,
-        )
-        students[name], logs[name] = (student, train_s), log
-        print(f"[text] {name}: trained in {train_s:.0f}s", flush=True)
-    rows = _rows(teacher, students, test, collator, shapes=((8, 128), (1, 128)))
+    chosen = {k: v for k, v in TEXT_VARIANTS.items() if not variants or k in variants}
+    rows = _run(teacher, chosen, data["train"], collator, test, epochs=epochs, batch=32, lr=5e-5, quick=quick,
+                label="text", with_peer=with_peer)  # fmt: skip
     overhead = trainer_overhead(teacher, data["train"], collator, reps=5 if quick else 20)
-    return {"rows": rows, "overhead": overhead, "logs": logs}
+    return {"rows": rows, "overhead": overhead}
 
 
-def run_vision(quick: bool, epochs: float = 1.0) -> dict:
+def run_vision(quick: bool, epochs: float = 1.0, with_peer: bool = True) -> dict:
     teacher_path = common.vision_teacher(epochs=2.0, train_limit=20000)
     data = common.fmnist_data(train_limit=256 if quick else 20000, test_limit=256 if quick else None)
     teacher = AutoModelForImageClassification.from_pretrained(teacher_path)
-    students = {}
-    for name, variant in VISION_VARIANTS.items():
-        torch.manual_seed(0)
-        student = make_student(teacher, layers=[1, 3, 5])
-        train_s, _ = _distill(
-            teacher,
-            student,
-            variant,
-            data["train"],
-            None,
-            tempfile.mkdtemp(),
-            epochs=epochs,
-            batch=128,
-            lr=5e-4,
-            max_steps=4 if quick else -1,
-        )
-        students[name] = (student, train_s)
-        print(f"[vision] {name}: trained in {train_s:.0f}s", flush=True)
-    rows = _rows(teacher, students, data["test"], None, shapes=((8, 128), (1, 128)))
+    rows = _run(teacher, VISION_VARIANTS, data["train"], None, data["test"], epochs=epochs, batch=128, lr=5e-4,
+                quick=quick, label="vision", with_peer=with_peer)  # fmt: skip
     return {"rows": rows}
 
 
@@ -203,16 +164,21 @@ def trainer_overhead(teacher, dataset, collator, reps: int = 20) -> dict[str, fl
     return results
 
 
+def _compat(rows: list[dict]) -> list[dict]:
+    """Results written before the shared columns called the training time ``train_s``."""
+    return [{"compress_s": row["train_s"], **row} if "train_s" in row else row for row in rows]
+
+
 def report(text: dict | None, vision: dict | None) -> str:
     parts = []
     if text:
         parts.append("### Text: MiniLM-L6 teacher (Rotten Tomatoes) -> 3-layer student (teacher layers 1, 3, 5)\n")
-        parts.append(common.markdown_table(text["rows"], COLUMNS))
+        parts.append(common.markdown_table(_compat(text["rows"]), common.columns()))
         overhead = ", ".join(f"{k}: {v:.3f}x" for k, v in text["overhead"].items())
         parts.append(f"\nTrainer overhead (distillation step / (student step + teacher forward)): {overhead}\n")
     if vision:
         parts.append("### Vision: ViT (6 layers, Fashion-MNIST) -> 3-layer student\n")
-        parts.append(common.markdown_table(vision["rows"], COLUMNS))
+        parts.append(common.markdown_table(_compat(vision["rows"]), common.columns(vision=True)))
     return "\n".join(parts)
 
 
@@ -222,11 +188,13 @@ def main(argv=None) -> None:
     parser.add_argument("--only", choices=["text", "vision"], help="run one half")
     parser.add_argument("--epochs", type=float, default=1.0, help="student training epochs (default 1)")
     parser.add_argument("--variants", nargs="+", help=f"text variants to run (default all): {list(TEXT_VARIANTS)}")
+    parser.add_argument("--no-peer", action="store_true", help="leave out the TextBrewer row")
     parser.add_argument("--name", help="JSON file name under benchmarks/results/<date>/ (default from --only)")
     args = parser.parse_args(argv)
     common.setup()
-    text = run_text(args.quick, args.epochs, args.variants) if args.only in (None, "text") else None
-    vision = run_vision(args.quick, args.epochs) if args.only in (None, "vision") else None
+    peer = not args.no_peer
+    text = run_text(args.quick, args.epochs, args.variants, peer) if args.only in (None, "text") else None
+    vision = run_vision(args.quick, args.epochs, peer) if args.only in (None, "vision") else None
     payload = {"suite": "distill", "argv": argv, "quick": args.quick, "text": text, "vision": vision}
     suffix = "-quick" if args.quick else ""
     name = args.name or (f"distill-{args.only}{suffix}" if args.only else f"distill{suffix}")

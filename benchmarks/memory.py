@@ -10,6 +10,7 @@ int8 kernel copies built on first use) plus the transient activations of that fo
 
 from __future__ import annotations
 
+import copy
 import json
 import subprocess
 import sys
@@ -60,6 +61,19 @@ def _modules_of(model: torch.nn.Module) -> list[str]:
     return sorted(n for n in names if n and n != "builtins")
 
 
+def _without_output_capturing_hooks(model: torch.nn.Module) -> torch.nn.Module:
+    """A copy without the forward hooks transformers 5 installs on first use to collect hidden states and
+    attentions: they are local functions, so a model that has run once cannot be pickled. Inactive unless
+    outputs are requested, and reinstalled on demand (the flag is cleared)."""
+    clone = copy.deepcopy(model)
+    for module in clone.modules():
+        for key, hook in list(module._forward_hooks.items()):
+            if "output_capturing_hook" in getattr(hook, "__qualname__", ""):
+                del module._forward_hooks[key]
+        module.__dict__.pop("_output_capturing_hooks_installed", None)
+    return clone
+
+
 def peak_inference_mb(model: torch.nn.Module, inputs: dict, threads: int = 2, timeout: float = 600) -> dict:
     """``{"peak_mb": ..., "resident_mb": ...}`` of ``model(**inputs)`` in a fresh process (NaN if impossible).
 
@@ -73,9 +87,12 @@ def peak_inference_mb(model: torch.nn.Module, inputs: dict, threads: int = 2, ti
     with tempfile.TemporaryDirectory() as tmp:
         model_file, inputs_file = Path(tmp) / "model.pt", Path(tmp) / "inputs.pt"
         try:
-            torch.save(model, model_file)
+            try:
+                torch.save(model, model_file)
+            except Exception:
+                torch.save(_without_output_capturing_hooks(model), model_file)
         except Exception as err:
-            return {**nan, "error": f"cannot be pickled ({type(err).__name__})"}
+            return {**nan, "error": f"cannot be pickled ({type(err).__name__}: {err})"}
         torch.save(dict(inputs), inputs_file)
         spec = {"model": str(model_file), "inputs": str(inputs_file), "threads": threads}
         spec["modules"] = _modules_of(model)

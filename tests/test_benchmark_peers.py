@@ -120,3 +120,15 @@ def test_peak_memory_grows_with_the_model():
     # the large model's float weights are ~4 bytes per parameter; RSS sees at least most of them
     params_mb = sum(p.numel() for p in large.parameters()) * 4 / 2**20
     assert 0.8 * params_mb < b["resident_mb"] < 3 * params_mb + 20
+
+
+def test_peak_memory_of_a_model_that_already_captured_outputs():
+    """transformers 5 installs unpicklable output-capturing hooks on first use; the measurement copes."""
+    torch.manual_seed(0)
+    model = ViTForImageClassification(vit_config()).eval()
+    batch = {"pixel_values": torch.randn(2, 1, 16, 16)}
+    model(**batch, output_hidden_states=True, output_attentions=True)
+    measured = memory.peak_inference_mb(model, batch, threads=1)
+    assert "error" not in measured, measured
+    assert measured["peak_mb"] >= measured["resident_mb"] > 0
+    assert model(**batch, output_hidden_states=True).hidden_states is not None  # the original keeps its hooks
