@@ -10,6 +10,7 @@ import datetime
 import json
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -167,6 +168,30 @@ def size_or_nan(model) -> float:
         return size_on_disk_mb(model)
     except Exception:
         return float("nan")
+
+
+def auto_class(model):
+    """The Auto class that loads ``model``'s checkpoint (image or sequence classification)."""
+    vision = getattr(model.config, "image_size", None)
+    return AutoModelForImageClassification if vision else AutoModelForSequenceClassification
+
+
+def reload_check(model) -> str:
+    """Does the model survive save_pretrained -> from_pretrained (hf_compress imported) with equal outputs?"""
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            model.save_pretrained(tmp)
+        except Exception as err:  # peers that cannot be saved
+            return f"no: save fails ({type(err).__name__})"
+        try:
+            reloaded = auto_class(model).from_pretrained(tmp)
+        except Exception as err:
+            reason = "size mismatch" if "size" in str(err) else type(err).__name__
+            return f"no: load fails ({reason})"
+        inputs = example_inputs(model, 2, 16)
+        with torch.inference_mode():
+            same = torch.equal(reloaded(**inputs).logits, model(**inputs).logits)
+        return "yes, identical" if same else "loads, but outputs differ"
 
 
 def measure(teacher, entries: dict[str, dict], test, collator=None, reps: int = 20, teacher_name: str = "teacher"):

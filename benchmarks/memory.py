@@ -10,7 +10,7 @@ int8 kernel copies built on first use) plus the transient activations of that fo
 
 from __future__ import annotations
 
-import copy
+import contextlib
 import json
 import subprocess
 import sys
@@ -61,17 +61,26 @@ def _modules_of(model: torch.nn.Module) -> list[str]:
     return sorted(n for n in names if n and n != "builtins")
 
 
-def _without_output_capturing_hooks(model: torch.nn.Module) -> torch.nn.Module:
-    """A copy without the forward hooks transformers 5 installs on first use to collect hidden states and
-    attentions: they are local functions, so a model that has run once cannot be pickled. Inactive unless
-    outputs are requested, and reinstalled on demand (the flag is cleared)."""
-    clone = copy.deepcopy(model)
-    for module in clone.modules():
+@contextlib.contextmanager
+def _output_capturing_hooks_removed(model: torch.nn.Module):
+    """Take off the forward hooks transformers 5 installs on first use to collect hidden states and attentions
+    (local functions: a model that has run once cannot be pickled), and put them back afterwards. The pickled
+    copy has none and its flag cleared, so transformers reinstalls them there on demand."""
+    removed, flags = [], []
+    for module in model.modules():
         for key, hook in list(module._forward_hooks.items()):
             if "output_capturing_hook" in getattr(hook, "__qualname__", ""):
+                removed.append((module, key, hook))
                 del module._forward_hooks[key]
-        module.__dict__.pop("_output_capturing_hooks_installed", None)
-    return clone
+        if "_output_capturing_hooks_installed" in module.__dict__:
+            flags.append((module, module.__dict__.pop("_output_capturing_hooks_installed")))
+    try:
+        yield model
+    finally:
+        for module, key, hook in removed:
+            module._forward_hooks[key] = hook
+        for module, value in flags:
+            module._output_capturing_hooks_installed = value
 
 
 def peak_inference_mb(model: torch.nn.Module, inputs: dict, threads: int = 2, timeout: float = 600) -> dict:
@@ -87,10 +96,8 @@ def peak_inference_mb(model: torch.nn.Module, inputs: dict, threads: int = 2, ti
     with tempfile.TemporaryDirectory() as tmp:
         model_file, inputs_file = Path(tmp) / "model.pt", Path(tmp) / "inputs.pt"
         try:
-            try:
+            with _output_capturing_hooks_removed(model):
                 torch.save(model, model_file)
-            except Exception:
-                torch.save(_without_output_capturing_hooks(model), model_file)
         except Exception as err:
             return {**nan, "error": f"cannot be pickled ({type(err).__name__}: {err})"}
         torch.save(dict(inputs), inputs_file)

@@ -84,6 +84,7 @@ def torch_pruning_prune(model: nn.Module, example_inputs: dict, ratio: float) ->
     the forward pass runs; ``model.config`` is left as Torch-Pruning leaves it (the original widths).
     """
     tp = require("torch_pruning", "torch-pruning")
+    model.requires_grad_(True)  # Torch-Pruning traces the autograd graph; a frozen (teacher) copy prunes nothing
     attention = _attention_modules(model)
     num_heads = {lin: module.num_attention_heads for module, qkv in attention for lin in qkv}
     head = next(getattr(model, n) for n in ("classifier", "cls", "lm_head") if hasattr(model, n))

@@ -1,8 +1,9 @@
-"""Pruning benchmark: HomoDistil vs one-shot pruning + KD vs a truncated student + KD, at the same final
-shape and the same number of training steps, on the MiniLM-L6 Rotten Tomatoes teacher; plus pruned + int8.
+"""Pruning benchmark: HomoDistil vs one-shot pruning + KD vs a truncated student + KD vs Torch-Pruning + KD (the
+peer), at the same final shape and the same number of training steps; plus pruned + int8.
 
-    python -m benchmarks prune            # ~25 min on 2 CPU cores
-    python -m benchmarks prune --quick    # a few steps on small subsets (plumbing check)
+    python -m benchmarks prune                  # text (MiniLM-L6, ~35 min) and vision (Fashion-MNIST ViT, ~15 min)
+    python -m benchmarks prune --only vision    # one half
+    python -m benchmarks prune --quick          # a few steps on small subsets (plumbing check)
 """
 
 from __future__ import annotations
@@ -12,7 +13,12 @@ import copy
 import tempfile
 import time
 
-from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding
+from transformers import (
+    AutoModelForImageClassification,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    DataCollatorWithPadding,
+)
 
 from hf_compress import (
     DistillationConfig,
@@ -26,151 +32,149 @@ from hf_compress import (
 from hf_compress.models.structure import model_structure
 from hf_compress.prune.masks import StructureMasks
 
-from . import common
+from . import common, peers
 
-SHAPE = dict(target_hidden_size=192, target_num_heads=6, target_intermediate_size=768)
-COLUMNS = [
-    ("model", "model"),
-    ("shape", "hidden / heads / FFN"),
-    ("accuracy", "test acc"),
-    ("pct_teacher", "% of teacher"),
-    ("params_m", "params (M)"),
-    ("size_mb", "MB on disk"),
-    ("lat_8x128", "latency 8x128 (ratio)"),
-    ("lat_1x128", "latency 1x128 (ratio)"),
-    ("speedup_8x128", "speed-up 8x128"),
-    ("train_s", "compress wall s"),
-]
+# Half of every width: hidden, heads and FFN (Torch-Pruning is driven by one ratio, so the peer gets the same).
+SHAPES = {
+    "text": dict(target_hidden_size=192, target_num_heads=6, target_intermediate_size=768),
+    "vision": dict(target_hidden_size=64, target_num_heads=2, target_intermediate_size=256),
+}
+TRAINING = {  # per half: batch size and learning rate (same for every variant)
+    "text": dict(per_device_train_batch_size=32, learning_rate=1e-4),
+    "vision": dict(per_device_train_batch_size=64, learning_rate=3e-4),
+}
+HOMODISTIL = "HomoDistil (PLATON, cubic)"
+PEER = "Torch-Pruning (L2 magnitude) + KD (peer)"
 
 
-def _common_args(out: str, steps: int) -> dict:
-    return common.train_kwargs(out, max_steps=steps, learning_rate=1e-4, warmup_steps=20, temperature=2.0,
-                               kd_weight=1.0, hidden_weight=1.0)  # fmt: skip
+def _shape(model) -> str:
+    hidden, heads, ffn = peers.structure_of(model)
+    return f"{hidden} / {heads} / {ffn}"
 
 
-def truncated_student(teacher):
+def truncated_student(teacher, shape: dict):
     """The teacher sliced to the target shape keeping the *first* channels / heads / neurons (no scores)."""
     masks = StructureMasks.full(model_structure(teacher))
-    masks.hidden[SHAPE["target_hidden_size"] :] = 0
-    masks.heads[:, SHAPE["target_num_heads"] :] = 0
-    masks.ffn[:, SHAPE["target_intermediate_size"] :] = 0
+    masks.hidden[shape["target_hidden_size"] :] = 0
+    masks.heads[:, shape["target_num_heads"] :] = 0
+    masks.ffn[:, shape["target_intermediate_size"] :] = 0
     return slice_model(teacher, masks)
 
 
-def run(quick: bool, steps: int) -> dict:
-    teacher_path = common.text_teacher()
-    tokenizer = AutoTokenizer.from_pretrained(teacher_path)
-    data = common.rt_data(tokenizer, train_limit=256 if quick else None)
-    test = data["test"].select(range(128)) if quick else data["test"]
-    collator = DataCollatorWithPadding(tokenizer)
-    teacher = AutoModelForSequenceClassification.from_pretrained(teacher_path).eval()
+def torch_pruning_student(teacher, shape: dict, example: dict) -> tuple[object, str]:
+    """Torch-Pruning at our shape; returns the model (config edited to its real widths so our trainer can build
+    its projections) and what ``from_pretrained`` made of the model exactly as Torch-Pruning handed it back."""
+    ratio = 1 - shape["target_hidden_size"] / teacher.config.hidden_size
+    model = peers.torch_pruning_prune(copy.deepcopy(teacher), example, ratio)
+    hidden, heads, ffn = peers.structure_of(model)
+    expected = (shape["target_hidden_size"], shape["target_num_heads"], shape["target_intermediate_size"])
+    if (hidden, heads, ffn) != expected:
+        raise RuntimeError(f"Torch-Pruning reached {(hidden, heads, ffn)}, not the benchmark shape {expected}.")
+    reload = common.reload_check(model)
+    model.config.update({"hidden_size": hidden, "num_attention_heads": heads, "intermediate_size": ffn})
+    after_edit = common.reload_check(model)
+    return model, f"as handed back: {reload}; after editing config.json by hand: {after_edit}"
+
+
+def run(quick: bool, steps: int, kind: str) -> dict:
+    shape = SHAPES[kind]
+    if kind == "text":
+        teacher_path = common.text_teacher()
+        tokenizer = AutoTokenizer.from_pretrained(teacher_path)
+        data = common.rt_data(tokenizer, train_limit=256 if quick else None)
+        train_set, test = data["train"], data["test"].select(range(128)) if quick else data["test"]
+        collator = DataCollatorWithPadding(tokenizer)
+        teacher = AutoModelForSequenceClassification.from_pretrained(teacher_path).eval()
+    else:
+        teacher_path = common.vision_teacher(epochs=2.0, train_limit=20000)
+        data = common.fmnist_data(train_limit=256 if quick else 20000, test_limit=256 if quick else None)
+        train_set, test, collator = data["train"], data["test"], None
+        teacher = AutoModelForImageClassification.from_pretrained(teacher_path).eval()
     steps = 4 if quick else steps
     end = max(2, int(0.6 * steps))
-    students = {}
+    entries = {}
 
-    def train(name, trainer):
+    def make(trainer_cls, config_cls, model=None, **extra):
+        kwargs = common.train_kwargs(tempfile.mkdtemp(), max_steps=steps, warmup_steps=20, temperature=2.0,
+                                     kd_weight=1.0, hidden_weight=1.0, **TRAINING[kind])  # fmt: skip
+        return trainer_cls(model=model, teacher_model=teacher, args=config_cls(**kwargs, **extra),
+                           train_dataset=train_set, data_collator=collator)  # fmt: skip
+
+    def train(name, trainer, extra_seconds=0.0):
         start = time.perf_counter()
         trainer.train()
-        seconds = time.perf_counter() - start
+        seconds = time.perf_counter() - start + extra_seconds
         model = trainer.sliced_model() if isinstance(trainer, HomoDistilTrainer) else trainer.model
         model.set_attn_implementation("sdpa")
-        students[name] = (model.eval(), seconds)
-        print(f"[prune] {name}: {seconds:.0f}s", flush=True)
+        entries[name] = {"model": model.eval(), "compress_s": seconds, "shape": _shape(model),
+                         "reload": common.reload_check(model)}  # fmt: skip
+        print(f"[prune {kind}] {name}: {seconds:.0f}s", flush=True)
 
-    args = HomoDistilConfig(
-        **_common_args(tempfile.mkdtemp(), steps),
-        **SHAPE,
-        prune_start_step=0,
-        prune_end_step=end,
-        prune_every=max(1, end // 20),
-    )
-    train(
-        "HomoDistil (PLATON, cubic)",
-        HomoDistilTrainer(teacher_model=teacher, args=args, train_dataset=data["train"], data_collator=collator),
-    )
-    args = HomoDistilConfig(
-        **_common_args(tempfile.mkdtemp(), steps),
-        **SHAPE,
-        pruning_schedule="oneshot",
-        importance="magnitude",
-        prune_start_step=0,
-    )
-    train(
-        "one-shot magnitude prune + KD",
-        HomoDistilTrainer(teacher_model=teacher, args=args, train_dataset=data["train"], data_collator=collator),
-    )
-    args = DistillationConfig(**_common_args(tempfile.mkdtemp(), steps))
-    train(
-        "truncated student + KD",
-        DistillationTrainer(
-            model=truncated_student(teacher),
-            teacher_model=teacher,
-            args=args,
-            train_dataset=data["train"],
-            data_collator=collator,
-        ),
-    )
-    homodistil = students["HomoDistil (PLATON, cubic)"][0]
+    every = max(1, end // 20)
+    train(HOMODISTIL, make(HomoDistilTrainer, HomoDistilConfig, **shape, prune_start_step=0, prune_end_step=end,
+                           prune_every=every))  # fmt: skip
+    train("one-shot magnitude prune + KD", make(HomoDistilTrainer, HomoDistilConfig, **shape,
+                                                pruning_schedule="oneshot", importance="magnitude"))  # fmt: skip
+    truncated = truncated_student(teacher, shape)
+    train("truncated student + KD", make(DistillationTrainer, DistillationConfig, truncated))
+    try:
+        start = time.perf_counter()
+        pruned, reload = torch_pruning_student(teacher, shape, common.example_inputs(teacher, 2, 16))
+        train(PEER, make(DistillationTrainer, DistillationConfig, pruned), time.perf_counter() - start)
+        entries[PEER]["reload"] = reload
+    except ImportError as err:
+        print(f"[prune {kind}] skipping {PEER}: {err}", flush=True)
+
     start = time.perf_counter()
-    int8 = quantize(copy.deepcopy(homodistil), QuantizationConfig(method="int8_dynamic"))
-    students["HomoDistil + int8_dynamic"] = (
-        int8,
-        students["HomoDistil (PLATON, cubic)"][1] + time.perf_counter() - start,
-    )
+    int8 = quantize(copy.deepcopy(entries[HOMODISTIL]["model"]), QuantizationConfig(method="int8_dynamic"))
+    entries["HomoDistil + int8_dynamic"] = {
+        "model": int8,
+        "compress_s": entries[HOMODISTIL]["compress_s"] + time.perf_counter() - start,
+        "shape": entries[HOMODISTIL]["shape"],
+        "reload": common.reload_check(int8),
+    }
+    rows = common.measure(teacher, entries, test, collator, reps=5 if quick else 20, teacher_name="teacher")
+    rows[0].update(shape=_shape(teacher), reload=common.reload_check(teacher))
+    return {"kind": kind, "rows": rows, "steps": steps, "prune_end_step": end, "shape": shape}
 
-    teacher_acc = common.evaluate_accuracy(teacher, test, collator)
-    latency = common.latency_ratios(teacher, {n: m for n, (m, _) in students.items()}, reps=5 if quick else 20)
-    rows = [
-        dict(
-            model="teacher (MiniLM-L6)",
-            shape="384 / 12 / 1536",
-            accuracy=teacher_acc,
-            pct_teacher=100.0,
-            params_m=common.count_params(teacher) / 1e6,
-            size_mb=common.size_on_disk_mb(teacher),
-            lat_8x128=1.0,
-            lat_1x128=1.0,
-            speedup_8x128=1.0,
-        )
-    ]
-    for name, (model, seconds) in students.items():
-        acc = common.evaluate_accuracy(model, test, collator)
-        c = model.config
-        rows.append(
-            dict(
-                model=name,
-                shape=f"{c.hidden_size} / {c.num_attention_heads} / {c.intermediate_size}",
-                accuracy=acc,
-                pct_teacher=100 * acc / teacher_acc,
-                params_m=common.count_params(model) / 1e6,
-                size_mb=common.size_on_disk_mb(model),
-                lat_8x128=latency[name]["8x128"],
-                lat_1x128=latency[name]["1x128"],
-                speedup_8x128=1 / latency[name]["8x128"],
-                train_s=seconds,
-            )
-        )
-    return {"rows": rows, "steps": steps, "prune_end_step": end}
+
+COLUMN_EXTRA = [("shape", "hidden / heads / FFN")]
 
 
 def report(result: dict) -> str:
+    """Markdown for one prune result (the older text-only JSON has no ``kind``)."""
+    kind = result.get("kind", "text")
+    shape = result.get("shape", SHAPES["text"])
+    teacher = "MiniLM-L6 (Rotten Tomatoes)" if kind == "text" else "ViT, 6 layers (Fashion-MNIST)"
     head = (
-        f"### Pruning: MiniLM-L6 (Rotten Tomatoes) -> hidden 192 / 6 heads / FFN 768, {result['steps']} steps each "
-        f"(HomoDistil reaches the shape at step {result['prune_end_step']})\n"
+        f"### Pruning: {teacher} -> hidden {shape['target_hidden_size']} / {shape['target_num_heads']} heads / "
+        f"FFN {shape['target_intermediate_size']}, {result['steps']} steps each (HomoDistil reaches the shape at "
+        f"step {result['prune_end_step']})\n"
     )
-    return head + "\n" + common.markdown_table(result["rows"], COLUMNS)
+    rows = [{"compress_s": r["train_s"], **r} if "train_s" in r else r for r in result["rows"]]
+    columns = common.columns(vision=kind == "vision", extra=COLUMN_EXTRA)
+    columns.insert([k for k, _ in columns].index("lat_1x128") + 1, ("speedup_8x128", "speed-up (batch 8)"))
+    lines = [head, common.markdown_table(rows, columns)]
+    reloads = [f"- {r['model']}: {r['reload']}" for r in rows if "reload" in r]
+    if reloads:
+        lines.append("\n`save_pretrained` -> `AutoModel...from_pretrained`, outputs compared:\n")
+        lines += reloads
+    return "\n".join(lines)
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--only", choices=sorted(SHAPES), help="run one half")
     parser.add_argument("--steps", type=int, default=300, help="training steps of every variant (default 300)")
     args = parser.parse_args(argv)
     common.setup()
-    result = run(args.quick, args.steps)
-    path = common.write_json("prune-quick" if args.quick else "prune", {"suite": "prune", "argv": argv, **result})
-    print(report(result))
-    print(f"\nwrote {path}")
+    for kind in [args.only] if args.only else sorted(SHAPES):
+        result = run(args.quick, args.steps, kind)
+        name = f"prune-{kind}" if kind == "vision" else "prune"
+        path = common.write_json(f"{name}-quick" if args.quick else name, {"suite": "prune", "argv": argv, **result})
+        print(report(result))
+        print(f"\nwrote {path}")
 
 
 if __name__ == "__main__":

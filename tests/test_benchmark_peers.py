@@ -76,6 +76,7 @@ def test_torch_pruning_reaches_our_shape_but_does_not_reload(tmp_path, kind):
     torch.manual_seed(0)
     model = CASES[kind][0]().eval()
     batch = {k: v for k, v in _batch(kind).items() if k != "labels"}
+    model.requires_grad_(False)  # a frozen teacher, as our trainers leave it
     pruned = peers.torch_pruning_prune(model, batch, ratio=0.5)
     assert peers.structure_of(pruned) == (16, 2, 32)
     assert pruned(**batch).logits.shape == (8, model.config.num_labels)

@@ -1,40 +1,90 @@
 """The benchmark plumbing on tiny models: measurements -> JSON -> Markdown report + PNG plots."""
 
 import json
+import math
 
+import pytest
 import torch
-from conftest import bert_config, text_dataset
-from transformers import BertForSequenceClassification
+from conftest import bert_config, image_dataset, text_dataset, vit_config
+from transformers import BertForSequenceClassification, ViTForImageClassification
 
-from benchmarks import common, quant, report
+from benchmarks import common, distill, prune, quant, report
 from hf_compress import QuantizationConfig, quantize
 
+PNG = b"\x89PNG\r\n\x1a\n"
 
-def test_quant_rows_report_and_plots(tmp_path):
+
+@pytest.fixture(scope="module")
+def measured():
+    """Rows of the shared measurement for a tiny text teacher + int8 copy and a tiny ViT + student."""
     torch.manual_seed(0)
-    fp32 = BertForSequenceClassification(bert_config(num_labels=3)).eval()
+    text = BertForSequenceClassification(bert_config(num_labels=3)).eval()
     int8 = quantize(BertForSequenceClassification(bert_config(num_labels=3)).eval(), QuantizationConfig())
-    data = text_dataset(16, padded=False).with_format("torch")
-    latency = common.latency_ratios(fp32, {"int8": int8}, reps=2, warmup=1)
-    assert latency["__reference__"]["8x128"] == 1.0 and latency["int8"]["8x128"] > 0
-    rows = []
-    for name, model in (("fp32", fp32), ("int8", int8)):
-        rows.append(dict(model=name, accuracy=common.evaluate_accuracy(model, data), acc_delta=0.0,
-                         fidelity_mean=1.0, fidelity_min=1.0, size_mb=common.size_on_disk_mb(model), size_pct=100.0,
-                         lat_8x128=latency.get(name, {"8x128": 1.0})["8x128"],
-                         lat_1x128=latency.get(name, {"1x128": 1.0})["1x128"], reload="yes"))  # fmt: skip
-    assert 0.0 <= rows[1]["accuracy"] <= 1.0 and rows[1]["size_mb"] < rows[0]["size_mb"]
-    payload = {"rows": rows, "kernels": quant.kernel_ceiling(reps=1), "fp32_ms": latency["__reference__"]}
+    text_rows = common.measure(
+        text, {"int8": {"model": int8, "compress_s": 1.5, "shape": "32 / 4 / 64"}},
+        text_dataset(16, padded=False).with_format("torch"), reps=2, teacher_name="teacher",
+    )  # fmt: skip
+    vit = ViTForImageClassification(vit_config()).eval()
+    small = ViTForImageClassification(vit_config(hidden_size=16, intermediate_size=32, num_attention_heads=2)).eval()
+    vision_rows = common.measure(vit, {"small": {"model": small, "compress_s": 2.0}}, image_dataset(16), reps=2)
+    return text_rows, vision_rows
+
+
+def test_measure_fills_every_shared_column(measured):
+    text_rows, vision_rows = measured
+    for rows in measured:
+        assert [r["model"] for r in rows][0] == "teacher" and rows[0]["pct_teacher"] == 100.0
+        for row in rows:
+            for key, _ in common.columns():
+                if key != "compress_s" or row is not rows[0]:
+                    assert key in row, (key, row)
+            assert 0.0 <= row["accuracy"] <= 1.0 and row["lat_8x128"] > 0
+            assert math.isfinite(row["peak_mb"]) and row["peak_mb"] > 0
+    assert text_rows[1]["size_mb"] < text_rows[0]["size_mb"]  # int8 is smaller on disk
+    assert text_rows[1]["compress_s"] == 1.5 and text_rows[1]["shape"] == "32 / 4 / 64"  # extras pass through
+    assert vision_rows[1]["params_m"] < vision_rows[0]["params_m"]
+    assert text_rows[0]["teacher_ms"]["8x128_ms"] > 0
+
+
+def test_every_suite_reports_with_plots(tmp_path, measured):
+    text_rows, vision_rows = measured
+    for rows in measured:
+        rows[-1].update(speedup_8x128=5.5, pct_teacher=98.0, reload="yes, identical", fidelity_mean=0.99,
+                        fidelity_min=0.9, acc_delta=-0.1, size_pct=25.0)  # fmt: skip
+    int8_row = dict(text_rows[-1], model="HomoDistil + int8_dynamic")
     results = tmp_path / "results" / "2026-01-01"
     results.mkdir(parents=True)
-    (results / "quant.json").write_text(json.dumps(payload))
-    json.loads((results / "quant.json").read_text())  # valid JSON
-
+    payloads = {
+        "distill": {"suite": "distill", "argv": [], "text": {"rows": text_rows, "overhead": {"pred": 1.01}},
+                    "vision": {"rows": vision_rows}},
+        "prune": {"suite": "prune", "argv": [], "kind": "text", "rows": text_rows[:1] + [int8_row], "steps": 4,
+                  "prune_end_step": 2, "shape": prune.SHAPES["text"]},
+        "prune-vision": {"suite": "prune", "argv": ["--only", "vision"], "kind": "vision", "rows": vision_rows,
+                         "steps": 4, "prune_end_step": 2, "shape": prune.SHAPES["vision"]},
+        "quant": {"suite": "quant", "argv": [], "kind": "text", "rows": text_rows,
+                  "fp32_ms": text_rows[0]["teacher_ms"], "kernels": quant.kernel_ceiling(reps=1)},
+        "quant-vision": {"suite": "quant", "argv": [], "kind": "vision", "rows": vision_rows,
+                         "fp32_ms": vision_rows[0]["teacher_ms"]},
+    }  # fmt: skip
+    for name, payload in payloads.items():
+        (results / f"{name}.json").write_text(json.dumps(payload))
     text = report.build(results, tmp_path / "RESULTS.md")
-    assert "| int8 |" in text and "python -m benchmarks quant" in text and "Int8 kernel ceiling" in text
-    for png in ("pareto.png", "size.png"):
-        assert (results / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "![pareto]" in (tmp_path / "RESULTS.md").read_text()
+
+    for section in ("## distill", "## prune", "## prune-vision", "## quant", "## quant-vision"):
+        assert section in text
+    assert "python -m benchmarks prune --only vision" in text and "python -m benchmarks quant --only vision" in text
+    assert "latency 8 images (ratio)" in text and "peak MB (8x128)" in text and "Int8 kernel ceiling" in text
+    assert "Text (MiniLM-L6): 5.50x at batch 8" in text and "**met**" in text
+    for png in ("pareto.png", "size.png", "pareto-vision.png", "size-vision.png"):
+        assert (results / png).read_bytes()[:8] == PNG
+        assert f"]({png}" in text.replace("results/2026-01-01/", "")
+
+
+def test_report_reads_results_written_before_the_shared_columns():
+    old_row = {"model": "KD", "accuracy": 0.8, "pct_teacher": 96.0, "train_s": 270.0, "lat_8x128": 0.5}
+    assert "270.0" in distill.report({"rows": [old_row], "overhead": {}}, None)
+    old_prune = {"rows": [dict(old_row, speedup_8x128=2.0)], "steps": 300, "prune_end_step": 180}
+    assert "270.0" in prune.report(old_prune) and "hidden 192 / 6 heads" in prune.report(old_prune)
 
 
 def test_markdown_table_formats_numbers():
