@@ -188,21 +188,17 @@ def run_stage(ctx: Context, stage: Stage, work_dir: Path):
         student = make_student(ctx.teacher, layers) if layers else copy.deepcopy(ctx.current)
         trainer = DistillationTrainer(model=student, teacher_model=ctx.teacher, args=args, **common)
         _train(trainer, work_dir)
-        student.set_attn_implementation("sdpa")
         return trainer.model
     if stage.method in ("homodistil", "prune"):
         start = ctx.current if ctx.current is not ctx.teacher else None
         trainer = HomoDistilTrainer(model=copy.deepcopy(start) if start is not None else None,
                                     teacher_model=ctx.teacher, args=args, **common)  # fmt: skip
         _train(trainer, work_dir)
-        sliced = trainer.sliced_model()
-        sliced.set_attn_implementation("sdpa")
-        return sliced
+        return trainer.sliced_model()
     if stage.method == "quantize":
         samples = stage.extras.get("calibration_samples", 256)
         calibration = data["train"].select(range(min(samples, len(data["train"]))))
         model = copy.deepcopy(ctx.current)
-        model.set_attn_implementation("sdpa")
         return quantize(model, args, calibration if args.needs_calibration else None, collate_fn=ctx.collator)
     raise ValueError(f"run_stage cannot run method {stage.method!r}")
 

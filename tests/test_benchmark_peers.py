@@ -40,7 +40,8 @@ def test_textbrewer_optimises_exactly_our_objective(tmp_path, kind):
     weights = dict(temperature=2.0, kd_weight=1.0, hidden_weight=0.7, attention_weight=0.4)
     args = DistillationConfig(output_dir=str(tmp_path / "ours"), report_to=[], use_cpu=True, **weights)
     trainer = DistillationTrainer(model=student, teacher_model=teacher, args=args)
-    ours = torch.autograd.grad(trainer.compute_loss(student, dict(batch)), list(student.parameters()))
+    with trainer.attention_maps():
+        ours = torch.autograd.grad(trainer.compute_loss(student, dict(batch)), list(student.parameters()))
 
     teacher_tb = copy.deepcopy(teacher)
     for m in (teacher_tb, twin):

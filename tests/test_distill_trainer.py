@@ -117,7 +117,7 @@ def test_projections_train_and_are_not_in_the_saved_student(tmp_out):
     saved_keys = load_file(os.path.join(save_dir, "model.safetensors")).keys()
     assert not [k for k in saved_keys if "maps" in k or "projection" in k]
     reloaded = AutoModelForSequenceClassification.from_pretrained(save_dir).eval()
-    student.eval().set_attn_implementation("sdpa")  # attention KD switched it; the checkpoint loads with the default
+    student.eval()
     batch = text_dataset(4)[:4]
     ids, mask = torch.tensor(batch["input_ids"]), torch.tensor(batch["attention_mask"])
     torch.testing.assert_close(reloaded(input_ids=ids, attention_mask=mask).logits, student(ids, mask).logits)
@@ -358,12 +358,31 @@ def test_teacher_given_as_a_path(tmp_path):
     assert not trainer.teacher.training and not any(p.requires_grad for p in trainer.teacher.parameters())
 
 
-def test_attention_kd_switches_only_when_on(tmp_out):
+def test_attention_kd_switches_only_inside_the_trainer(tmp_out):
     teacher, student = teacher_student()
-    DistillationTrainer(model=student, teacher_model=teacher, args=config(tmp_out))
-    assert student.config._attn_implementation == "sdpa"
-    DistillationTrainer(model=student, teacher_model=teacher, args=config(tmp_out, attention_weight=1.0))
-    assert student.config._attn_implementation == "hf_compress_kd"
+    seen = []
+
+    class Spy(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            seen.append((student.config._attn_implementation, teacher.config._attn_implementation))
+
+    trainer = DistillationTrainer(model=student, teacher_model=teacher, args=config(tmp_out, max_steps=2),
+                                  train_dataset=text_dataset(16), callbacks=[Spy()])  # fmt: skip
+    trainer.train()
+    assert seen == [("sdpa", "sdpa")] * 2  # no attention KD: untouched
+    seen.clear()
+    args = config(tmp_out, max_steps=2, attention_weight=1.0)
+    trainer = DistillationTrainer(model=student, teacher_model=teacher, args=args, train_dataset=text_dataset(16),
+                                  eval_dataset=text_dataset(8), callbacks=[Spy()])  # fmt: skip
+    assert student.config._attn_implementation == teacher.config._attn_implementation == "sdpa"
+    trainer.train()
+    assert seen == [("hf_compress_kd", "hf_compress_kd")] * 2  # maps during training ...
+    assert student.config._attn_implementation == teacher.config._attn_implementation == "sdpa"  # ... not after
+    assert trainer.evaluate()["eval_attention_loss"] > 0
+    assert student.config._attn_implementation == teacher.config._attn_implementation == "sdpa"
+    with trainer.attention_maps():  # for calling compute_loss / training_step directly
+        assert student.config._attn_implementation == "hf_compress_kd"
+        assert trainer.compute_loss(student, dict(text_dataset(4).with_format("torch")[:])) > 0
 
 
 def test_config_parses_from_command_line(tmp_out):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import Any
 
@@ -66,9 +67,10 @@ class DistillationTrainer(Trainer):
             raise ValueError("DistillationTrainer needs teacher_model= (a PreTrainedModel, a local path or a Hub id).")
         teacher = load_teacher(teacher_model, model, args.teacher_model_init_kwargs)
         self.layer_pairs = check_compatibility(model, teacher, args)
-        if args.needs_attentions:
-            enable_attention_outputs(model, "student")
-            enable_attention_outputs(teacher, "teacher")
+        self._bare_teacher = teacher
+        if args.needs_attentions:  # fail now, not at the first step, if a model cannot give attention maps
+            with self._switch_attention(model, teacher):
+                pass
 
         super().__init__(model=model, args=args, **kwargs)
 
@@ -96,6 +98,44 @@ class DistillationTrainer(Trainer):
         self.teacher = self.accelerator.prepare_model(teacher, evaluation_mode=True)
         self._term_sums: dict[str, Tensor] = {}
         self._term_counts: dict[str, int] = {}
+
+    # ---- attention maps for attention KD -------------------------------------------------------------------
+
+    @staticmethod
+    @contextlib.contextmanager
+    def _switch_attention(student: nn.Module, teacher: nn.Module):
+        before = [(m, m.config._attn_implementation) for m in (student, teacher)]
+        try:
+            enable_attention_outputs(student, "student")
+            enable_attention_outputs(teacher, "teacher")
+            yield
+        finally:
+            for m, implementation in before:
+                if m.config._attn_implementation != implementation:
+                    m.set_attn_implementation(implementation)
+
+    @contextlib.contextmanager
+    def attention_maps(self):
+        """With attention KD on: both models run `attention.kd_attention_forward` inside, and the attention
+        implementation each had before afterwards. `train`, `evaluate` and `predict` run inside it, so the
+        student and teacher you passed in come back as they were (the saved student never depends on it)."""
+        if not self.args.needs_attentions:
+            yield
+            return
+        with self._switch_attention(self.model, self._bare_teacher):
+            yield
+
+    def train(self, *args: Any, **kwargs: Any):
+        with self.attention_maps():
+            return super().train(*args, **kwargs)
+
+    def evaluate(self, *args: Any, **kwargs: Any):
+        with self.attention_maps():
+            return super().evaluate(*args, **kwargs)
+
+    def predict(self, *args: Any, **kwargs: Any):
+        with self.attention_maps():
+            return super().predict(*args, **kwargs)
 
     # ---- loss -----------------------------------------------------------------------------------------
 
@@ -212,8 +252,8 @@ class DistillationTrainer(Trainer):
     def _attention_loss(self, s_maps: tuple[Tensor, ...], t_maps: tuple[Tensor, ...], mask: Tensor | None):
         if not s_maps or not t_maps:
             raise ValueError(
-                "attention_weight > 0 but the models returned no attention maps; they must run with eager attention "
-                "(set automatically at start-up: was attn_implementation changed afterwards?)."
+                "attention_weight > 0 but the models returned no attention maps: call compute_loss / training_step "
+                "inside `with trainer.attention_maps():` (train, evaluate and predict do this themselves)."
             )
         total = 0.0
         for s, t in self.layer_pairs:
