@@ -124,11 +124,14 @@ def shortfalls(results: dict[str, dict]) -> str:
             if best_kernel
             else ""
         )
-        + ". Accuracy is limited by a few hundred training steps on 2 CPU cores; at equal shape and steps "
-        "HomoDistil is ahead of one-shot pruning, a truncated student and Torch-Pruning (tables above), and a "
-        "longer recovery after the final mask is the next thing to try.\n"
+        + ". Accuracy is limited by a few hundred training steps on 2 CPU cores; a longer recovery after the "
+        "final mask is the next thing to try. At equal shape and steps (test accuracy):\n"
     )
-    return "\n".join(lines)
+    for suite, label in (("prune", "text"), ("prune-vision", "vision")):
+        rows = [r for r in results.get(suite, {}).get("rows", []) if "int8" not in r["model"]]
+        if rows:
+            lines.append(f"- {label}: " + ", ".join(f"{r['model']} {r['accuracy']:.3f}" for r in rows[1:]))
+    return "\n".join(lines) + "\n"
 
 
 def build(results_dir: Path, output: Path) -> str:
