@@ -1,5 +1,6 @@
 """Pruning benchmark: HomoDistil vs one-shot pruning + KD vs a truncated student + KD vs Torch-Pruning + KD (the
-peer), at the same final shape and the same number of training steps; plus pruned + int8.
+peer), at the same final shape (half of every width) and the same number of training steps; HomoDistil also at
+three quarters of every width; plus pruned + int8.
 
     python -m benchmarks prune                  # text (MiniLM-L6, ~35 min) and vision (Fashion-MNIST ViT, ~15 min)
     python -m benchmarks prune --only vision    # one half
@@ -39,6 +40,11 @@ SHAPES = {
     "text": dict(target_hidden_size=192, target_num_heads=6, target_intermediate_size=768),
     "vision": dict(target_hidden_size=64, target_num_heads=2, target_intermediate_size=256),
 }
+# A second, wider HomoDistil target (three quarters of every width), for the size / accuracy trade-off.
+WIDER = {
+    "text": dict(target_hidden_size=288, target_num_heads=9, target_intermediate_size=1152),
+    "vision": dict(target_hidden_size=96, target_num_heads=3, target_intermediate_size=384),
+}
 TRAINING = {  # per half: batch size and learning rate (same for every variant)
     "text": dict(per_device_train_batch_size=32, learning_rate=1e-4),
     "vision": dict(per_device_train_batch_size=64, learning_rate=3e-4),
@@ -76,7 +82,7 @@ def torch_pruning_student(teacher, shape: dict, example: dict) -> tuple[object, 
     return model, f"as handed back: {reload}; after editing config.json by hand: {after_edit}"
 
 
-def run(quick: bool, steps: int, kind: str) -> dict:
+def run(quick: bool, steps: int, kind: str, wider: bool = True) -> dict:
     shape = SHAPES[kind]
     if kind == "text":
         teacher_path = common.text_teacher()
@@ -113,6 +119,9 @@ def run(quick: bool, steps: int, kind: str) -> dict:
     every = max(1, end // 20)
     train(HOMODISTIL, make(HomoDistilTrainer, HomoDistilConfig, **shape, prune_start_step=0, prune_end_step=end,
                            prune_every=every))  # fmt: skip
+    if wider:
+        train("HomoDistil, 3/4 width", make(HomoDistilTrainer, HomoDistilConfig, **WIDER[kind], prune_start_step=0,
+                                            prune_end_step=end, prune_every=every))  # fmt: skip
     train("one-shot magnitude prune + KD", make(HomoDistilTrainer, HomoDistilConfig, **shape,
                                                 pruning_schedule="oneshot", importance="magnitude"))  # fmt: skip
     truncated = truncated_student(teacher, shape)
@@ -167,10 +176,11 @@ def main(argv=None) -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--only", choices=sorted(SHAPES), help="run one half")
     parser.add_argument("--steps", type=int, default=300, help="training steps of every variant (default 300)")
+    parser.add_argument("--no-wider", action="store_true", help="leave out the second, 3/4-width HomoDistil row")
     args = parser.parse_args(argv)
     common.setup()
     for kind in [args.only] if args.only else sorted(SHAPES):
-        result = run(args.quick, args.steps, kind)
+        result = run(args.quick, args.steps, kind, wider=not args.no_wider)
         name = f"prune-{kind}" if kind == "vision" else "prune"
         path = common.write_json(f"{name}-quick" if args.quick else name, {"suite": "prune", "argv": argv, **result})
         print(report(result))
