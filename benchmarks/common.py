@@ -263,6 +263,15 @@ def write_json(suite: str, payload: dict) -> Path:
     return path
 
 
+def legacy_rows(rows: list[dict]) -> list[dict]:
+    """Rows written before the shared columns called the compression time ``train_s`` or ``quantize_s``."""
+    renamed = []
+    for row in rows:
+        old = next((row[k] for k in ("train_s", "quantize_s") if k in row), None)
+        renamed.append(row if old is None else {"compress_s": old, **row})
+    return renamed
+
+
 def markdown_table(rows: list[dict], columns: list[tuple[str, str]]) -> str:
     """``columns`` = [(key, header)]; floats get 3 significant decimals."""
 

@@ -163,21 +163,16 @@ def trainer_overhead(teacher, dataset, collator, reps: int = 20) -> dict[str, fl
     return results
 
 
-def _compat(rows: list[dict]) -> list[dict]:
-    """Results written before the shared columns called the training time ``train_s``."""
-    return [{"compress_s": row["train_s"], **row} if "train_s" in row else row for row in rows]
-
-
 def report(text: dict | None, vision: dict | None) -> str:
     parts = []
     if text:
         parts.append("### Text: MiniLM-L6 teacher (Rotten Tomatoes) -> 3-layer student (teacher layers 1, 3, 5)\n")
-        parts.append(common.markdown_table(_compat(text["rows"]), common.columns()))
+        parts.append(common.markdown_table(common.legacy_rows(text["rows"]), common.columns()))
         overhead = ", ".join(f"{k}: {v:.3f}x" for k, v in text["overhead"].items())
         parts.append(f"\nTrainer overhead (distillation step / (student step + teacher forward)): {overhead}\n")
     if vision:
         parts.append("### Vision: ViT (6 layers, Fashion-MNIST) -> 3-layer student\n")
-        parts.append(common.markdown_table(_compat(vision["rows"]), common.columns(vision=True)))
+        parts.append(common.markdown_table(common.legacy_rows(vision["rows"]), common.columns(vision=True)))
     return "\n".join(parts)
 
 

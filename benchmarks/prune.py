@@ -160,7 +160,7 @@ def report(result: dict) -> str:
         f"FFN {shape['target_intermediate_size']}, {result['steps']} steps each (HomoDistil reaches the shape at "
         f"step {result['prune_end_step']})\n"
     )
-    rows = [{"compress_s": r["train_s"], **r} if "train_s" in r else r for r in result["rows"]]
+    rows = common.legacy_rows(result["rows"])
     columns = common.columns(vision=kind == "vision", extra=COLUMN_EXTRA)
     columns.insert([k for k, _ in columns].index("lat_1x128") + 1, ("speedup_8x128", "speed-up (batch 8)"))
     lines = [head, common.markdown_table(rows, columns)]

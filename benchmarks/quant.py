@@ -170,7 +170,7 @@ def report(result: dict) -> str:
     kind = result.get("kind", "text")
     teacher = "MiniLM-L6 fine-tuned on Rotten Tomatoes" if kind == "text" else "ViT (6 layers) on Fashion-MNIST"
     lines = [f"### Quantization: {teacher} (latency = ratio to fp32, 2 threads)\n"]
-    rows = [{"compress_s": r["quantize_s"], **r} if "quantize_s" in r else r for r in result["rows"]]
+    rows = common.legacy_rows(result["rows"])
     columns = common.columns(vision=kind == "vision", extra=COLUMN_EXTRA, after="accuracy")
     columns = [c for c in columns if c[0] not in ("pct_teacher", "params_m")]
     columns.insert([k for k, _ in columns].index("size_mb") + 1, ("size_pct", "% of fp32 size"))
