@@ -9,6 +9,10 @@ Kernels: `Int8DynamicLinear` and `Int8StaticLinear` run fbgemm's int8 GEMM on x8
 ``torch.ops.quantized.linear_dynamic`` and ``linear_with_input_q_dq_qweight_dq_output_fp32``), activations
 in 7-bit range as fbgemm requires without VNNI. On other devices (CUDA, ARM) they fall back to dequantized
 weights with a float matmul. Weight-only layers always dequantize and use the float matmul.
+
+dtypes: the float buffers (scales, bias, smoothing) follow the model's dtype like any parameter
+(``.to(torch.bfloat16)``, ``from_pretrained(dtype=...)``); the int8 kernels always run in fp32 (activations are
+cast in and the result cast back to the input dtype), and `Int8Embedding` returns its scales' dtype.
 """
 
 from __future__ import annotations
@@ -61,7 +65,8 @@ class _Int8Linear(nn.Module):
     def from_float(cls, linear: nn.Linear, smooth: Tensor | None = None, **kwargs) -> _Int8Linear:
         module = cls(linear.in_features, linear.out_features, linear.bias is not None, smooth is not None, **kwargs)
         weight = linear.weight.detach().float()
-        if smooth is not None:
+        if smooth is not None:  # rounded to the layer's dtype first: the stored divisor is exactly what scaled W
+            smooth = smooth.to(linear.weight.dtype).float()
             weight = weight * smooth[None, :]
             module.input_smooth.copy_(smooth)
         q, scale = quantize_per_channel(weight)
@@ -69,10 +74,10 @@ class _Int8Linear(nn.Module):
         module.weight_scale.copy_(scale)
         if linear.bias is not None:
             module.bias.copy_(linear.bias.detach().float())
-        return module.to(linear.weight.device)
+        return module.to(linear.weight.device, linear.weight.dtype)
 
     def dequantized_weight(self) -> Tensor:
-        return self.weight.view(self.out_features, self.in_features).float() * self.weight_scale[:, None]
+        return self.weight.view(self.out_features, self.in_features).float() * self.weight_scale.float()[:, None]
 
     def _fbgemm_ok(self, x: Tensor) -> bool:
         return x.device.type == "cpu" and "fbgemm" in torch.backends.quantized.supported_engines
@@ -88,16 +93,19 @@ class _Int8Linear(nn.Module):
                     torch.zeros(self.out_features, dtype=torch.long),
                     0,
                 )
-            self._packed = torch.ops.quantized.linear_prepack(q, self.bias)
+            self._packed = torch.ops.quantized.linear_prepack(q, None if self.bias is None else self.bias.float())
             self._packed_key = key
         return self._packed
 
     def _smoothed(self, x: Tensor) -> Tensor:
-        return x if self.input_smooth is None else x / self.input_smooth.to(x.dtype)
+        """The fp32 input of the int8 kernels (divided by the SmoothQuant factors when smoothed)."""
+        x = x.float()
+        return x if self.input_smooth is None else x / self.input_smooth.float()
 
     def _fallback(self, x: Tensor) -> Tensor:
         bias = None if self.bias is None else self.bias.to(x.dtype)
-        return F.linear(self._smoothed(x), self.dequantized_weight().to(x.dtype), bias)
+        smoothed = x if self.input_smooth is None else (x.float() / self.input_smooth.float()).to(x.dtype)
+        return F.linear(smoothed, self.dequantized_weight().to(x.dtype), bias)
 
     def extra_repr(self) -> str:
         return (
@@ -112,7 +120,7 @@ class Int8DynamicLinear(_Int8Linear):
         if not self._fbgemm_ok(x):
             return self._fallback(x)
         dtype = x.dtype
-        out = torch.ops.quantized.linear_dynamic(self._smoothed(x).float().contiguous(), self.packed(), True)
+        out = torch.ops.quantized.linear_dynamic(self._smoothed(x).contiguous(), self.packed(), True)
         return out.to(dtype)
 
 
@@ -136,7 +144,7 @@ class Int8StaticLinear(_Int8Linear):
             return self._fallback(x)
         dtype = x.dtype
         out = torch.ops.quantized.linear_with_input_q_dq_qweight_dq_output_fp32(
-            self._smoothed(x).float().contiguous(), float(self.input_scale), int(self.input_zero_point), self.packed()
+            self._smoothed(x).contiguous(), float(self.input_scale), int(self.input_zero_point), self.packed()
         )
         return out.to(dtype)
 
@@ -171,12 +179,12 @@ class Int4WeightOnlyLinear(nn.Module):
         module.weight_scale.copy_(scale)
         if linear.bias is not None:
             module.bias.copy_(linear.bias.detach().float())
-        return module.to(linear.weight.device)
+        return module.to(linear.weight.device, linear.weight.dtype)
 
     def dequantized_weight(self) -> Tensor:
         packed = self.weight.to(torch.int16)
         q = torch.stack([(packed & 0xF) - 8, (packed >> 4) - 8], dim=-1).flatten(-2)  # (out, groups, group)
-        return (q.float() * self.weight_scale[..., None]).view(self.out_features, self.in_features)
+        return (q.float() * self.weight_scale.float()[..., None]).view(self.out_features, self.in_features)
 
     def forward(self, x: Tensor) -> Tensor:
         bias = None if self.bias is None else self.bias.to(x.dtype)
@@ -201,11 +209,12 @@ class Int8Embedding(nn.Module):
         q, scale = quantize_per_channel(embedding.weight.detach().float())
         module.weight.copy_(q[:, None, :])
         module.weight_scale.copy_(scale)
-        return module.to(embedding.weight.device)
+        return module.to(embedding.weight.device, embedding.weight.dtype)
 
     def forward(self, ids: Tensor) -> Tensor:
         rows = F.embedding(ids, self.weight.view(self.num_embeddings, self.embedding_dim))
-        return rows.float() * self.weight_scale[ids].unsqueeze(-1)
+        scale = self.weight_scale[ids].unsqueeze(-1)
+        return (rows.float() * scale.float()).to(scale.dtype)
 
     def extra_repr(self) -> str:
         return f"{self.num_embeddings}, {self.embedding_dim}, int8"
