@@ -13,8 +13,22 @@ CONFIG_VERSION = 1
 
 
 def _check_choice(name: str, value: Any, literal: Any) -> None:
-    if value not in get_args(literal):
+    if not isinstance(value, str) or value not in get_args(literal):
         raise ValueError(f"{name}={value!r} is not supported; choose one of {list(get_args(literal))}.")
+
+
+def _check_int(name: str, value: Any) -> None:
+    """A whole number, not a bool, str or float (``group_size="16"`` / ``16.0`` are mistakes, not sizes)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{name} must be an integer, got {value!r} ({type(value).__name__}).")
+
+
+def _check_number(name: str, value: Any, optional: bool = False) -> None:
+    if optional and value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        expected = "a finite number or None" if optional else "a finite number"
+        raise ValueError(f"{name} must be {expected}, got {value!r}.")
 
 
 @dataclass
@@ -58,6 +72,13 @@ class QuantizationConfig:
                 raise ValueError(f"{name} must be a list of module-name globs, got {value!r}.")
             else:
                 setattr(self, name, list(value))
+        if not isinstance(self.quantize_embeddings, bool):
+            raise ValueError(f"quantize_embeddings must be true or false, got {self.quantize_embeddings!r}.")
+        _check_int("group_size", self.group_size)
+        _check_int("num_calibration_batches", self.num_calibration_batches)
+        _check_number("percentile", self.percentile)
+        _check_number("smoothquant_alpha", self.smoothquant_alpha, optional=True)
+        _check_number("error_budget", self.error_budget, optional=True)
         if self.group_size < 2 or self.group_size % 2:
             raise ValueError(f"group_size must be an even number >= 2, got {self.group_size}.")
         if not 0.0 < self.percentile <= 100.0:
@@ -81,11 +102,19 @@ class QuantizationConfig:
 
     @classmethod
     def from_dict(cls, payload: dict[str, Any]) -> QuantizationConfig:
+        """From `to_dict`'s ``{"_type", "_version", "_data"}``; unknown fields are an error listing the valid ones."""
+        if not isinstance(payload, dict):
+            raise ValueError(f"Expected a serialized {cls.__name__} dict, got {type(payload).__name__}.")
         if payload.get("_type") != cls.__name__ or "_data" not in payload:
             raise ValueError(
                 f"Not a serialized {cls.__name__}: expected keys _type, _version, _data, got {payload!r}."
             )
-        if payload.get("_version", 0) > CONFIG_VERSION:
+        version = payload.get("_version", 0)
+        if isinstance(version, bool) or not isinstance(version, int):
+            raise ValueError(f"{cls.__name__} _version must be an integer, got {version!r}.")
+        if not isinstance(payload["_data"], dict):
+            raise ValueError(f"{cls.__name__} _data must be a dict of fields, got {payload['_data']!r}.")
+        if version > CONFIG_VERSION:
             raise ValueError(
                 f"This {cls.__name__} was written by a newer hf_compress (version {payload['_version']}); upgrade."
             )
