@@ -13,6 +13,14 @@ from .calibration import calibration_batches, input_statistics, run_batches, smo
 from .config import QuantizationConfig
 from .modules import LINEAR_KINDS, Int4WeightOnlyLinear, Int8Embedding, Int8StaticLinear
 from .serialization import HfCompressQuantizationConfig, HfCompressQuantizer, add_marker, replace_module
+from .validation import (
+    as_config,
+    check_batch_size,
+    check_finite_statistics,
+    check_finite_weights,
+    check_model,
+    warn_unmatched_patterns,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -90,6 +98,9 @@ def sensitivity_report(
     model: PreTrainedModel, config: QuantizationConfig, calibration_data, *, batch_size: int = 8, collate_fn=None
 ) -> list[tuple[str, float]]:
     """Each selected layer quantized alone: its output error (mean 1 - cosine vs float), most sensitive first."""
+    config = _check_inputs(model, config, batch_size)
+    if calibration_data is None:
+        raise ValueError("sensitivity_report needs calibration_data: the errors are measured on those inputs.")
     batches = calibration_batches(model, calibration_data, config.num_calibration_batches, batch_size, collate_fn)
     linears = select_linears(model, config)
     smooth, stats = _calibrate(model, config, linears, batches)
@@ -116,13 +127,25 @@ def _calibrate(model, config, linears, batches):
         }
     if config.method == "int8_static":
         stats = input_statistics(model, linears, batches, config.observer, config.percentile, smooth or None)
+        check_finite_statistics(stats)
     return smooth, stats
+
+
+def _check_inputs(model, config, batch_size) -> QuantizationConfig:
+    """Model, config and batch size as quantize() needs them (a dict config becomes a QuantizationConfig)."""
+    check_model(model)
+    config = as_config(config)
+    check_batch_size(batch_size)
+    if getattr(model, "is_quantized", False):
+        raise ValueError("This model is already quantized; quantize the float model instead.")
+    warn_unmatched_patterns(model, config)
+    return config
 
 
 @torch.no_grad()
 def quantize(
     model: PreTrainedModel,
-    config: QuantizationConfig | None = None,
+    config: QuantizationConfig | dict | None = None,
     calibration_data=None,
     *,
     batch_size: int = 8,
@@ -130,12 +153,12 @@ def quantize(
 ) -> PreTrainedModel:
     """Quantize ``model`` in place and return it, ready for inference and for ``save_pretrained``.
 
+    config: a `QuantizationConfig` or a dict of its fields.
     calibration_data: a `datasets.Dataset` of model inputs (``input_ids`` / ``pixel_values`` ...), a list of row
-    dicts, or an iterable of batches; needed for int8_static, SmoothQuant and ``error_budget``.
+    dicts, an iterable of batches or one batch dict; needed for int8_static, SmoothQuant and ``error_budget``.
+    Half-precision (bf16 / fp16) models stay in their dtype; the int8 kernels compute in fp32 inside.
     """
-    config = config or QuantizationConfig()
-    if getattr(model, "is_quantized", False):
-        raise ValueError("This model is already quantized; quantize the float model instead.")
+    config = _check_inputs(model, config, batch_size)
     model.eval()
     batches = None
     if config.needs_calibration:
@@ -144,6 +167,14 @@ def quantize(
         logger.info("calibration_data is ignored: %s needs none.", config.method)
 
     linears = select_linears(model, config)
+    embeddings = {
+        n: m
+        for n, m in model.named_modules()
+        if config.quantize_embeddings
+        and isinstance(m, nn.Embedding)
+        and not _matches(n, config.exclude + config.keep_fp32)
+    }
+    check_finite_weights({**linears, **embeddings})
     if config.error_budget is not None:
         report = sensitivity_report(model, config, batches, batch_size=batch_size)
         keep: list[str] = []

@@ -10,17 +10,44 @@ from torch.utils.data import DataLoader
 from transformers import default_data_collator
 
 from ..models.arch import modality_of
+from .validation import check_calibration_batch, split_calibration_data
 
 _MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "position_ids", "pixel_values")
+
+
+def _rows_loader(data, required: str, batch_size: int, collate_fn) -> DataLoader | None:
+    """A list of single examples (``[{"input_ids": [...]}, ...]``) batched ``batch_size`` at a time; None when
+    ``data`` is not such a list (e.g. a list of ready batches)."""
+    if not isinstance(data, (list, tuple)) or not data or not all(isinstance(row, Mapping) for row in data):
+        return None
+    row_dims = 3 if required == "pixel_values" else 1  # one image (C, H, W) / one token sequence
+    try:
+        if torch.as_tensor(data[0][required]).dim() != row_dims:
+            return None
+    except (KeyError, ValueError, TypeError, RuntimeError):  # no such input, or ragged: reported per batch below
+        return None
+    collate = collate_fn or default_data_collator
+
+    def collate_rows(rows):
+        try:
+            return collate([{k: v for k, v in row.items() if k in _MODEL_INPUTS} for row in rows])
+        except (ValueError, RuntimeError) as err:
+            raise ValueError(
+                f"Could not batch the calibration rows ({err}). Pad them to one length or pass collate_fn "
+                "(e.g. DataCollatorWithPadding(tokenizer))."
+            ) from err
+
+    return DataLoader(list(data), batch_size=batch_size, collate_fn=collate_rows)
 
 
 def calibration_batches(
     model, data, num_batches: int, batch_size: int = 8, collate_fn=None
 ) -> list[dict[str, Tensor]]:
-    """Up to ``num_batches`` batches of model inputs from a `datasets.Dataset`, a list of row dicts, or an
-    iterable of ready batches (dicts of tensors). Raises a clear error for empty data or missing columns."""
+    """Up to ``num_batches`` batches of model inputs from a `datasets.Dataset`, a list of row dicts, an iterable
+    of ready batches (dicts of tensors) or one batch dict. Raises a clear error for empty data or missing columns."""
     if data is None:
         raise ValueError("This quantization needs calibration_data (int8_static, smoothquant_alpha or error_budget).")
+    data = split_calibration_data(data)
     required = "pixel_values" if modality_of(model) == "vision" else "input_ids"
     columns = getattr(data, "column_names", None)
     if columns is not None:  # a datasets.Dataset
@@ -36,17 +63,21 @@ def calibration_batches(
                             collate_fn=collate_fn or default_data_collator)  # fmt: skip
         source: Iterable = loader
     else:
-        source = data
+        source = _rows_loader(data, required, batch_size, collate_fn) or data
     batches = []
     try:
         for batch in source:
             if len(batches) == num_batches:
                 break
             if not isinstance(batch, Mapping):  # dicts, and the BatchEncoding that tokenizer collators return
-                raise ValueError(f"calibration batches must be dicts of model inputs, got {type(batch).__name__}.")
+                raise ValueError(
+                    f"calibration batches must be dicts of model inputs, got {type(batch).__name__}; pass a Dataset, "
+                    "a list of row dicts or of batch dicts (e.g. [{'input_ids': ..., 'attention_mask': ...}])."
+                )
             if required not in batch:
                 raise ValueError(f"calibration batch has no {required!r} (keys: {sorted(batch)}).")
             batches.append({k: torch.as_tensor(v) for k, v in batch.items() if k in _MODEL_INPUTS})
+            check_calibration_batch(model, batches[-1], len(batches) - 1)
     except RuntimeError as err:  # e.g. stacking rows of different lengths
         raise ValueError(
             f"Could not batch calibration_data ({err}). Pad it to one length or pass collate_fn "

@@ -17,6 +17,12 @@ from transformers.quantizers import HfQuantizer, register_quantization_config, r
 from transformers.utils.quantization_config import QuantizationConfigMixin
 
 from .modules import LINEAR_KINDS, Int4WeightOnlyLinear, Int8Embedding
+from .validation import (
+    check_against_float_module,
+    check_checkpoint_tensors,
+    checkpoint_tensors,
+    validate_quantization_config,
+)
 
 QUANT_METHOD = "hf_compress"
 FORMAT_VERSION = 1
@@ -41,16 +47,12 @@ class HfCompressQuantizationConfig(QuantizationConfigMixin):
         format_version: int = FORMAT_VERSION,
         **kwargs: Any,
     ) -> None:
+        validate_quantization_config(method, modules or {}, user_config, format_version, FORMAT_VERSION)
         self.quant_method = QUANT_METHOD
         self.method = method
         self.modules = modules or {}
         self.user_config = user_config or {}
         self.format_version = format_version
-        if format_version > FORMAT_VERSION:
-            raise ValueError(
-                f"This checkpoint uses hf_compress quantization format {format_version}, newer than this "
-                f"hf_compress understands ({FORMAT_VERSION}); upgrade hf-compress."
-            )
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -86,16 +88,21 @@ class HfCompressQuantizer(HfQuantizer):
 
     requires_calibration = True  # only pre-quantized checkpoints: quantize with hf_compress.quantize()
 
-    def _process_model_before_weight_loading(self, model, **kwargs):
+    def _process_model_before_weight_loading(self, model, checkpoint_files=None, **kwargs):
+        modules = self.quantization_config.modules
+        tensors = checkpoint_tensors(checkpoint_files, model)
+        if tensors is not None:
+            check_checkpoint_tensors(modules, tensors)
         add_marker(model)
-        for name, spec in self.quantization_config.modules.items():
+        for name, spec in modules.items():
             try:
-                model.get_submodule(name)
+                current = model.get_submodule(name)
             except AttributeError as err:
                 raise ValueError(
                     f"The quantized checkpoint names module {name!r}, which this model class does not have: load it "
                     f"with the class it was saved from ({model.config.architectures})."
                 ) from err
+            check_against_float_module(name, spec, current)
             replace_module(model, name, build_quantized_module(spec))
         return model
 
