@@ -351,3 +351,30 @@ def test_sensitivity_report_bad_inputs():
 def test_quantize_batch_size_is_checked(batch_size):
     with pytest.raises(ValueError, match="batch_size must be a positive integer"):
         quantize(_model(), QuantizationConfig(method="int8_static"), text_dataset(8), batch_size=batch_size)
+
+
+def test_an_int4_group_size_error_leaves_the_model_unquantized():
+    torch.manual_seed(0)
+    model = BertForSequenceClassification(bert_config(intermediate_size=48)).eval()  # FFN output has 48 inputs
+    with pytest.raises(ValueError, match="output.dense has 48 input features, not a multiple of group_size=32"):
+        quantize(model, QuantizationConfig(method="int4_weight_only", group_size=32))
+    assert not any(type(m).__module__.startswith("hf_compress") for m in model.modules())
+    assert not getattr(model, "is_quantized", False)
+
+
+def test_an_error_budget_that_cannot_be_met_warns():
+    with pytest.warns(UserWarning, match="error_budget=1.00e-12 is not met even with all layers but one in fp32"):
+        config = QuantizationConfig(
+            "int4_weight_only", ["classifier", "bert.pooler.dense"], group_size=16, error_budget=1e-12
+        )
+        quantize(_model(), config, _batches(1))
+
+
+def test_percentile_at_or_below_50_is_refused():
+    with pytest.raises(ValueError, match=r"percentile must be in \(50, 100\], got 50"):
+        QuantizationConfig(method="int8_static", observer="percentile", percentile=50)
+
+
+def test_collate_fn_must_be_callable():
+    with pytest.raises(TypeError, match="collate_fn must be a callable"):
+        quantize(_model(), QuantizationConfig(method="int8_static"), text_dataset(8), collate_fn="pad")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fnmatch
 import logging
+import warnings
 
 import torch
 from torch import nn
@@ -15,9 +16,10 @@ from .modules import LINEAR_KINDS, Int4WeightOnlyLinear, Int8Embedding, Int8Stat
 from .serialization import HfCompressQuantizationConfig, HfCompressQuantizer, add_marker, replace_module
 from .validation import (
     as_config,
-    check_batch_size,
+    check_batching,
     check_finite_statistics,
     check_finite_weights,
+    check_group_size,
     check_model,
     warn_unmatched_patterns,
 )
@@ -98,7 +100,7 @@ def sensitivity_report(
     model: PreTrainedModel, config: QuantizationConfig, calibration_data, *, batch_size: int = 8, collate_fn=None
 ) -> list[tuple[str, float]]:
     """Each selected layer quantized alone: its output error (mean 1 - cosine vs float), most sensitive first."""
-    config = _check_inputs(model, config, batch_size)
+    config = _check_inputs(model, config, batch_size, collate_fn)
     if calibration_data is None:
         raise ValueError("sensitivity_report needs calibration_data: the errors are measured on those inputs.")
     batches = calibration_batches(model, calibration_data, config.num_calibration_batches, batch_size, collate_fn)
@@ -131,11 +133,11 @@ def _calibrate(model, config, linears, batches):
     return smooth, stats
 
 
-def _check_inputs(model, config, batch_size) -> QuantizationConfig:
-    """Model, config and batch size as quantize() needs them (a dict config becomes a QuantizationConfig)."""
+def _check_inputs(model, config, batch_size, collate_fn) -> QuantizationConfig:
+    """Model, config and batching as quantize() needs them (a dict config becomes a QuantizationConfig)."""
     check_model(model)
     config = as_config(config)
-    check_batch_size(batch_size)
+    check_batching(batch_size, collate_fn)
     if getattr(model, "is_quantized", False):
         raise ValueError("This model is already quantized; quantize the float model instead.")
     warn_unmatched_patterns(model, config)
@@ -158,7 +160,7 @@ def quantize(
     dicts, an iterable of batches or one batch dict; needed for int8_static, SmoothQuant and ``error_budget``.
     Half-precision (bf16 / fp16) models stay in their dtype; the int8 kernels compute in fp32 inside.
     """
-    config = _check_inputs(model, config, batch_size)
+    config = _check_inputs(model, config, batch_size, collate_fn)
     model.eval()
     batches = None
     if config.needs_calibration:
@@ -175,6 +177,7 @@ def quantize(
         and not _matches(n, config.exclude + config.keep_fp32)
     }
     check_finite_weights({**linears, **embeddings})
+    check_group_size(linears, config)  # before any layer is replaced: an error never leaves a half-quantized model
     if config.error_budget is not None:
         report = sensitivity_report(model, config, batches, batch_size=batch_size)
         keep: list[str] = []
@@ -193,6 +196,13 @@ def quantize(
             error,
             keep,
         )
+        if error > config.error_budget:
+            warnings.warn(
+                f"error_budget={config.error_budget:.2e} is not met even with all layers but one in fp32 (error "
+                f"{error:.2e}); raise the budget, or quantize fewer layers with include / exclude.",
+                UserWarning,
+                stacklevel=3,
+            )
         linears = {n: m for n, m in linears.items() if n not in keep}
         config = QuantizationConfig.from_dict(config.to_dict())
         config.keep_fp32 = config.keep_fp32 + keep

@@ -81,8 +81,8 @@ class QuantizationConfig:
         _check_number("error_budget", self.error_budget, optional=True)
         if self.group_size < 2 or self.group_size % 2:
             raise ValueError(f"group_size must be an even number >= 2, got {self.group_size}.")
-        if not 0.0 < self.percentile <= 100.0:
-            raise ValueError(f"percentile must be in (0, 100], got {self.percentile}.")
+        if not 50.0 < self.percentile <= 100.0:  # the range is [100 - p, p] percentiles: p <= 50 is empty
+            raise ValueError(f"percentile must be in (50, 100], got {self.percentile}.")
         if self.smoothquant_alpha is not None and not 0.0 <= self.smoothquant_alpha <= 1.0:
             raise ValueError(f"smoothquant_alpha must be in [0, 1] or None, got {self.smoothquant_alpha}.")
         if self.smoothquant_alpha is not None and self.method not in ("int8_dynamic", "int8_static"):

@@ -52,9 +52,26 @@ def check_model(model: Any) -> None:
     )
 
 
-def check_batch_size(batch_size: Any) -> None:
+def check_batching(batch_size: Any, collate_fn: Any) -> None:
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}.")
+    if collate_fn is not None and not callable(collate_fn):
+        raise TypeError(
+            f"collate_fn must be a callable that batches rows (e.g. DataCollatorWithPadding(tokenizer)), "
+            f"got {type(collate_fn).__name__}."
+        )
+
+
+def check_group_size(linears: Mapping[str, nn.Module], config: QuantizationConfig) -> None:
+    """int4: every selected layer's input width is a multiple of group_size (checked before anything changes)."""
+    if config.method != "int4_weight_only":
+        return
+    for name, linear in linears.items():
+        if linear.in_features % config.group_size:
+            raise ValueError(
+                f"{name} has {linear.in_features} input features, not a multiple of group_size={config.group_size}; "
+                "choose a group_size that divides it or exclude the layer."
+            )
 
 
 def warn_unmatched_patterns(model: nn.Module, config: QuantizationConfig) -> None:
