@@ -336,6 +336,14 @@ def test_nan_pixels_in_calibration_data():
         quantize(model, QuantizationConfig(method="int8_static"), [{"pixel_values": pixels}])
 
 
+def test_raw_uint8_pixels_in_calibration_data():
+    torch.manual_seed(0)
+    model = ViTForImageClassification(vit_config()).eval()
+    pixels = torch.randint(0, 255, (4, 1, 16, 16), dtype=torch.uint8)
+    with pytest.raises(ValueError, match="pixel_values are torch.uint8, not floats; preprocess the images"):
+        quantize(model, QuantizationConfig(method="int8_static"), [{"pixel_values": pixels}])
+
+
 def test_sensitivity_report_bad_inputs():
     with pytest.raises(ValueError, match="sensitivity_report needs calibration_data"):
         sensitivity_report(_model(), QuantizationConfig(), None)

@@ -10,17 +10,17 @@ import fnmatch
 import logging
 import warnings
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, get_args
 
 import torch
 from torch import Tensor, nn
 from transformers import PreTrainedModel
 
-from .config import CONFIG_VERSION, QuantizationConfig
+from .config import CONFIG_VERSION, QuantizationConfig, QuantMethod
 
 logger = logging.getLogger(__name__)
 
-LINEAR_KIND_NAMES = ("int8_dynamic", "int8_static", "int8_weight_only", "int4_weight_only")
+LINEAR_KIND_NAMES = get_args(QuantMethod)  # a quantized Linear's kind is the method that made it
 _REPAIR = "config.json does not match the weights (edited by hand, or mixed files?); re-save it with hf_compress."
 
 
@@ -123,6 +123,12 @@ def check_calibration_batch(model: nn.Module, batch: Mapping[str, Tensor], index
     for key, value in batch.items():
         if value.is_floating_point() and not torch.isfinite(value).all():
             raise ValueError(f"{where}: {key} holds NaN or inf values; clean or re-preprocess the calibration data.")
+    pixels = batch.get("pixel_values")
+    if pixels is not None and not pixels.is_floating_point():
+        raise ValueError(
+            f"{where}: pixel_values are {pixels.dtype}, not floats; preprocess the images with the model's image "
+            "processor (it rescales and normalizes them)."
+        )
     ids = batch.get("input_ids")
     if ids is not None:
         if ids.is_floating_point() or ids.dtype == torch.bool:
