@@ -75,6 +75,18 @@ def test_quantized_checkpoint_loads_and_casts_to_half_precision(tmp_path, method
     assert cast.dtype == dtype and _cos_error(reference, cast) < HALF_BOUNDS[method]
 
 
+def test_casting_after_a_forward_repacks_the_int8_weights():
+    """The packed fbgemm weight caches the scales: a cast after the first forward must not keep the old ones."""
+    torch.manual_seed(0)
+    layer = Int8DynamicLinear.from_float(torch.nn.Linear(16, 8, bias=False))
+    x = torch.randn(4, 16)
+    layer(x)  # packs with fp32 scales
+    layer.to(torch.bfloat16)
+    fresh = Int8DynamicLinear(16, 8, bias=False).to(torch.bfloat16)
+    fresh.load_state_dict(layer.state_dict())
+    torch.testing.assert_close(layer(x.bfloat16()), fresh(x.bfloat16()), rtol=0, atol=0)
+
+
 def test_pipeline_with_dtype_runs_a_quantized_checkpoint(tmp_path):
     from transformers import BertTokenizerFast, pipeline
 

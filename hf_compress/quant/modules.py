@@ -83,7 +83,12 @@ class _Int8Linear(nn.Module):
         return x.device.type == "cpu" and "fbgemm" in torch.backends.quantized.supported_engines
 
     def packed(self):
-        key = (self.weight.data_ptr(), self.weight.device, self.bias is None or self.bias.data_ptr())
+        key = (
+            self.weight.data_ptr(),
+            self.weight_scale.data_ptr(),
+            self.weight.device,
+            self.bias is None or self.bias.data_ptr(),
+        )
         if self._packed is None or self._packed_key != key:
             with warnings.catch_warnings():  # torch deprecates quantized tensors; fbgemm's int8 GEMM still needs one
                 warnings.simplefilter("ignore", UserWarning)
