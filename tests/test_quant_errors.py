@@ -300,6 +300,9 @@ def test_a_list_of_rows_is_batched():
     ragged = [{"input_ids": [1, 2, 3]}, {"input_ids": [1, 2]}]
     with pytest.raises(ValueError, match="Could not batch the calibration rows.*collate_fn"):
         quantize(_model(), QuantizationConfig(method="int8_static"), ragged)
+    unpadded = {"input_ids": [[1, 2, 3], [1, 2]]}  # tokenizer(texts) without padding
+    with pytest.raises(ValueError, match="Could not batch calibration_data.*Pad it to one length"):
+        quantize(_model(), QuantizationConfig(method="int8_static"), unpadded)
 
 
 def _with(**changes):

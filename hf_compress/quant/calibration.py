@@ -13,6 +13,7 @@ from ..models.arch import modality_of
 from .validation import check_calibration_batch, split_calibration_data
 
 _MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "position_ids", "pixel_values")
+_PAD_HINT = "Pad it to one length or pass collate_fn (e.g. DataCollatorWithPadding(tokenizer))."
 
 
 def _rows_loader(data, required: str, batch_size: int, collate_fn) -> DataLoader | None:
@@ -76,13 +77,13 @@ def calibration_batches(
                 )
             if required not in batch:
                 raise ValueError(f"calibration batch has no {required!r} (keys: {sorted(batch)}).")
-            batches.append({k: torch.as_tensor(v) for k, v in batch.items() if k in _MODEL_INPUTS})
+            try:
+                batches.append({k: torch.as_tensor(v) for k, v in batch.items() if k in _MODEL_INPUTS})
+            except (ValueError, TypeError) as err:  # ragged lists of token ids, strings
+                raise ValueError(f"Could not batch calibration_data ({err}). {_PAD_HINT}") from err
             check_calibration_batch(model, batches[-1], len(batches) - 1)
     except RuntimeError as err:  # e.g. stacking rows of different lengths
-        raise ValueError(
-            f"Could not batch calibration_data ({err}). Pad it to one length or pass collate_fn "
-            "(e.g. DataCollatorWithPadding(tokenizer))."
-        ) from err
+        raise ValueError(f"Could not batch calibration_data ({err}). {_PAD_HINT}") from err
     if not batches:
         raise ValueError("calibration_data is empty: pass a few hundred representative examples.")
     return batches
