@@ -78,6 +78,10 @@ def _raw_data(spec) -> DatasetDict:
         missing = {k: v for k, v in spec.files.items() if not Path(v).expanduser().is_file()}
         if missing:
             raise RecipeError(f"data.files {missing} do not exist; fix the path(s).")
+        for key, path in spec.files.items():
+            if builder in ("csv", "json") and _data_lines(Path(path).expanduser(), 2) < (2 if builder == "csv" else 1):
+                what = "a header and no data rows" if builder == "csv" else "no rows"
+                raise RecipeError(f"data.files.{key} ({Path(path).name}) has {what}; add rows or fix the path.")
         try:
             return load_dataset(builder, data_files=spec.files)
         except Exception as err:  # an empty or malformed file: the datasets error names neither field nor fix
@@ -89,6 +93,17 @@ def _raw_data(spec) -> DatasetDict:
         return load_dataset(spec.source, spec.config_name)  # a Hub dataset id
     except Exception as err:
         raise RecipeError(f"data.source {spec.source!r} cannot be loaded ({type(err).__name__}: {err}).") from err
+
+
+def _data_lines(path: Path, enough: int) -> int:
+    """How many non-blank lines ``path`` has, counting up to ``enough``."""
+    count = 0
+    with open(path, encoding="utf-8", errors="replace") as handle:
+        for line in handle:
+            count += bool(line.strip())
+            if count >= enough:
+                break
+    return count
 
 
 def prepare_data(ctx: Context) -> None:
@@ -167,6 +182,13 @@ def load_teacher(ctx: Context) -> None:
         ctx.teacher = auto.from_config(config)
     else:
         path = _teacher_path(ctx)
+        saved = AutoConfig.from_pretrained(path)
+        has_head = any(a.endswith("ForSequenceClassification") for a in saved.architectures or [])
+        if has_head and saved.num_labels != ctx.num_labels:
+            raise RecipeError(
+                f"teacher.source {spec.source!r}: its classification head has {saved.num_labels} labels but the data "
+                f"has {ctx.num_labels} classes; fix data.label_column / the labels, or use a teacher without a head."
+            )
         try:
             ctx.teacher = auto.from_pretrained(path, num_labels=ctx.num_labels, **labels)
         except OSError as err:
