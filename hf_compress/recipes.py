@@ -39,6 +39,7 @@ from .validation import (
     check_stage_extras,
     check_stage_order,
     check_teacher,
+    check_training_fields,
     redact,
 )
 
@@ -238,7 +239,7 @@ def parse_recipe(raw: dict, source_path: str | None = None) -> Recipe:
         if not isinstance(raw_stage, dict) or "method" not in raw_stage:
             raise RecipeError(f"{stage_where}: each stage is a mapping with a 'method' ({sorted(METHODS)}).")
         method = raw_stage["method"]
-        if method not in METHODS:
+        if not isinstance(method, str) or method not in METHODS:
             raise RecipeError(f"{stage_where}: unknown method {method!r}; valid methods: {sorted(METHODS)}.")
         cls, extra_types = METHODS[method]
         name = check_name(stage_where, "stage name", raw_stage.get("name", method))
@@ -251,6 +252,7 @@ def parse_recipe(raw: dict, source_path: str | None = None) -> Recipe:
         fields = {k: v for k, v in body.items() if k in field_types}
         extras = {k: v for k, v in body.items() if k in extra_types}
         check_stage_extras(f"{stage_where} ({method})", method, extras)
+        check_training_fields(f"{stage_where} ({method})", method, fields)
         stage = Stage(method=method, name=name, fields=fields, extras=extras)
         try:
             stage.config(output_dir=str(Path("/nonexistent") / name))

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import difflib
+import math
 import re
 from pathlib import Path
 from typing import Any
@@ -253,3 +254,24 @@ def check_stage_order(where: str, stages) -> None:
             )
         if stage.method == "quantize":
             quantized = f"{stages.index(stage)} ({stage.name})"
+
+
+_AT_LEAST_ONE = ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps")
+
+
+def check_training_fields(where: str, method: str, fields: dict) -> None:
+    """TrainingArguments accepts values that only fail (or silently do nothing) once training starts."""
+    if method not in TRAINING:
+        return
+    for key in _AT_LEAST_ONE:
+        if key in fields and fields[key] < 1:
+            raise RecipeError(f"{where}: {key} must be >= 1, got {fields[key]}.")
+    rate = fields.get("learning_rate")
+    if rate is not None and not (math.isfinite(rate) and rate >= 0):
+        raise RecipeError(f"{where}: learning_rate must be a finite number >= 0, got {rate}.")
+    steps, epochs = fields.get("max_steps", -1), fields.get("num_train_epochs", 3.0)
+    if steps == 0 or (steps < 0 and not (math.isfinite(epochs) and epochs > 0)):
+        raise RecipeError(
+            f"{where}: nothing to train (max_steps={steps}, num_train_epochs={epochs}); set max_steps >= 1 or "
+            "num_train_epochs > 0."
+        )

@@ -70,6 +70,9 @@ def _stage(**kw):
         (_stage(method="distill", student_layers=[], max_steps=2), "student_layers must be a non-empty list"),
         (_stage(method="distill", student_layers=[1, 1], max_steps=2), "names a layer twice"),
         (_stage(calibration_samples=0), "calibration_samples must be >= 1, got 0"),
+        (lambda r: r["stages"].insert(0, {**FINETUNE, "per_device_train_batch_size": 0}), "batch_size must be >= 1"),
+        (lambda r: r["stages"].insert(0, {**FINETUNE, "learning_rate": -1.0}), "learning_rate must be a finite"),
+        (lambda r: r["stages"].insert(0, {**FINETUNE, "max_steps": 0}), "nothing to train"),
         (lambda r: r["teacher"].update(source="./no/such/teacher"), "is not an existing directory"),
         (lambda r: r["teacher"].update(source="config"), "needs teacher.config with a model_type"),
         (

@@ -3,6 +3,7 @@ hardening, fuzz and kill -9 tests (the runner reads local folders and files, as 
 
 from __future__ import annotations
 
+import copy
 import csv
 from pathlib import Path
 
@@ -45,7 +46,7 @@ def tiny_recipe(assets: Path, *stages: dict, **data) -> dict:
         "teacher": {"source": str(assets / "teacher")},
         "data": {"source": "files", "max_length": 16,
                  "files": {s: str(assets / f"{s}.csv") for s in ("train", "validation", "test")}, **data},
-        "stages": list(stages) or [{"name": "int8", "method": "quantize"}],
+        "stages": copy.deepcopy(list(stages)) or [{"name": "int8", "method": "quantize"}],
     }  # fmt: skip
 
 
