@@ -373,7 +373,7 @@ def _load_stage_output(path: Path, task: str):
     try:
         return auto.from_pretrained(str(path))
     except Exception as err:
-        raise RuntimeError(
+        raise RecipeError(
             f"The finished stage output {path} cannot be loaded ({type(err).__name__}: {err}); it is corrupt. "
             "Re-run with --force (or delete the folder) to redo the stage."
         ) from err

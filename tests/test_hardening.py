@@ -229,12 +229,20 @@ def test_force_on_a_folder_that_cannot_be_replaced_leaves_no_tmp_and_keeps_the_o
     assert not (out / "summary.md").exists()  # never left listing a folder that may not be there
 
 
-def test_corrupt_stage_marker_says_use_force(assets, tmp_path, capsys):
+def test_corrupt_stage_marker_or_output_says_use_force(assets, tmp_path, capsys):
     raw = tiny_recipe(assets)
     assert run_cli(tmp_path, raw) == 0
     (tmp_path / "out" / "00-int8" / runner.DONE_NAME).write_text("{not json")
-    expect_cli_error(capsys, run_cli(tmp_path, raw), "is corrupt")
+    expect_cli_error(capsys, run_cli(tmp_path, raw), "hf_compress_stage.json is corrupt .* re-run with --force")
     assert run_cli(tmp_path, raw, "--force") == 0
+    (tmp_path / "out" / "00-int8" / "model.safetensors").write_bytes(b"garbage")
+    expect_cli_error(capsys, run_cli(tmp_path, raw), "cannot be loaded .* Re-run with --force")
+
+
+def test_an_eval_split_the_data_does_not_have_names_the_recipe_key(assets, tmp_path, capsys):
+    raw = tiny_recipe(assets)
+    raw["data"] = {"source": "demo-rotten-tomatoes", "eval_split": "dev", "max_length": 16, "train_limit": 8}
+    expect_cli_error(capsys, run_cli(tmp_path, raw), r"data has no split 'dev'.*Set data.eval_split to one of them")
 
 
 # ---- secrets, local paths, model-index ---------------------------------------------------------------------
