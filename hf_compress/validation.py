@@ -204,6 +204,11 @@ def check_data(where: str, data) -> None:
             "the column that holds the labels."
         )
     check_metric(f"{where} data", data.metric, data.trust_remote_metric)
+    if data.files and data.source != "files":
+        raise RecipeError(
+            f"{where} data: files are only read with source: files (source is {data.source!r}); set source: files "
+            "or remove files."
+        )
     if data.source == "files" and data.files:
         bad = {k: v for k, v in data.files.items() if not isinstance(v, str) or not v}
         if bad:

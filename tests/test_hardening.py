@@ -61,6 +61,7 @@ def _stage(**kw):
         (lambda r: r["data"].update(train_limit=0), r"train_limit must be >= 1 \(or null for no limit\), got 0"),
         (lambda r: r["data"].update(eval_limit=-3), "eval_limit must be >= 1"),
         (lambda r: r["data"].update(max_length=0), "max_length must be >= 1 token, got 0"),
+        (lambda r: r["data"].pop("source"), "files are only read with source: files"),
         (lambda r: r.update(seed=-1), r"seed must be an integer in 0..2\*\*32-1, got -1"),
         (lambda r: r["data"].update(label_column="text"), "label_column 'text' is also an input column"),
         (
