@@ -140,6 +140,11 @@ def check_teacher(where: str, teacher, task: str) -> None:
     if teacher.num_labels is not None and teacher.num_labels < 1:
         raise RecipeError(f"{where} teacher: num_labels must be >= 1 (1 = regression), got {teacher.num_labels}.")
     source = teacher.source
+    if teacher.config and source != "config":
+        raise RecipeError(
+            f"{where} teacher: config is only read with source: config (source is {source!r}); set source: config "
+            "or remove config."
+        )
     if source == "config":
         _check_teacher_config(where, teacher.config, task)
         return

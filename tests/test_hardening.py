@@ -94,6 +94,7 @@ def _stage(**kw):
             "model_type 'bret' is unknown",
         ),
         (lambda r: r["teacher"].update(num_labels=0), "num_labels must be >= 1"),
+        (lambda r: r["teacher"].update(config={"model_type": "bert"}), "config is only read with source: config"),
         (lambda r: r["stages"].append(dict(DISTILL)), "trains \\(distill\\) after the quantize stage.*train first"),
         (lambda r: r["stages"].append({"name": "q2", "method": "quantize"}), "quantizes again.*quantize last"),
     ],
