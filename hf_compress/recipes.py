@@ -31,6 +31,17 @@ from transformers import TrainingArguments
 from .distill.config import DistillationConfig
 from .prune.config import HomoDistilConfig
 from .quant.config import QuantizationConfig
+from .validation import (
+    RecipeError,
+    check_data,
+    check_name,
+    check_seed,
+    check_stage_extras,
+    check_stage_order,
+    check_teacher,
+    check_training_fields,
+    redact,
+)
 
 TASKS = ("text-classification", "image-classification")
 DEMO_MODELS = ("demo-minilm",)
@@ -67,7 +78,8 @@ class DataSpec:
     train_limit: int | None = None
     eval_limit: int | None = None
     test_limit: int | None = None
-    metric: str = "accuracy"  # shipped: accuracy, f1, mse; any other name loads from the Hub
+    metric: str = "accuracy"  # shipped: accuracy, f1, mse; any other name needs trust_remote_metric
+    trust_remote_metric: bool = False  # allow evaluate.load of a metric that is not shipped (it runs its code)
 
 
 @dataclass
@@ -98,17 +110,20 @@ class Recipe:
     source_path: str | None = None
 
     def resolved(self) -> dict[str, Any]:
-        """The recipe as it runs: every stage with its method defaults filled in (saved with the outputs)."""
-        return {
-            "name": self.name,
-            "seed": self.seed,
-            "teacher": dataclasses.asdict(self.teacher),
-            "data": dataclasses.asdict(self.data),
-            "stages": [
-                {"method": s.method, "name": s.name, **METHOD_DEFAULTS.get(s.method, {}), **s.fields, **s.extras}
-                for s in self.stages
-            ],
-        }
+        """The recipe as it runs: every stage with its method defaults filled in (saved with the outputs);
+        secrets (``hub_token``, ...) redacted."""
+        return redact(
+            {
+                "name": self.name,
+                "seed": self.seed,
+                "teacher": dataclasses.asdict(self.teacher),
+                "data": dataclasses.asdict(self.data),
+                "stages": [
+                    {"method": s.method, "name": s.name, **METHOD_DEFAULTS.get(s.method, {}), **s.fields, **s.extras}
+                    for s in self.stages
+                ],
+            }
+        )
 
 
 # method -> (config class or None, extra keys with their types)
@@ -121,11 +136,13 @@ METHODS: dict[str, tuple[type | None, dict[str, Any]]] = {
     "evaluate": (None, {"latency_repeats": int}),
 }
 # "prune" is the one-shot baseline: structured pruning to the targets at once, then distillation.
+# Training stages checkpoint every 10% of their steps (keeping the last), so a killed stage resumes exactly.
+_CHECKPOINTS = {"report_to": "none", "save_strategy": "steps", "save_steps": 0.1, "save_total_limit": 1}
 METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
-    "prune": {"pruning_schedule": "oneshot", "importance": "magnitude"},
-    "finetune": {"report_to": "none", "save_strategy": "no"},
-    "distill": {"report_to": "none", "save_strategy": "no"},
-    "homodistil": {"report_to": "none", "save_strategy": "no"},
+    "prune": {"pruning_schedule": "oneshot", "importance": "magnitude", **_CHECKPOINTS},
+    "finetune": dict(_CHECKPOINTS),
+    "distill": dict(_CHECKPOINTS),
+    "homodistil": dict(_CHECKPOINTS),
 }
 _INTERNAL = {"output_dir"}  # set by the runner, never by a recipe
 
@@ -144,10 +161,6 @@ _Loader.add_implicit_resolver(
 
 def load_yaml(text: str):
     return yaml.load(text, Loader=_Loader)  # noqa: S506 (a SafeLoader subclass)
-
-
-class RecipeError(ValueError):
-    """A recipe that cannot run; the message says where and what to do."""
 
 
 def _field_types(cls: type) -> dict[str, Any]:
@@ -207,12 +220,16 @@ def parse_recipe(raw: dict, source_path: str | None = None) -> Recipe:
         raise RecipeError(f"{where}: the top level must be a mapping with teacher, data and stages.")
     top = {"name": str, "seed": int, "teacher": dict, "data": dict, "stages": list}
     _check_fields(where, raw, top)
+    check_name(where, "recipe name", raw.get("name", "recipe"))
+    check_seed(where, raw.get("seed", 0))
     teacher = _section(raw, "teacher", ModelSpec, where)
     data = _section(raw, "data", DataSpec, where)
     if data.task not in TASKS:
         raise RecipeError(f"{where} data: task={data.task!r} is not supported; choose one of {list(TASKS)}.")
     if data.source == "files" and not data.files:
         raise RecipeError(f"{where} data: source 'files' needs files: {{train: path, validation: path}}.")
+    check_data(where, data)
+    check_teacher(where, teacher, data.task)
     raw_stages = raw.get("stages") or []
     if not raw_stages:
         raise RecipeError(f"{where}: 'stages' is empty; list at least one stage (methods: {sorted(METHODS)}).")
@@ -222,10 +239,10 @@ def parse_recipe(raw: dict, source_path: str | None = None) -> Recipe:
         if not isinstance(raw_stage, dict) or "method" not in raw_stage:
             raise RecipeError(f"{stage_where}: each stage is a mapping with a 'method' ({sorted(METHODS)}).")
         method = raw_stage["method"]
-        if method not in METHODS:
+        if not isinstance(method, str) or method not in METHODS:
             raise RecipeError(f"{stage_where}: unknown method {method!r}; valid methods: {sorted(METHODS)}.")
         cls, extra_types = METHODS[method]
-        name = str(raw_stage.get("name", method))
+        name = check_name(stage_where, "stage name", raw_stage.get("name", method))
         if name in names:
             raise RecipeError(f"{stage_where}: stage name {name!r} is used twice; give each stage a unique name.")
         names.add(name)
@@ -234,18 +251,27 @@ def parse_recipe(raw: dict, source_path: str | None = None) -> Recipe:
         _check_fields(f"{stage_where} ({method})", body, {**field_types, **extra_types})
         fields = {k: v for k, v in body.items() if k in field_types}
         extras = {k: v for k, v in body.items() if k in extra_types}
+        check_stage_extras(f"{stage_where} ({method})", method, extras)
+        check_training_fields(f"{stage_where} ({method})", method, fields)
         stage = Stage(method=method, name=name, fields=fields, extras=extras)
         try:
             stage.config(output_dir=str(Path("/nonexistent") / name))
         except (ValueError, TypeError) as err:
             raise RecipeError(f"{stage_where} ({method}): {err}") from err
         stages.append(stage)
+    check_stage_order(where, stages)
     return Recipe(name=str(raw.get("name", "recipe")), teacher=teacher, data=data, stages=stages,
                   seed=int(raw.get("seed", 0)), source_path=source_path)  # fmt: skip
 
 
-def _parse_value(text: str) -> Any:
-    return load_yaml(text)
+def _parse_value(item: str, text: str) -> Any:
+    try:
+        return load_yaml(text)
+    except yaml.YAMLError as err:
+        problem = getattr(err, "problem", None) or type(err).__name__
+        raise RecipeError(
+            f"--set {item!r}: the value is not valid YAML ({problem}); quote it, e.g. --set 'key=\"[text\"'."
+        ) from err
 
 
 def apply_overrides(raw: dict, overrides: list[str]) -> dict:
@@ -266,15 +292,17 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
                 elif len(match) == 1:
                     target = match[0]
                 else:
-                    names = [s.get("name", s.get("method")) for s in target]
+                    names = [s.get("name", s.get("method")) if isinstance(s, dict) else s for s in target]
                     raise RecipeError(
                         f"--set {item!r}: no single stage {key!r}; stages are {names} (or 0..{len(target) - 1})."
                     )
-            else:
+            elif isinstance(target, dict):
                 target = target.setdefault(key, {}) if i < len(keys) - 1 else target
+            else:
+                raise RecipeError(f"--set {item!r}: {'.'.join(keys[:i])} is not a mapping.")
         if not isinstance(target, dict):
             raise RecipeError(f"--set {item!r}: {'.'.join(keys[:-1])} is not a mapping.")
-        target[keys[-1]] = _parse_value(value)
+        target[keys[-1]] = _parse_value(item, value)
     return raw
 
 

@@ -32,13 +32,16 @@ from transformers.trainer_utils import get_last_checkpoint
 from . import evaluation
 from .card import write_model_card
 from .data import demo_model_path, load_fashion_mnist, load_rotten_tomatoes
+from .data.labels import resolve_labels
 from .distill import DistillationTrainer, make_student
 from .prune import HomoDistilTrainer
 from .quant import quantize
 from .recipes import Recipe, Stage
+from .validation import RecipeError, inside, looks_local, public
 
 logger = logging.getLogger(__name__)
 DONE_NAME = "hf_compress_stage.json"
+WORK_NAME = "hf_compress_work.json"  # in .work-NN-stage: the fingerprint of the run its checkpoints belong to
 
 
 @dataclass
@@ -49,6 +52,7 @@ class Context:
     processor: Any = None
     collator: Any = None
     num_labels: int = 2
+    id2label: dict[int, str] | None = None
     teacher: Any = None  # the current teacher (after a finetune stage: the fine-tuned model)
     teacher_dir: str | None = None
     current: Any = None  # the model the next stage compresses
@@ -70,36 +74,67 @@ def _raw_data(spec) -> DatasetDict:
         suffix = Path(next(iter(spec.files.values()))).suffix.lstrip(".")
         builder = {"csv": "csv", "json": "json", "jsonl": "json", "parquet": "parquet"}.get(suffix)
         if builder is None:
-            raise ValueError(f"data files must be csv, json, jsonl or parquet, got .{suffix}.")
-        return load_dataset(builder, data_files=spec.files)
-    return load_dataset(spec.source, spec.config_name)  # a Hub dataset id
+            raise RecipeError(f"data.files must be csv, json, jsonl or parquet files, got .{suffix}.")
+        missing = {k: v for k, v in spec.files.items() if not Path(v).expanduser().is_file()}
+        if missing:
+            raise RecipeError(f"data.files {missing} do not exist; fix the path(s).")
+        for key, path in spec.files.items():
+            if builder in ("csv", "json") and _data_lines(Path(path).expanduser(), 2) < (2 if builder == "csv" else 1):
+                what = "a header and no data rows" if builder == "csv" else "no rows"
+                raise RecipeError(f"data.files.{key} ({Path(path).name}) has {what}; add rows or fix the path.")
+        try:
+            return load_dataset(builder, data_files=spec.files)
+        except Exception as err:  # an empty or malformed file: the datasets error names neither field nor fix
+            raise RecipeError(
+                f"data.files {spec.files} cannot be read as {builder} ({type(err).__name__}: {err}); each file needs "
+                "a header row and at least one data row."
+            ) from err
+    try:
+        return load_dataset(spec.source, spec.config_name)  # a Hub dataset id
+    except Exception as err:
+        raise RecipeError(f"data.source {spec.source!r} cannot be loaded ({type(err).__name__}: {err}).") from err
+
+
+def _data_lines(path: Path, enough: int) -> int:
+    """How many non-blank lines ``path`` has, counting up to ``enough``."""
+    count = 0
+    with open(path, encoding="utf-8", errors="replace") as handle:
+        for line in handle:
+            count += bool(line.strip())
+            if count >= enough:
+                break
+    return count
 
 
 def prepare_data(ctx: Context) -> None:
     spec = ctx.recipe.data
     raw = _raw_data(spec)
     splits = {"train": spec.train_split, "validation": spec.eval_split, "test": spec.test_split}
+    fields = {"train": "train_split", "validation": "eval_split", "test": "test_split"}
     data = {}
     for key, split in splits.items():
         if split is None:
             continue
         if split not in raw:
-            raise ValueError(f"data has no split {split!r}; it has {list(raw)}. Set data.{key}_split.")
+            raise RecipeError(
+                f"data has no split {split!r}; it has {list(raw)}. Set data.{fields[key]} to one of them."
+            )
         limit = {"train": spec.train_limit, "validation": spec.eval_limit, "test": spec.test_limit}[key]
         data[key] = raw[split].select(range(min(limit, len(raw[split])))) if limit else raw[split]
+        if len(data[key]) == 0:
+            raise RecipeError(
+                f"data split {split!r} (data.{fields[key]}) has no rows; give it data rows under the header."
+            )
     columns = data["train"].column_names
     needed = [spec.label_column] + ([spec.text_column] if spec.task == "text-classification" else [spec.image_column])
     if spec.text_pair_column and spec.task == "text-classification":
         needed.append(spec.text_pair_column)
     missing = [c for c in needed if c not in columns]
     if missing:
-        raise ValueError(
+        raise RecipeError(
             f"data is missing column(s) {missing}; it has {columns}. Set data.text_column / label_column."
         )
-    labels = data["train"].features[spec.label_column]
-    ctx.num_labels = ctx.recipe.teacher.num_labels or (
-        labels.num_classes if hasattr(labels, "num_classes") else len(set(data["train"][spec.label_column]))
-    )
+    data, ctx.num_labels, ctx.id2label = resolve_labels(data, spec.label_column, ctx.recipe.teacher.num_labels)
     if spec.task == "text-classification":
         tokenizer = ctx.processor
 
@@ -134,6 +169,7 @@ def prepare_data(ctx: Context) -> None:
 
 def load_teacher(ctx: Context) -> None:
     spec, data = ctx.recipe.teacher, ctx.recipe.data
+    labels = {"id2label": ctx.id2label, "label2id": {v: k for k, v in ctx.id2label.items()}} if ctx.id2label else {}
     auto = (
         AutoModelForSequenceClassification if data.task == "text-classification" else AutoModelForImageClassification
     )
@@ -141,13 +177,56 @@ def load_teacher(ctx: Context) -> None:
         if not spec.config or "model_type" not in spec.config:
             raise ValueError("teacher source 'config' needs teacher.config with a model_type (e.g. vit).")
         values = {k: v for k, v in spec.config.items() if k != "model_type"}
-        config = AutoConfig.for_model(spec.config["model_type"], num_labels=ctx.num_labels, **values)
+        config = AutoConfig.for_model(spec.config["model_type"], num_labels=ctx.num_labels, **values, **labels)
         torch.manual_seed(ctx.recipe.seed)
         ctx.teacher = auto.from_config(config)
-        return
-    path = demo_model_path() if spec.source == "demo-minilm" else spec.source
-    ctx.teacher = auto.from_pretrained(path, num_labels=ctx.num_labels)
-    ctx.teacher_dir = path
+    else:
+        path = _teacher_path(ctx)
+        saved = AutoConfig.from_pretrained(path)
+        has_head = any(a.endswith("ForSequenceClassification") for a in saved.architectures or [])
+        if has_head and saved.num_labels != ctx.num_labels:
+            raise RecipeError(
+                f"teacher.source {spec.source!r}: its classification head has {saved.num_labels} labels but the data "
+                f"has {ctx.num_labels} classes; fix data.label_column / the labels, or use a teacher without a head."
+            )
+        try:
+            ctx.teacher = auto.from_pretrained(path, num_labels=ctx.num_labels, **labels)
+        except OSError as err:
+            raise RecipeError(f"teacher.source {spec.source!r} cannot be loaded ({err}); fix the path or id.") from err
+        ctx.teacher_dir = path
+    limit = getattr(ctx.teacher.config, "max_position_embeddings", None)
+    if data.task == "text-classification" and limit and data.max_length > limit:
+        raise RecipeError(
+            f"data.max_length={data.max_length} exceeds the teacher's max_position_embeddings={limit}; set "
+            f"data.max_length <= {limit}."
+        )
+
+
+def _teacher_path(ctx: Context) -> str:
+    source = ctx.recipe.teacher.source
+    if source == "demo-minilm":
+        return demo_model_path()
+    if looks_local(source) and not Path(source).expanduser().is_dir():
+        raise RecipeError(f"teacher.source {source!r} is not an existing directory; fix the path.")
+    return source
+
+
+def check_teacher_task(ctx: Context) -> None:
+    """A text teacher for an image task (or the reverse) fails here, before any data or weights are loaded."""
+    spec, task = ctx.recipe.teacher, ctx.recipe.data.task
+    if spec.source == "config":
+        return  # checked at parse time
+    try:
+        config = AutoConfig.from_pretrained(_teacher_path(ctx))
+    except OSError as err:
+        raise RecipeError(f"teacher.source {spec.source!r} cannot be loaded ({err}); fix the path or id.") from err
+    vision = getattr(config, "image_size", None) is not None and getattr(config, "num_channels", None) is not None
+    if vision != (task == "image-classification"):
+        kind = "vision" if vision else "text"
+        raise RecipeError(
+            f"teacher.source {spec.source!r} is a {kind} model ({config.model_type}) but data.task is {task!r}; "
+            f"set data.task: {'image' if vision else 'text'}-classification or use a matching teacher."
+        )
 
 
 def load_processor(ctx: Context) -> None:
@@ -155,19 +234,48 @@ def load_processor(ctx: Context) -> None:
     spec = ctx.recipe.teacher
     if spec.source == "config":
         return
-    path = demo_model_path() if spec.source == "demo-minilm" else spec.source
-    if ctx.recipe.data.task == "text-classification":
-        ctx.processor = AutoTokenizer.from_pretrained(path)
-    else:
-        ctx.processor = AutoImageProcessor.from_pretrained(path)
+    path = _teacher_path(ctx)
+    auto = AutoTokenizer if ctx.recipe.data.task == "text-classification" else AutoImageProcessor
+    try:
+        ctx.processor = auto.from_pretrained(path)
+    except OSError as err:
+        raise RecipeError(
+            f"teacher.source {spec.source!r} has no loadable {auto.__name__[4:]} ({err}); save it with the model."
+        ) from err
 
 
 # ---- stages --------------------------------------------------------------------------------------------------
 
 
+class FinetuneTrainer(Trainer):
+    """The stock Trainer, with the training arguments saved as JSON instead of the pickled training_args.bin
+    (as the distillation trainers do)."""
+
+    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+        super()._save(output_dir, state_dict)
+        output_dir = output_dir or self.args.output_dir
+        pickle_path = os.path.join(output_dir, "training_args.bin")
+        if self.args.should_save and os.path.isfile(pickle_path):
+            os.remove(pickle_path)
+            with open(os.path.join(output_dir, "training_args.json"), "w") as handle:
+                handle.write(self.args.to_json_string())
+
+
+def _last_complete_checkpoint(work_dir: Path) -> str | None:
+    """The newest checkpoint the Trainer finished writing (trainer_state.json is written last); a checkpoint
+    cut short by a crash is removed."""
+    while work_dir.is_dir():
+        last = get_last_checkpoint(str(work_dir))
+        if last is None or (Path(last) / "trainer_state.json").is_file():
+            return last
+        logger.warning("removing the incomplete checkpoint %s", last)
+        shutil.rmtree(inside(work_dir, Path(last)))
+    return None
+
+
 def _train(trainer: Trainer, work_dir: Path) -> None:
     """Train, resuming from the last checkpoint of an interrupted earlier run of this stage."""
-    last = get_last_checkpoint(str(work_dir)) if work_dir.is_dir() else None
+    last = _last_complete_checkpoint(work_dir)
     if last:
         logger.info("resuming %s from %s", work_dir.name, last)
     trainer.train(resume_from_checkpoint=last)
@@ -180,7 +288,7 @@ def run_stage(ctx: Context, stage: Stage, work_dir: Path):
     common = dict(train_dataset=data["train"], eval_dataset=data.get("validation"), data_collator=ctx.collator,
                   processing_class=ctx.processor)  # fmt: skip
     if stage.method == "finetune":
-        trainer = Trainer(model=ctx.teacher, args=args, **common)
+        trainer = FinetuneTrainer(model=ctx.teacher, args=args, **common)
         _train(trainer, work_dir)
         return trainer.model
     if stage.method == "distill":
@@ -203,12 +311,61 @@ def run_stage(ctx: Context, stage: Stage, work_dir: Path):
     raise ValueError(f"run_stage cannot run method {stage.method!r}")
 
 
+def _file_stamps(path: str | None) -> list:
+    """(name, size, mtime) of a local file or of every file in a local folder: a changed teacher or data file
+    changes the fingerprint without hashing gigabytes."""
+    if not path:
+        return []
+    root = Path(path).expanduser()
+    files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else []
+    return [(str(p.relative_to(root)) if p != root else p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files]
+
+
 def _fingerprint(recipe: Recipe, index: int) -> str:
-    """Changes when anything this stage depends on changes (data, teacher, it and the stages before it)."""
+    """Changes when anything this stage depends on changes: the teacher and data (recipe values and local
+    files), the seed, this stage and every stage before it, and the hf_compress version."""
+    from . import __version__
+
     resolved = recipe.resolved()
+    files = {"teacher": _file_stamps(recipe.teacher.source if recipe.teacher.source not in ("config", "demo-minilm")
+                                     else None),
+             "data": [_file_stamps(p) for p in (recipe.data.files or {}).values()]}  # fmt: skip
     payload = {"teacher": resolved["teacher"], "data": resolved["data"], "seed": resolved["seed"],
-               "stages": resolved["stages"][: index + 1]}  # fmt: skip
+               "stages": resolved["stages"][: index + 1], "files": files, "version": __version__}  # fmt: skip
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def prepare_work_dir(output_dir: Path, work: Path, fingerprint: str, force: bool) -> None:
+    """Keep ``work`` (checkpoints of an interrupted run) only when it belongs to this exact stage: same
+    fingerprint and no ``--force``; otherwise discard it and start fresh."""
+    work = inside(output_dir, work)
+    marker = work / WORK_NAME
+    if work.exists():
+        try:
+            same = json.loads(marker.read_text()).get("fingerprint") == fingerprint
+        except (OSError, ValueError, AttributeError):
+            same = False
+        if force or not same:
+            logger.info("discarding %s (%s)", work.name, "--force" if force else "the stage changed")
+            shutil.rmtree(work)
+    work.mkdir(parents=True, exist_ok=True)
+    marker.write_text(json.dumps({"fingerprint": fingerprint}))
+
+
+def _read_done(folder: Path) -> dict | None:
+    """The finished-stage marker, or None when the stage has not finished; a corrupt marker is an error."""
+    done = folder / DONE_NAME
+    if not done.is_file():
+        return None
+    try:
+        marker = json.loads(done.read_text())
+        if not isinstance(marker, dict) or "measurements" not in marker:
+            raise ValueError("no measurements")
+        return marker
+    except (ValueError, OSError) as err:
+        raise RecipeError(
+            f"{done} is corrupt ({err}); re-run with --force to redo the stage (or delete {folder.name})."
+        ) from err
 
 
 def _load_stage_output(path: Path, task: str):
@@ -216,7 +373,7 @@ def _load_stage_output(path: Path, task: str):
     try:
         return auto.from_pretrained(str(path))
     except Exception as err:
-        raise RuntimeError(
+        raise RecipeError(
             f"The finished stage output {path} cannot be loaded ({type(err).__name__}: {err}); it is corrupt. "
             "Re-run with --force (or delete the folder) to redo the stage."
         ) from err
@@ -229,7 +386,7 @@ def measure(ctx: Context, model, stage_name: str, latency_repeats: int = 10) -> 
     latency = evaluation.latency_ratios(teacher, {"model": model}, reps=latency_repeats)
     return {
         "stage": stage_name,
-        metric: evaluation.task_metric(model, test, metric, ctx.collator),
+        metric: evaluation.task_metric(model, test, metric, ctx.collator, ctx.recipe.data.trust_remote_metric),
         "params_m": evaluation.count_params(model) / 1e6,
         "size_mb": evaluation.weights_size_mb(model),
         "latency_8x128": latency["model"]["8x128"],
@@ -240,16 +397,29 @@ def measure(ctx: Context, model, stage_name: str, latency_repeats: int = 10) -> 
 def save_atomically(model, processor, target: Path, extra_files: dict[str, str]) -> None:
     """Write into a temporary sibling folder and rename it into place: a crash never leaves a half-written
     folder that from_pretrained would load."""
-    tmp = target.parent / f".tmp-{target.name}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    if processor is not None:
-        processor.save_pretrained(tmp)
-    for name, text in extra_files.items():
-        (tmp / name).write_text(text)
-    if target.exists():
-        shutil.rmtree(target)
-    os.replace(tmp, target)
+    root = target.parent
+    tmp, old = inside(root, root / f".tmp-{target.name}"), inside(root, root / f".old-{target.name}")
+    target = inside(root, target)
+    for leftover in (tmp, old):
+        shutil.rmtree(leftover, ignore_errors=True)
+    try:
+        model.save_pretrained(tmp)
+        if processor is not None:
+            processor.save_pretrained(tmp)
+        for name, text in extra_files.items():
+            (tmp / name).write_text(text)
+        if target.exists():
+            os.replace(target, old)
+        os.replace(tmp, target)
+    except OSError as err:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if old.exists() and not target.exists():
+            os.replace(old, target)  # put the previous output back
+        raise PermissionError(
+            f"Cannot write the stage output {target.name} in {root} ({err.strerror or err}); make the folder "
+            "writable (chmod -R u+w) or choose another --output-dir."
+        ) from err
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def run_recipe(recipe: Recipe, output_dir: str | Path, force: bool = False) -> list[dict]:
@@ -264,44 +434,53 @@ def run_recipe(recipe: Recipe, output_dir: str | Path, force: bool = False) -> l
         raise PermissionError(
             f"Output folder {output_dir} is not writable ({err.strerror or err}); choose another --output-dir."
         ) from err
+    output_dir = output_dir.resolve()
+    for stale in ("summary.md", "summary.json"):  # rewritten at the end: never left listing a removed folder
+        (output_dir / stale).unlink(missing_ok=True)
     set_seed(recipe.seed)
     ctx = Context(recipe=recipe, output_dir=output_dir)
+    check_teacher_task(ctx)
     load_processor(ctx)
     prepare_data(ctx)
     load_teacher(ctx)
     ctx.current = ctx.teacher
     demo = recipe.teacher.source == "demo-minilm"
-    base_model = "sentence-transformers/all-MiniLM-L6-v2" if demo else recipe.teacher.source
-    (output_dir / "recipe.resolved.yaml").write_text(yaml.safe_dump(recipe.resolved(), sort_keys=False))
+    base_model = "sentence-transformers/all-MiniLM-L6-v2" if demo else public(recipe.teacher.source, output_dir)
+    resolved = yaml.safe_dump(public(recipe.resolved(), output_dir), sort_keys=False)
+    (output_dir / "recipe.resolved.yaml").write_text(resolved)
     baseline = None
     for index, stage in enumerate(recipe.stages):
-        folder = output_dir / f"{index:02d}-{stage.name}"
+        folder = inside(output_dir, output_dir / f"{index:02d}-{stage.name}")
         if stage.method == "evaluate":
             continue
         fingerprint = _fingerprint(recipe, index)
-        done = folder / DONE_NAME
-        if not force and done.is_file() and json.loads(done.read_text()).get("fingerprint") == fingerprint:
+        done = _read_done(folder) if not force else None
+        if done is not None and done.get("fingerprint") == fingerprint:
             print(f"[hf-compress] stage {index} {stage.name}: finished earlier, skipped (--force redoes it)")
             model = _load_stage_output(folder, recipe.data.task)
-            record = json.loads(done.read_text())["measurements"]
+            record = done["measurements"]
             if stage.method == "finetune":
                 ctx.teacher, baseline = model, None
         else:
             print(f"[hf-compress] stage {index} {stage.name} ({stage.method})", flush=True)
             work = output_dir / f".work-{index:02d}-{stage.name}"
+            if stage.method in ("finetune", "distill", "homodistil", "prune"):
+                prepare_work_dir(output_dir, work, fingerprint, force)
+            if folder.exists() and not os.access(folder, os.W_OK | os.X_OK):  # fail before training, not after
+                raise PermissionError(f"{folder} is read-only; make it writable (chmod -R u+w) to redo the stage.")
             model = run_stage(ctx, stage, work)
             if stage.method == "finetune":  # the fine-tuned model is the teacher of every later stage
                 ctx.teacher, baseline = model, None
             baseline = baseline or measure(ctx, ctx.teacher, "teacher")
             record = measure(ctx, model, stage.name)
-            card = write_model_card(recipe, stage, record, baseline, base_model)
+            card = write_model_card(recipe, stage, record, baseline, base_model, output_dir)
             marker = json.dumps({"fingerprint": fingerprint, "measurements": record}, indent=2)
-            resolved = yaml.safe_dump(recipe.resolved(), sort_keys=False)
             save_atomically(model, ctx.processor, folder,
                             {"README.md": card, DONE_NAME: marker, "recipe.resolved.yaml": resolved})  # fmt: skip
-            shutil.rmtree(work, ignore_errors=True)
+            if work.exists():
+                shutil.rmtree(inside(output_dir, work), ignore_errors=True)
         ctx.current = model
-        ctx.results.append({**record, "method": stage.method, "folder": str(folder)})
+        ctx.results.append({**record, "method": stage.method, "folder": folder.name})
     write_summary(ctx, baseline or measure(ctx, ctx.teacher, "teacher"))
     return ctx.results
 

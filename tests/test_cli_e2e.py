@@ -138,7 +138,8 @@ def test_single_stage_command(assets, tmp_path):
     config = tmp_path / "quantize.yaml"
     config.write_text(yaml.safe_dump({
         "teacher": {"source": str(assets / "teacher")},
-        "data": {"source": "files", "files": {s: str(assets / f"{s}.csv") for s in ("train", "validation", "test")}},
+        "data": {"source": "files", "files": {s: str(assets / f"{s}.csv") for s in ("train", "validation", "test")},
+                 "max_length": 16},
         "quant_method": "int4_weight_only", "group_size": 16,
     }))  # fmt: skip
     assert cli_main(["quantize", "--config", str(config), "--output-dir", str(tmp_path / "q")]) == 0

@@ -12,7 +12,7 @@ RECIPES = sorted(Path(__file__).resolve().parent.parent.joinpath("recipes").glob
 def base(**stage):
     return {
         "teacher": {"source": "some/teacher"},
-        "data": {"source": "files", "files": {"train": "t.csv"}},
+        "data": {"source": "files", "files": {"train": "t.csv", "validation": "v.csv", "test": "e.csv"}},
         "stages": [{"method": "distill", "max_steps": 3, **stage}],
     }
 

@@ -201,3 +201,60 @@ def test_recipe_data_without_the_label_column(tmp_path):
         ValueError, match=r"data is missing column\(s\) \['label', 'text'\]; it has \['sentence', 'target'\]"
     ):
         run_recipe(recipe, tmp_path / "out")
+
+
+KILL_SCRIPT = Path(__file__).resolve().parent / "scripts" / "run_recipe_killed.py"
+KILL_STAGES = {
+    "finetune": {"method": "finetune"},
+    "distill": {"method": "distill", "student_layers": [0, 2], "hidden_weight": 1.0},
+    "homodistil": {"method": "homodistil", "target_hidden_size": 16, "target_num_heads": 2,
+                   "target_intermediate_size": 32, "prune_end_step": 10, "prune_every": 2},
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", sorted(KILL_STAGES))
+def test_kill_9_at_a_random_step_of_a_recipe_stage_then_rerun_matches_an_uninterrupted_run(
+    tmp_path, kind, monkeypatch
+):
+    """Default recipe settings (checkpoints every 10% of the steps): kill -9 the CLI at a random step of the
+    stage, run the same command again, and get the weights of an uninterrupted run."""
+    import random
+
+    import yaml
+    from tiny_assets import make_assets, tiny_recipe
+
+    import hf_compress.runner as runner
+    from hf_compress.recipes import load_recipe
+    from hf_compress.runner import run_recipe
+
+    steps = 20
+    kill_at = random.Random(f"kill-{kind}").randrange(1, steps)  # seeded: the same step on every run
+    assets = make_assets(tmp_path / "assets")
+    stage = {"name": kind, **KILL_STAGES[kind], "max_steps": steps, "per_device_train_batch_size": 8, "use_cpu": True}
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(yaml.safe_dump(tiny_recipe(assets, stage)))
+    killed = subprocess.run(
+        [sys.executable, str(KILL_SCRIPT), str(recipe), "--output-dir", str(tmp_path / "killed"),
+         "--kill-at", str(kill_at)],
+        env=ENV, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    work = tmp_path / "killed" / f".work-00-{kind}"
+    assert not (tmp_path / "killed" / f"00-{kind}").exists()
+    assert any(p.name.startswith("checkpoint-") for p in work.iterdir()) == (kill_at > 2), f"killed at {kill_at}"
+    found = []
+    real_last = runner._last_complete_checkpoint
+    monkeypatch.setattr(runner, "_last_complete_checkpoint", lambda w: found.append(real_last(w)) or found[-1])
+    run_recipe(load_recipe(recipe), tmp_path / "killed")  # the same command again: resumes
+    last_saved = (kill_at - 1) // 2 * 2  # saved every 2 of the 20 steps, after the step the kill comes at
+    expected = f"checkpoint-{last_saved}" if last_saved else None
+    assert (Path(found[0]).name if found[0] else None) == expected, f"killed at {kill_at}, resumed from {found}"
+    run_recipe(load_recipe(recipe), tmp_path / "reference")  # uninterrupted
+    resumed = load_file(str(tmp_path / "killed" / f"00-{kind}" / "model.safetensors"))
+    reference = load_file(str(tmp_path / "reference" / f"00-{kind}" / "model.safetensors"))
+    assert resumed.keys() == reference.keys()
+    for key in reference:
+        torch.testing.assert_close(
+            resumed[key], reference[key], atol=1e-6, rtol=1e-5, msg=f"{key} (killed at {kill_at})"
+        )
+    assert not work.exists()

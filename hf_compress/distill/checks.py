@@ -88,6 +88,12 @@ def enable_attention_outputs(model: PreTrainedModel, role: str) -> None:
 
 def check_compatibility(student: PreTrainedModel, teacher: PreTrainedModel, args: DistillationConfig):
     """Validate the pair for the configured losses; return the resolved (student, teacher) layer pairs."""
+    for role, model in (("student", student), ("teacher", teacher)):
+        if getattr(model, "is_quantized", False) or getattr(model.config, "quantization_config", None):
+            raise ValueError(
+                f"The {role} is quantized; distillation and pruning train float weights. Train first, quantize "
+                "last: distil / prune the float model, then quantize the result."
+            )
     s_cfg, t_cfg = student.config, teacher.config
     s_mod, t_mod = modality_of(student), modality_of(teacher)
     if s_mod != t_mod:

@@ -1,0 +1,287 @@
+"""Checks on what a user hands the recipe runner, and the rules that keep its outputs safe to share.
+
+- names become folder names: a strict charset, no path separators, no ``..``;
+- nothing is written or removed outside the output folder (`inside`);
+- secrets (``hub_token``, passwords, ...) are redacted before anything goes to disk or stdout, and what is
+  written carries no absolute local paths (`public`);
+- a metric that is not shipped runs code (``evaluate.load``), so it needs ``data.trust_remote_metric: true``;
+- every bad value is caught at parse time where it can be, with the field and the fix in the message.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+
+class RecipeError(ValueError):
+    """A recipe (or CLI input, or its data) that cannot run; the message says where and what to do."""
+
+
+# ---- names and paths --------------------------------------------------------------------------------------
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+def check_name(where: str, kind: str, name: Any) -> str:
+    """A stage / recipe name becomes part of a folder name: letters, digits, ``.``, ``_``, ``-``; no ``..``."""
+    text = str(name)
+    if not NAME_RE.match(text) or ".." in text:
+        raise RecipeError(
+            f"{where}: {kind} {text!r} is not a valid name; use 1-64 letters, digits, '.', '_' or '-' (starting "
+            "with a letter or digit, no '/' or '..'), e.g. 'distill-6-layers'."
+        )
+    return text
+
+
+def inside(root: Path, path: Path) -> Path:
+    """``path`` resolved, after checking it lies strictly inside ``root`` (symlinks followed): the runner calls
+    this before every rmtree / rename / write, so a bad name or a planted link cannot reach outside."""
+    root_resolved, resolved = Path(root).resolve(), Path(path).resolve()
+    if resolved == root_resolved or root_resolved not in resolved.parents:
+        raise RecipeError(
+            f"Refusing to write or remove {path}: it resolves to {resolved}, outside the output folder "
+            f"{root_resolved}. Remove the link or choose another --output-dir."
+        )
+    return resolved
+
+
+# ---- secrets and local paths ------------------------------------------------------------------------------
+
+SECRET_KEY = re.compile(
+    r"(hub_token|access_token|auth_token|api_token|^token$|password|passwd|secret|api_?key|credential)", re.I
+)
+REDACTED = "<redacted>"
+_HF_TOKEN = re.compile(r"\bhf_[A-Za-z0-9]{20,}\b")
+_SECRET_VALUE = re.compile(
+    r"(hub_token|access_token|auth_token|api_token|password|passwd|secret|api_?key)[\"']?\s*[:=]\s*[\"']?"
+    r"([^\s\"',}]+)",
+    re.I,
+)
+_PLACEHOLDERS = {"null", "none", "~", REDACTED.lower(), "<hub_token>", "false", "true", "''", '""'}
+
+
+def redact(value: Any) -> Any:
+    """A copy of ``value`` with every string under a secret-looking key replaced by ``<redacted>``."""
+    if isinstance(value, dict):
+        return {
+            k: (REDACTED if isinstance(v, str) and v and SECRET_KEY.search(str(k)) else redact(v))
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [redact(v) for v in value]
+    return value
+
+
+def find_secrets(text: str) -> list[str]:
+    """What in ``text`` looks like a credential: a Hub token (``hf_...``) or a secret key with a real value."""
+    found = [m.group(0)[:6] + "..." for m in _HF_TOKEN.finditer(text)]
+    for match in _SECRET_VALUE.finditer(text):
+        if match.group(2).lower() not in _PLACEHOLDERS and not match.group(2).startswith("<"):
+            found.append(f"{match.group(1)}: ...")
+    return found
+
+
+def _is_abs(text: str) -> bool:
+    return text.startswith(("/", "~", "\\")) or bool(re.match(r"^[A-Za-z]:[\\/]", text))
+
+
+def public(value: Any, root: Path | None = None) -> Any:
+    """A copy of ``value`` fit to publish: secrets redacted, every absolute local path made relative to
+    ``root`` (the output folder) when inside it, else cut to its last component."""
+    value = redact(value)
+    if isinstance(value, dict):
+        return {k: public(v, root) for k, v in value.items()}
+    if isinstance(value, list):
+        return [public(v, root) for v in value]
+    if isinstance(value, str) and _is_abs(value):
+        path = Path(value).expanduser()
+        if root is not None:
+            try:
+                return str(path.resolve().relative_to(Path(root).resolve()))
+            except ValueError:
+                pass
+        return path.name or value
+    return value
+
+
+# ---- metrics ----------------------------------------------------------------------------------------------
+
+
+def check_metric(where: str, name: str, trust_remote_metric: bool) -> None:
+    from .metrics import SHIPPED
+
+    if name in SHIPPED or trust_remote_metric:
+        return
+    close = difflib.get_close_matches(name, SHIPPED, n=1)
+    hint = f"Did you mean {close[0]!r}? " if close else ""
+    raise RecipeError(
+        f"{where}: metric {name!r} is not shipped (shipped: {list(SHIPPED)}). {hint}Any other metric is loaded "
+        "with evaluate.load, which runs its code: set data.trust_remote_metric: true to allow that."
+    )
+
+
+# ---- recipe sections --------------------------------------------------------------------------------------
+
+LOCAL_HINTS = ("/", "./", "../", "~", "\\")
+
+
+def looks_local(source: str) -> bool:
+    """A path rather than a Hub id (``org/name`` or ``name``)."""
+    return source.startswith(LOCAL_HINTS) or source.count("/") > 1 or bool(re.match(r"^[A-Za-z]:[\\/]", source))
+
+
+def check_teacher(where: str, teacher, task: str) -> None:
+    from .recipes import DEMO_MODELS
+
+    if teacher.num_labels is not None and teacher.num_labels < 1:
+        raise RecipeError(f"{where} teacher: num_labels must be >= 1 (1 = regression), got {teacher.num_labels}.")
+    source = teacher.source
+    if teacher.config and source != "config":
+        raise RecipeError(
+            f"{where} teacher: config is only read with source: config (source is {source!r}); set source: config "
+            "or remove config."
+        )
+    if source == "config":
+        _check_teacher_config(where, teacher.config, task)
+        return
+    if source in DEMO_MODELS:
+        if task != "text-classification":
+            raise RecipeError(
+                f"{where}: teacher.source {source!r} is a text model but data.task is {task!r}; use data.task: "
+                "text-classification or a vision teacher."
+            )
+        return
+    if looks_local(source) and not Path(source).expanduser().is_dir():
+        raise RecipeError(
+            f"{where}: teacher.source {source!r} is not an existing directory; fix the path (a Hub id is "
+            "written org/name)."
+        )
+
+
+def _check_teacher_config(where: str, config: dict | None, task: str) -> None:
+    from transformers import AutoConfig
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+    if not config or "model_type" not in config:
+        raise RecipeError(
+            f"{where}: teacher.source 'config' needs teacher.config with a model_type, e.g. "
+            "{model_type: vit, hidden_size: 128, num_attention_heads: 4, ...}."
+        )
+    model_type = config["model_type"]
+    if model_type not in CONFIG_MAPPING:
+        close = difflib.get_close_matches(str(model_type), list(CONFIG_MAPPING), n=3)
+        raise RecipeError(f"{where}: teacher.config.model_type {model_type!r} is unknown; close ones: {close}.")
+    values = {k: v for k, v in config.items() if k != "model_type"}
+    try:
+        built = AutoConfig.for_model(model_type, **values)
+    except Exception as err:  # a config class rejecting a value: say which
+        raise RecipeError(f"{where}: teacher.config is not a valid {model_type} config ({err}).") from err
+    hidden, heads = getattr(built, "hidden_size", None), getattr(built, "num_attention_heads", None)
+    if isinstance(hidden, int) and isinstance(heads, int) and (heads < 1 or hidden % heads):
+        raise RecipeError(
+            f"{where}: teacher.config hidden_size={hidden} is not a multiple of num_attention_heads={heads}; "
+            "choose a head count that divides the width."
+        )
+    vision = getattr(built, "image_size", None) is not None and getattr(built, "num_channels", None) is not None
+    if vision != (task == "image-classification"):
+        kind = "vision" if vision else "text"
+        raise RecipeError(
+            f"{where}: teacher.config ({model_type}) is a {kind} model but data.task is {task!r}; set data.task "
+            f"to {'image' if vision else 'text'}-classification or use a {'text' if vision else 'vision'} teacher."
+        )
+
+
+def check_data(where: str, data) -> None:
+    for key in ("train_limit", "eval_limit", "test_limit"):
+        value = getattr(data, key)
+        if value is not None and value < 1:
+            raise RecipeError(f"{where} data: {key} must be >= 1 (or null for no limit), got {value}.")
+    if data.max_length < 1:
+        raise RecipeError(f"{where} data: max_length must be >= 1 token, got {data.max_length}.")
+    inputs = [data.text_column, data.text_pair_column] if data.task == "text-classification" else [data.image_column]
+    if data.label_column in inputs:
+        raise RecipeError(
+            f"{where} data: label_column {data.label_column!r} is also an input column; point label_column at "
+            "the column that holds the labels."
+        )
+    check_metric(f"{where} data", data.metric, data.trust_remote_metric)
+    if data.files and data.source != "files":
+        raise RecipeError(
+            f"{where} data: files are only read with source: files (source is {data.source!r}); set source: files "
+            "or remove files."
+        )
+    if data.source == "files" and data.files:
+        bad = {k: v for k, v in data.files.items() if not isinstance(v, str) or not v}
+        if bad:
+            raise RecipeError(f"{where} data: files must map split names to file paths, got {bad}.")
+        for key in ("train_split", "eval_split", "test_split"):
+            split = getattr(data, key)
+            if split is not None and split not in data.files:
+                raise RecipeError(
+                    f"{where} data: {key} {split!r} is not one of data.files {sorted(data.files)}; set data.{key} "
+                    f"to one of them{' or null' if key != 'train_split' else ''}."
+                )
+    if data.eval_split is None and data.test_split is None:
+        raise RecipeError(f"{where} data: eval_split and test_split are both null; the results need one of them.")
+
+
+def check_seed(where: str, seed: Any) -> None:
+    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**32:
+        raise RecipeError(f"{where}: seed must be an integer in 0..2**32-1, got {seed!r}.")
+
+
+TRAINING = ("finetune", "distill", "homodistil", "prune")
+
+
+def check_stage_extras(where: str, method: str, extras: dict) -> None:
+    layers = extras.get("student_layers")
+    if layers is not None:
+        if not layers or not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in layers):
+            raise RecipeError(
+                f"{where}: student_layers must be a non-empty list of teacher layer indices (ints >= 0), got "
+                f"{layers!r}; omit it to distil into a copy of the current model."
+            )
+        if len(set(layers)) != len(layers):
+            raise RecipeError(f"{where}: student_layers {layers} names a layer twice; list each layer once.")
+    for key in ("calibration_samples", "latency_repeats"):
+        if key in extras and extras[key] < 1:
+            raise RecipeError(f"{where}: {key} must be >= 1, got {extras[key]}.")
+
+
+def check_stage_order(where: str, stages) -> None:
+    """Train first, quantize last: nothing trains a quantized model, and nothing is quantized twice."""
+    quantized = None
+    for index, stage in enumerate(stages):
+        if quantized is not None and stage.method in TRAINING + ("quantize",):
+            what = "quantizes again" if stage.method == "quantize" else f"trains ({stage.method})"
+            raise RecipeError(
+                f"{where} stage {index} ({stage.name}) {what} after the quantize stage {quantized}: train first, "
+                "quantize last. Move the quantize stage after every training stage (and keep one)."
+            )
+        if stage.method == "quantize":
+            quantized = f"{stages.index(stage)} ({stage.name})"
+
+
+_AT_LEAST_ONE = ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps")
+
+
+def check_training_fields(where: str, method: str, fields: dict) -> None:
+    """TrainingArguments accepts values that only fail (or silently do nothing) once training starts."""
+    if method not in TRAINING:
+        return
+    for key in _AT_LEAST_ONE:
+        if key in fields and fields[key] < 1:
+            raise RecipeError(f"{where}: {key} must be >= 1, got {fields[key]}.")
+    rate = fields.get("learning_rate")
+    if rate is not None and not (math.isfinite(rate) and rate >= 0):
+        raise RecipeError(f"{where}: learning_rate must be a finite number >= 0, got {rate}.")
+    steps, epochs = fields.get("max_steps", -1), fields.get("num_train_epochs", 3.0)
+    if steps == 0 or (steps < 0 and not (math.isfinite(epochs) and epochs > 0)):
+        raise RecipeError(
+            f"{where}: nothing to train (max_steps={steps}, num_train_epochs={epochs}); set max_steps >= 1 or "
+            "num_train_epochs > 0."
+        )
