@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -48,6 +49,21 @@ class HomoDistilConfig(DistillationConfig):
     )
     importance_beta1: float = field(default=0.85, metadata={"help": "EMA factor of the sensitivity."})
     importance_beta2: float = field(default=0.95, metadata={"help": "EMA factor of the uncertainty."})
+    importance_window: int = field(
+        default=1,
+        metadata={
+            "help": "PLATON's ΔT: average the sensitivity |w * grad| over this many applied optimizer steps before "
+            "each EMA update (1 = every step; PLATON's GLUE/SQuAD scripts use 10, its code's default is 1)."
+        },
+    )
+    importance_label_weight: float = field(
+        default=0.0,
+        metadata={
+            "help": "Weight of the student's own loss on the labels (task or masked-LM loss), added to the objective "
+            "only while pruning is under way, so the importance scores see a real signal: a copy of the teacher "
+            "gets ~0 KD gradients at first. Needs labels. After the final mask only hard_label_weight applies."
+        },
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -76,6 +92,11 @@ class HomoDistilConfig(DistillationConfig):
                 f"One-shot pruning by '{self.importance}' importance needs gradients from a few steps first: set "
                 "prune_start_step >= 1 (e.g. 50), or use importance='magnitude' to prune at step 0."
             )
+        if not isinstance(self.importance_window, int) or self.importance_window < 1:
+            raise ValueError(f"importance_window must be an integer >= 1, got {self.importance_window!r}.")
+        weight = self.importance_label_weight
+        if not (isinstance(weight, (int, float)) and math.isfinite(weight) and weight >= 0):
+            raise ValueError(f"importance_label_weight must be a finite number >= 0, got {weight!r}.")
         if self.prune_every < 1:
             raise ValueError(f"prune_every must be >= 1, got {self.prune_every}.")
         for name in ("importance_beta1", "importance_beta2"):

@@ -59,11 +59,13 @@ def keep_top(scores: Tensor, mask: Tensor, keep: int) -> Tensor:
     """New mask keeping the ``keep`` highest-scoring entries among those ``mask`` still keeps (last dim).
 
     Pruning is monotone: a pruned structure never comes back. scores, mask: (..., N); returns (..., N).
+    A NaN score ranks below every finite score (``topk`` alone would rank NaN first), but above pruned entries.
     """
     kept_now = int(mask.sum(-1).max())
     if keep > kept_now:
         raise ValueError(f"Cannot keep {keep} structures when only {kept_now} are left.")
-    masked_scores = scores.float().masked_fill(mask == 0, float("-inf"))
+    lowest = torch.finfo(torch.float32).min
+    masked_scores = scores.float().nan_to_num(nan=lowest, neginf=lowest).masked_fill(mask == 0, float("-inf"))
     index = masked_scores.topk(keep, dim=-1).indices
     return torch.zeros_like(mask).scatter_(-1, index, 1.0)
 

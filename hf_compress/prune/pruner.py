@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import Tensor
 from transformers import PreTrainedModel
@@ -17,9 +19,13 @@ from .slicing import check_shape, slice_model
 class StructuredPruner:
     """Holds the importance scores and masks of ``model`` and applies the masks through forward hooks.
 
-    ``update_scores()`` after each backward (gradients already accumulated and, under DDP, all-reduced, so
-    every rank computes the same scores and masks); ``step(global_step)`` after each optimizer step.
+    ``update_scores()`` after each optimizer step that was really applied, gradients still in place (accumulated,
+    unscaled and, under DDP, all-reduced, so every rank computes the same scores and masks), as PLATON's code
+    does; ``step(global_step)`` after each optimizer step.
     """
+
+    # Below this mean |grad| (importance-weighted, see `ImportanceScores.signal`) a gradient is float noise.
+    NOISE_SIGNAL = 1e-7
 
     def __init__(self, model: PreTrainedModel, args: HomoDistilConfig) -> None:
         self.model, self.args = model, args
@@ -46,7 +52,10 @@ class StructuredPruner:
                 f"The student has frozen parameters ({', '.join(frozen[:3])}{', ...' if len(frozen) > 3 else ''}); "
                 "pruning trains and scores every weight. Call model.requires_grad_(True) first."
             )
-        self.scores = ImportanceScores(model, args.importance, args.importance_beta1, args.importance_beta2)
+        self.scores = ImportanceScores(
+            model, args.importance, args.importance_beta1, args.importance_beta2, args.importance_window
+        )
+        self._warned_noise = False
         self.global_step = 0
         pruned = {key: self.targets[key] < full[key] for key in full}
         self.hooks = MaskHooks(s, self.masks, **pruned)
@@ -67,9 +76,11 @@ class StructuredPruner:
         """True once the masks are at the targets."""
         return self.masks.counts() == self.targets
 
-    def update_scores(self) -> None:
-        if not self.finished:  # once at the targets the masks are final and the scores no longer needed
-            self.scores.update()
+    def update_scores(self) -> bool:
+        """Fold the current gradients into the scores; False when refused (non-finite gradients)."""
+        if self.finished:  # once at the targets the masks are final and the scores no longer needed
+            return True
+        return self.scores.update()
 
     def step(self, global_step: int) -> bool:
         """Called after optimizer step ``global_step`` (and with 0 at the start); True if the masks changed."""
@@ -88,6 +99,7 @@ class StructuredPruner:
     def prune_to(self, kept: dict[str, int]) -> bool:
         if kept == self.masks.counts():
             return False
+        self._warn_if_noise()
         scores = structure_scores(self.structure, self.scores)
         new = {
             "hidden": keep_top(scores["hidden"], self.masks.hidden, kept["hidden"]),
@@ -96,6 +108,20 @@ class StructuredPruner:
         }
         self.masks.load_state_dict(new)
         return True
+
+    def _warn_if_noise(self) -> None:
+        signal = self.scores.first_signal
+        if self._warned_noise or signal is None or signal >= self.NOISE_SIGNAL:
+            return
+        self._warned_noise = True
+        warnings.warn(
+            f"Pruning at step {self.global_step} ranks structures by importance scores that began ~0 (mean |grad| "
+            f"{signal:.2g} at the first step): the student started as the teacher, so its KD gradients were float "
+            "noise, which the optimizer turns into the first updates, and the masks rank that noise. Set "
+            "importance_label_weight > 0 (or hard_label_weight > 0) to score with the student's own loss.",
+            RuntimeWarning,
+            stacklevel=2,
+        )
 
     # ---- state -------------------------------------------------------------------------------------
 

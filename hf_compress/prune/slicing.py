@@ -88,6 +88,8 @@ def slice_model(model: PreTrainedModel, masks: StructureMasks) -> PreTrainedMode
         state[key] = value.clone()
 
     config = copy.deepcopy(model.config)
+    if getattr(config, "pooler_output_size", None) == config.hidden_size:
+        config.pooler_output_size = hidden  # ViT's pooler writes the hidden size, sliced with it
     config.hidden_size, config.num_attention_heads, config.intermediate_size = hidden, heads, ffn
     sliced = type(model)(config)
     sliced.load_state_dict(state, strict=True)
