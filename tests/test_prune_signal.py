@@ -256,3 +256,47 @@ def test_tied_decoder_counts_once(tied):
         torch.testing.assert_close(got, without_decoder)
     else:
         torch.testing.assert_close(got - without_decoder, decoder.weight.abs().sum(0))
+
+
+# ---- recovery phase: distillation continues at the final shape -----------------------------------------------
+
+
+def test_recovery_steps_end_pruning_early_and_keep_training_at_the_final_shape(tmp_path):
+    torch.manual_seed(0)
+    seen = {}
+
+    class Record(TrainerCallback):
+        def on_step_end(self, args, state, control, model=None, **kwargs):
+            masks = trainer.pruner.masks
+            weight = model.bert.encoder.layer[0].intermediate.dense.weight.detach().clone()
+            seen[state.global_step] = (masks.heads.clone(), masks.ffn.clone(), masks.hidden.clone(), weight)
+
+    args = config(str(tmp_path), prune_end_step=None, recovery_steps=4, max_steps=10)
+    assert args.prune_end_step == 6
+    trainer = HomoDistilTrainer(
+        teacher_model=BertForSequenceClassification(bert_config()),
+        args=args,
+        train_dataset=text_dataset(64),
+        callbacks=[Record()],
+    )
+    trainer.train()
+    assert trainer.pruner.finished
+    # Record runs before the pruning callback: what it sees at step s are the masks after step s - 1.
+    assert not all(torch.equal(a, b) for a, b in zip(seen[6][:3], seen[7][:3]))  # the last change, at step 6
+    for step in range(8, 11):
+        assert all(torch.equal(a, b) for a, b in zip(seen[7][:3], seen[step][:3]))
+    assert not torch.equal(seen[7][3], seen[10][3])  # still learning at the final shape
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(prune_end_step=None, recovery_steps=-1), "recovery_steps must be an integer >= 0"),
+        (dict(prune_end_step=None, recovery_steps=2, max_steps=-1), "recovery_steps counts back from max_steps"),
+        (dict(prune_end_step=5, recovery_steps=2), r"prune_end_step=5 and recovery_steps=2 disagree"),
+        (dict(prune_end_step=None, recovery_steps=10), "cubic schedule needs prune_end_step > prune_start_step"),
+    ],
+)
+def test_recovery_config_errors(tmp_path, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        config(str(tmp_path), **kwargs)

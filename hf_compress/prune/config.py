@@ -30,6 +30,14 @@ class HomoDistilConfig(DistillationConfig):
     prune_end_step: int | None = field(
         default=None, metadata={"help": "Optimizer step at which the targets are reached (cubic schedule)."}
     )
+    recovery_steps: int | None = field(
+        default=None,
+        metadata={
+            "help": "Steps of distillation at the final shape after pruning ends (the recovery phase). Sets "
+            "prune_end_step = max_steps - recovery_steps when prune_end_step is not given; needs max_steps. Without "
+            "it, the recovery phase is max_steps - prune_end_step."
+        },
+    )
     prune_every: int = field(default=10, metadata={"help": "Recompute the masks every this many steps."})
     pruning_schedule: str = field(
         default="cubic",
@@ -78,6 +86,8 @@ class HomoDistilConfig(DistillationConfig):
         for name, value in zip(("target_hidden_size", "target_num_heads", "target_intermediate_size"), targets):
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
                 raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+        if self.recovery_steps is not None:
+            self._resolve_recovery()
         if self.prune_start_step < 0:
             raise ValueError(f"prune_start_step must be >= 0, got {self.prune_start_step}.")
         if self.pruning_schedule == "cubic":
@@ -102,6 +112,31 @@ class HomoDistilConfig(DistillationConfig):
         for name in ("importance_beta1", "importance_beta2"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}.")
+
+    def _resolve_recovery(self) -> None:
+        recovery = self.recovery_steps
+        if not isinstance(recovery, int) or isinstance(recovery, bool) or recovery < 0:
+            raise ValueError(f"recovery_steps must be an integer >= 0, got {recovery!r}.")
+        if self.max_steps is None or self.max_steps <= 0:
+            raise ValueError(
+                "recovery_steps counts back from max_steps, but max_steps is not set; set max_steps, or give "
+                "prune_end_step instead of recovery_steps."
+            )
+        end = self.max_steps - recovery
+        if self.pruning_schedule == "oneshot":
+            if self.prune_start_step > end:
+                raise ValueError(
+                    f"One-shot pruning at prune_start_step={self.prune_start_step} leaves fewer than recovery_steps="
+                    f"{recovery} steps before max_steps={self.max_steps}; prune earlier or recover for fewer steps."
+                )
+            return
+        if self.prune_end_step is None:
+            self.prune_end_step = end
+        elif self.prune_end_step != end:
+            raise ValueError(
+                f"prune_end_step={self.prune_end_step} and recovery_steps={recovery} disagree: max_steps="
+                f"{self.max_steps} - recovery_steps = {end}. Give only one of the two."
+            )
 
     @property
     def final_prune_step(self) -> int:
