@@ -49,6 +49,11 @@ def test_attention_kd_ignores_pruned_heads(tmp_path, mode):
     with torch.no_grad():  # a kept head does count
         trainer.model.bert.encoder.layer[0].attention.self.query.weight[:8] += 3.0 * torch.randn(8, 32)
     assert loss() > before + 1e-4
+    trainer.args.attention_kd_kept_heads = False  # the ablation switch: every head counts again
+    changed = loss()
+    with torch.no_grad():
+        trainer.model.bert.encoder.layer[0].attention.self.query.weight[16:] += 3.0 * torch.randn(16, 32)
+    assert abs(loss() - changed) > 1e-4
 
 
 # ---- 2. only finite gradients of applied steps; NaN never ranked first ------------------------------------

@@ -30,6 +30,13 @@ class HomoDistilConfig(DistillationConfig):
     prune_end_step: int | None = field(
         default=None, metadata={"help": "Optimizer step at which the targets are reached (cubic schedule)."}
     )
+    attention_kd_kept_heads: bool = field(
+        default=True,
+        metadata={
+            "help": "Attention KD compares only the heads the student keeps (per_head: kept pairs; mean: the mean "
+            "over kept heads). False compares every head, pruned ones too (the old behaviour; for ablations)."
+        },
+    )
     recovery_steps: int | None = field(
         default=None,
         metadata={

@@ -81,7 +81,9 @@ class HomoDistilTrainer(DistillationTrainer):
     def _kept_heads(self):
         """Attention KD compares only the heads the student keeps (pruned ones are deleted at the end)."""
         heads = self.pruner.masks.heads
-        return None if bool(heads.all()) else heads.to(self.args.device).bool()
+        if not self.args.attention_kd_kept_heads or bool(heads.all()):
+            return None
+        return heads.to(self.args.device).bool()
 
     def _loss_weights(self) -> dict[str, float]:
         weights = super()._loss_weights()
