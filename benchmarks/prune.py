@@ -69,6 +69,7 @@ ABLATIONS = {
     "labels": ("+ label loss throughout (hard_label_weight=1)", dict(hard_label_weight=1.0)),
     "window": ("+ PLATON window deltaT=10", dict(importance_window=10)),
     "no_recovery": ("no recovery phase (targets reached at the last step)", dict(prune_end_step="{end}")),
+    "depth": ("+ depth: 4 of 6 layers as well (smaller, so faster: not the same shape)", dict(target_num_layers=4)),
     "all": (
         "all additions: attention KD + label signal + deltaT=10",
         dict(attention_weight=1.0, importance_label_weight=1.0, importance_window=10),
@@ -183,7 +184,7 @@ def ablation_settings(key: str, steps: int, kind: str) -> dict:
 
 def ablation(quick: bool, steps: int, kind: str, variants: list[str]) -> dict:
     """HomoDistil at SHAPES[kind] once per variant, all at ``steps``: test accuracy, % of the teacher, wall time.
-    Every variant ends at the same shape, so latency is the same and not measured."""
+    Every variant but ``depth`` ends at the same shape, so latency is the same and not measured."""
     for key in variants:
         ablation_settings(key, steps, kind)  # unknown names fail before any training
     shape = SHAPES[kind]
@@ -227,7 +228,7 @@ def ablation_report(result: dict) -> str:
     head = (
         f"### Ablation ({kind}): HomoDistil to hidden {shape['target_hidden_size']} / {shape['target_num_heads']} "
         f"heads / FFN {shape['target_intermediate_size']}, {result['steps']} steps per variant (targets reached at "
-        f"step {result['prune_end_step']} unless the variant says otherwise); same shape, so same latency\n"
+        f"step {result['prune_end_step']} unless the variant says otherwise); one shape (but 'depth'), one latency\n"
     )
     columns = [("model", "variant"), ("variant", "key"), ("accuracy", "accuracy"), ("pct_teacher", "% of teacher"),
                ("steps", "steps"), ("compress_s", "wall s")]  # fmt: skip

@@ -237,6 +237,7 @@ def test_importance_window_averages_sensitivity_before_the_ema():
     [
         (dict(importance_window=0), "importance_window must be an integer >= 1"),
         (dict(importance_label_weight=-1.0), "importance_label_weight must be a finite number >= 0"),
+        (dict(target_num_layers=0), "target_num_layers must be a positive integer"),
     ],
 )
 def test_signal_config_errors(tmp_path, kwargs, message):
@@ -305,3 +306,65 @@ def test_recovery_steps_end_pruning_early_and_keep_training_at_the_final_shape(t
 def test_recovery_config_errors(tmp_path, kwargs, message):
     with pytest.raises(ValueError, match=message):
         config(str(tmp_path), **kwargs)
+
+
+# ---- depth and width in one run ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["text", "vision"])
+def test_depth_and_width_pruning_slices_to_a_stock_config(tmp_path, kind):
+    from conftest import image_dataset
+    from transformers import AutoModelForImageClassification, AutoModelForSequenceClassification
+
+    from hf_compress.distill.matching import TEACHER_LAYERS_ATTR
+
+    torch.manual_seed(0)
+    if kind == "text":
+        teacher, data = BertForSequenceClassification(bert_config()), text_dataset(64)
+        inputs = _batch()
+        auto = AutoModelForSequenceClassification
+    else:
+        from transformers import ViTForImageClassification
+
+        teacher, data = ViTForImageClassification(vit_config()), image_dataset(64)
+        inputs = {"pixel_values": torch.randn(3, 1, 16, 16)}
+        auto = AutoModelForImageClassification
+    args = config(str(tmp_path / "run"), target_num_layers=2, hard_label_weight=1.0)
+    trainer = HomoDistilTrainer(teacher_model=teacher, args=args, train_dataset=data)
+    trainer.train()
+    pruner = trainer.pruner
+    assert pruner.finished and pruner.masks.counts() == {"hidden": 16, "heads": 2, "ffn": 32, "layers": 2}
+    kept = pruner.masks.layers.nonzero().squeeze(1).tolist()
+    assert trainer.layer_pairs == [(s, s) for s in kept]  # layer KD only for layers still there
+    trainer.save_model(str(tmp_path / "saved"))
+    reloaded = auto.from_pretrained(str(tmp_path / "saved")).eval()
+    assert reloaded.config.num_hidden_layers == 2 and reloaded.config.hidden_size == 16
+    assert getattr(reloaded.config, TEACHER_LAYERS_ATTR) == {"layers": kept, "num_layers": 4}
+    with torch.no_grad():
+        expected = trainer.model.eval()(**inputs).logits
+        torch.testing.assert_close(reloaded(**inputs).logits, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_dropped_layer_passes_its_input_through():
+    from hf_compress.prune.masks import MaskHooks
+
+    torch.manual_seed(0)
+    model = BertForSequenceClassification(bert_config()).eval()
+    structure = model_structure(model)
+    masks = StructureMasks.full(structure)
+    masks.layers[1] = 0
+    hooks = MaskHooks(
+        structure, masks, hidden=False, heads=False, ffn=False, layer_modules=list(model.bert.encoder.layer)
+    )
+    with torch.no_grad():
+        out = model(**_batch(), output_hidden_states=True)
+    hooks.remove()
+    torch.testing.assert_close(out.hidden_states[2], out.hidden_states[1])
+    assert not torch.allclose(out.hidden_states[3], out.hidden_states[2])
+
+
+def test_more_layers_than_the_model_is_an_error(tmp_path):
+    with pytest.raises(ValueError, match="target_num_layers=8 is larger than the model's 4"):
+        HomoDistilTrainer(
+            teacher_model=BertForSequenceClassification(bert_config()), args=config(str(tmp_path), target_num_layers=8)
+        )

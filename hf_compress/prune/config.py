@@ -26,6 +26,14 @@ class HomoDistilConfig(DistillationConfig):
     target_hidden_size: int | None = field(default=None, metadata={"help": "Residual width after pruning."})
     target_num_heads: int | None = field(default=None, metadata={"help": "Attention heads per layer after pruning."})
     target_intermediate_size: int | None = field(default=None, metadata={"help": "FFN width after pruning."})
+    target_num_layers: int | None = field(
+        default=None,
+        metadata={
+            "help": "Encoder layers after pruning (depth and width in one run, CoFi-style): whole layers with the "
+            "lowest importance (sum of their kept heads' and FFN neurons' scores) are dropped on the same "
+            "schedule. None keeps every layer."
+        },
+    )
     prune_start_step: int = field(default=0, metadata={"help": "Optimizer step at which pruning starts."})
     prune_end_step: int | None = field(
         default=None, metadata={"help": "Optimizer step at which the targets are reached (cubic schedule)."}
@@ -84,13 +92,19 @@ class HomoDistilConfig(DistillationConfig):
         super().__post_init__()
         check_choice("pruning_schedule", self.pruning_schedule, PruningSchedule)
         check_choice("importance", self.importance, Importance)
-        targets = (self.target_hidden_size, self.target_num_heads, self.target_intermediate_size)
+        targets = (
+            self.target_hidden_size,
+            self.target_num_heads,
+            self.target_intermediate_size,
+            self.target_num_layers,
+        )
         if all(t is None for t in targets):
             raise ValueError(
-                "HomoDistilConfig needs at least one pruning target: target_hidden_size, target_num_heads or "
-                "target_intermediate_size."
+                "HomoDistilConfig needs at least one pruning target: target_hidden_size, target_num_heads, "
+                "target_intermediate_size or target_num_layers."
             )
-        for name, value in zip(("target_hidden_size", "target_num_heads", "target_intermediate_size"), targets):
+        names = ("target_hidden_size", "target_num_heads", "target_intermediate_size", "target_num_layers")
+        for name, value in zip(names, targets):
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
                 raise ValueError(f"{name} must be a positive integer, got {value!r}.")
         if self.recovery_steps is not None:

@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 from transformers import PreTrainedModel
 
+from ..models.arch import find_layer_list
 from ..models.structure import model_structure
 from .config import HomoDistilConfig
 from .masks import MaskHooks, StructureMasks, keep_top
@@ -35,9 +36,15 @@ class StructuredPruner:
             "hidden": args.target_hidden_size or s.hidden_size,
             "heads": args.target_num_heads or s.num_heads,
             "ffn": args.target_intermediate_size or s.intermediate_size,
+            "layers": args.target_num_layers or len(s.layers),
         }
-        full = {"hidden": s.hidden_size, "heads": s.num_heads, "ffn": s.intermediate_size}
-        names = {"hidden": "target_hidden_size", "heads": "target_num_heads", "ffn": "target_intermediate_size"}
+        full = {"hidden": s.hidden_size, "heads": s.num_heads, "ffn": s.intermediate_size, "layers": len(s.layers)}
+        names = {
+            "hidden": "target_hidden_size",
+            "heads": "target_num_heads",
+            "ffn": "target_intermediate_size",
+            "layers": "target_num_layers",
+        }
         for key, target in self.targets.items():
             if target > full[key]:
                 raise ValueError(
@@ -57,8 +64,9 @@ class StructuredPruner:
         )
         self._warned_noise = False
         self.global_step = 0
-        pruned = {key: self.targets[key] < full[key] for key in full}
-        self.hooks = MaskHooks(s, self.masks, **pruned)
+        pruned = {key: self.targets[key] < full[key] for key in ("hidden", "heads", "ffn")}
+        layer_modules = list(find_layer_list(model)[1]) if self.targets["layers"] < full["layers"] else None
+        self.hooks = MaskHooks(s, self.masks, **pruned, layer_modules=layer_modules)
 
     # ---- schedule ----------------------------------------------------------------------------------
 
@@ -101,10 +109,13 @@ class StructuredPruner:
             return False
         self._warn_if_noise()
         scores = structure_scores(self.structure, self.scores)
+        # A layer's importance: the scores of the heads and FFN neurons it still keeps (CoFi-style depth pruning).
+        layer_scores = (scores["heads"] * self.masks.heads).sum(1) + (scores["ffn"] * self.masks.ffn).sum(1)
         new = {
             "hidden": keep_top(scores["hidden"], self.masks.hidden, kept["hidden"]),
             "heads": keep_top(scores["heads"], self.masks.heads, kept["heads"]),
             "ffn": keep_top(scores["ffn"], self.masks.ffn, kept["ffn"]),
+            "layers": keep_top(layer_scores, self.masks.layers, kept["layers"]),
         }
         self.masks.load_state_dict(new)
         return True

@@ -77,6 +77,14 @@ class HomoDistilTrainer(DistillationTrainer):
         super().__init__(model=model, teacher_model=teacher_model, args=args, **kwargs)
         self.pruner = StructuredPruner(self.model, args)
         self.add_callback(_PruningCallback(self.pruner))
+        self._all_layer_pairs = list(self.layer_pairs)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        """Layer-wise KD only for layers still in the student (depth pruning drops whole layers)."""
+        layers = self.pruner.masks.layers
+        kept = [(s, t) for s, t in self._all_layer_pairs if bool(layers[s])]
+        self.layer_pairs = kept if kept else self._all_layer_pairs
+        return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
 
     def _kept_heads(self):
         """Attention KD compares only the heads the student keeps (pruned ones are deleted at the end)."""
