@@ -42,3 +42,12 @@ def test_ablation_report_renders_every_row():
                "shape": prune.SHAPES["text"]}  # fmt: skip
     text = prune.report(payload)
     assert "Ablation (text)" in text and "base: KD + hidden KD" in text and "95" in text
+
+
+def test_prune_report_states_the_objective():
+    row = dict(model="teacher", accuracy=0.8, pct_teacher=100.0, params_m=1.0, size_mb=1.0, lat_8x128=1.0,
+               lat_1x128=1.0, speedup_8x128=1.0, peak_mb=1.0, compress_s=0.0, shape="384 / 12 / 1536")  # fmt: skip
+    payload = {"kind": "text", "rows": [row], "steps": 10, "prune_end_step": 6, "shape": prune.SHAPES["text"],
+               "objective": "KD + hidden KD (+ attention KD for the HomoDistilTrainer rows)"}  # fmt: skip
+    assert "objective: KD + hidden KD (+ attention KD" in prune.report(payload)
+    assert prune.HOMODISTIL_ATTENTION["attention_weight"] > 0
