@@ -368,3 +368,20 @@ def test_more_layers_than_the_model_is_an_error(tmp_path):
         HomoDistilTrainer(
             teacher_model=BertForSequenceClassification(bert_config()), args=config(str(tmp_path), target_num_layers=8)
         )
+
+
+def test_label_signal_needs_a_head_and_labels(tmp_path):
+    from transformers import BertModel
+
+    with pytest.raises(ValueError, match="importance_label_weight > 0 scores with the student's own loss"):
+        HomoDistilTrainer(
+            teacher_model=BertModel(bert_config()),
+            args=config(str(tmp_path), kd_weight=0, importance_label_weight=1.0),
+        )
+    trainer = HomoDistilTrainer(
+        teacher_model=BertForSequenceClassification(bert_config()),
+        args=config(str(tmp_path), importance_label_weight=1.0),
+        train_dataset=text_dataset(16).remove_columns("labels"),
+    )
+    with pytest.raises(ValueError, match="no labels.*importance_label_weight > 0 needs them too"):
+        trainer.train()

@@ -181,8 +181,9 @@ class DistillationTrainer(Trainer):
         if weights["hard_label_loss"] > 0:
             if student_out.get("loss") is None:
                 raise ValueError(
-                    "hard_label_weight > 0 but the batch has no labels, so the student returned no loss. Add a "
-                    "'labels' column (or set label_names), or set hard_label_weight=0 for unlabelled data."
+                    "hard_label_weight > 0 but the batch has no labels, so the student returned no loss (HomoDistil's "
+                    "importance_label_weight > 0 needs them too). Add a 'labels' column (or set label_names), or set "
+                    "the weight to 0 for unlabelled data."
                 )
             terms["hard_label_loss"] = student_out.loss
             if self._token_level and labels is not None and not labels.ne(-100).any():

@@ -9,6 +9,7 @@ from typing import Any
 from safetensors.torch import save_file
 from transformers import PreTrainedModel, TrainerCallback
 
+from ..distill.checks import head_kind
 from ..distill.trainer import DistillationTrainer, load_state_file
 from .config import HomoDistilConfig
 from .pruner import StructuredPruner
@@ -74,6 +75,12 @@ class HomoDistilTrainer(DistillationTrainer):
             model = copy.deepcopy(teacher_model)
             model.requires_grad_(True)  # the teacher may already be frozen by an earlier trainer
             model.train()
+        if args.importance_label_weight > 0 and head_kind(model) == "none":
+            raise ValueError(
+                f"importance_label_weight > 0 scores with the student's own loss, but {type(model).__name__} has no "
+                "task or masked-LM head. Use a model with a head (e.g. ...ForMaskedLM), or set "
+                "importance_label_weight=0."
+            )
         super().__init__(model=model, teacher_model=teacher_model, args=args, **kwargs)
         self.pruner = StructuredPruner(self.model, args)
         self.add_callback(_PruningCallback(self.pruner))
