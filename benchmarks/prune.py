@@ -5,6 +5,8 @@ three quarters of every width; plus pruned + int8.
     python -m benchmarks prune                  # text (MiniLM-L6, ~35 min) and vision (Fashion-MNIST ViT, ~15 min)
     python -m benchmarks prune --only vision    # one half
     python -m benchmarks prune --quick          # a few steps on small subsets (plumbing check)
+    python -m benchmarks prune --ablation       # HomoDistil with each fix / addition on and off, same steps
+    python -m benchmarks prune --ablation --variants base,attention --only text --steps 300
 """
 
 from __future__ import annotations
@@ -50,6 +52,29 @@ TRAINING = {  # per half: batch size and learning rate (same for every variant)
     "vision": dict(per_device_train_batch_size=64, learning_rate=3e-4),
 }
 HOMODISTIL = "HomoDistil (PLATON, cubic)"
+# Ablation variants: HomoDistil at SHAPES[kind] with KD + hidden KD (the suite's base objective), plus one change
+# each, all at the same steps. key -> (row label, HomoDistilConfig overrides); "{end}" stands for max_steps.
+ABLATIONS = {
+    "base": ("base: KD + hidden KD", {}),
+    "attention": ("+ attention KD (kl, kept heads)", dict(attention_weight=1.0)),
+    "attention_all_heads": (
+        "+ attention KD over all heads (fix 1 off)",
+        dict(attention_weight=1.0, attention_kd_kept_heads=False),
+    ),
+    "attention_scores": (
+        "+ attention KD on pre-softmax scores (TinyBERT)",
+        dict(attention_weight=1.0, attention_loss_type="mse_scores"),
+    ),
+    "label_signal": ("+ label loss while pruning (importance_label_weight=1)", dict(importance_label_weight=1.0)),
+    "labels": ("+ label loss throughout (hard_label_weight=1)", dict(hard_label_weight=1.0)),
+    "window": ("+ PLATON window deltaT=10", dict(importance_window=10)),
+    "no_recovery": ("no recovery phase (targets reached at the last step)", dict(prune_end_step="{end}")),
+    "depth": ("+ depth: 4 of 6 layers as well (smaller, so faster: not the same shape)", dict(target_num_layers=4)),
+    "all": (
+        "all additions: attention KD + label signal + deltaT=10",
+        dict(attention_weight=1.0, importance_label_weight=1.0, importance_window=10),
+    ),
+}
 PEER = "Torch-Pruning (L2 magnitude) + KD (peer)"
 
 
@@ -82,7 +107,12 @@ def torch_pruning_student(teacher, shape: dict, example: dict) -> tuple[object, 
     return model, f"as handed back: {reload}; after editing config.json by hand: {after_edit}"
 
 
-def run(quick: bool, steps: int, kind: str, wider: bool = True) -> dict:
+# HomoDistil's objective in the paper includes attention KD; the rows trained by HomoDistilTrainer (HomoDistil and
+# one-shot pruning + KD, whose students keep the teacher's head count) add it, on the heads the student keeps.
+HOMODISTIL_ATTENTION = dict(attention_weight=1.0)
+
+
+def run(quick: bool, steps: int, kind: str, wider: bool = True, attention: bool = True) -> dict:
     shape = SHAPES[kind]
     if kind == "text":
         teacher_path = common.text_teacher()
@@ -101,6 +131,8 @@ def run(quick: bool, steps: int, kind: str, wider: bool = True) -> dict:
     entries = {}
 
     def make(trainer_cls, config_cls, model=None, **extra):
+        if attention and trainer_cls is HomoDistilTrainer:
+            extra = {**HOMODISTIL_ATTENTION, **extra}
         kwargs = common.train_kwargs(tempfile.mkdtemp(), max_steps=steps, warmup_steps=20, temperature=2.0,
                                      kd_weight=1.0, hidden_weight=1.0, **TRAINING[kind])  # fmt: skip
         return trainer_cls(model=model, teacher_model=teacher, args=config_cls(**kwargs, **extra),
@@ -144,7 +176,71 @@ def run(quick: bool, steps: int, kind: str, wider: bool = True) -> dict:
     }
     rows = common.measure(teacher, entries, test, collator, reps=5 if quick else 20, teacher_name="teacher")
     rows[0].update(shape=_shape(teacher), reload=common.reload_check(teacher))
-    return {"kind": kind, "rows": rows, "steps": steps, "prune_end_step": end, "shape": shape}
+    objective = "KD + hidden KD" + (" (+ attention KD for the HomoDistilTrainer rows)" if attention else "")
+    return {"kind": kind, "rows": rows, "steps": steps, "prune_end_step": end, "shape": shape, "objective": objective}
+
+
+def ablation_settings(key: str, steps: int, kind: str) -> dict:
+    """The HomoDistilConfig pruning fields of one ablation variant (shape, schedule and the variant's change)."""
+    if key not in ABLATIONS:
+        raise SystemExit(f"Unknown ablation variant {key!r}; choose from {sorted(ABLATIONS)}.")
+    end = max(2, int(0.6 * steps))
+    settings = dict(SHAPES[kind], prune_start_step=0, prune_end_step=end, prune_every=max(1, end // 20))
+    settings.update({k: steps if v == "{end}" else v for k, v in ABLATIONS[key][1].items()})
+    return settings
+
+
+def ablation(quick: bool, steps: int, kind: str, variants: list[str]) -> dict:
+    """HomoDistil at SHAPES[kind] once per variant, all at ``steps``: test accuracy, % of the teacher, wall time.
+    Every variant but ``depth`` ends at the same shape, so latency is the same and not measured."""
+    for key in variants:
+        ablation_settings(key, steps, kind)  # unknown names fail before any training
+    shape = SHAPES[kind]
+    if kind == "text":
+        teacher_path = common.text_teacher()
+        tokenizer = AutoTokenizer.from_pretrained(teacher_path)
+        data = common.rt_data(tokenizer, train_limit=256 if quick else None)
+        train_set, test = data["train"], data["test"].select(range(128)) if quick else data["test"]
+        collator = DataCollatorWithPadding(tokenizer)
+        teacher = AutoModelForSequenceClassification.from_pretrained(teacher_path).eval()
+    else:
+        teacher_path = common.vision_teacher(epochs=2.0, train_limit=20000)
+        data = common.fmnist_data(train_limit=256 if quick else 20000, test_limit=256 if quick else None)
+        train_set, test, collator = data["train"], data["test"], None
+        teacher = AutoModelForImageClassification.from_pretrained(teacher_path).eval()
+    steps = 4 if quick else steps
+    end = max(2, int(0.6 * steps))
+    teacher_acc = common.evaluate_accuracy(teacher, test, collator)
+    rows = [dict(model="teacher", variant="", accuracy=teacher_acc, pct_teacher=100.0, steps=0, compress_s=0.0)]
+    for key in variants:
+        label, settings = ABLATIONS[key][0], ablation_settings(key, steps, kind)
+        kwargs = common.train_kwargs(tempfile.mkdtemp(), max_steps=steps, warmup_steps=20, temperature=2.0,
+                                     kd_weight=1.0, hidden_weight=1.0, **TRAINING[kind])  # fmt: skip
+        trainer = HomoDistilTrainer(teacher_model=teacher, args=HomoDistilConfig(**kwargs, **settings),
+                                    train_dataset=train_set, data_collator=collator)  # fmt: skip
+        start = time.perf_counter()
+        trainer.train()
+        seconds = time.perf_counter() - start
+        model = trainer.sliced_model().eval()
+        model.set_attn_implementation("sdpa")
+        acc = common.evaluate_accuracy(model, test, collator)
+        rows.append(dict(model=label, variant=key, accuracy=acc, pct_teacher=100 * acc / teacher_acc, steps=steps,
+                         compress_s=seconds, shape=_shape(model)))  # fmt: skip
+        print(f"[prune ablation {kind}] {label}: acc {acc:.4f} ({100 * acc / teacher_acc:.1f} %), {seconds:.0f}s",
+              flush=True)  # fmt: skip
+    return {"kind": kind, "ablation": True, "rows": rows, "steps": steps, "prune_end_step": end, "shape": shape}
+
+
+def ablation_report(result: dict) -> str:
+    kind, shape = result["kind"], result["shape"]
+    head = (
+        f"### Ablation ({kind}): HomoDistil to hidden {shape['target_hidden_size']} / {shape['target_num_heads']} "
+        f"heads / FFN {shape['target_intermediate_size']}, {result['steps']} steps per variant (targets reached at "
+        f"step {result['prune_end_step']} unless the variant says otherwise); one shape (but 'depth'), one latency\n"
+    )
+    columns = [("model", "variant"), ("variant", "key"), ("accuracy", "accuracy"), ("pct_teacher", "% of teacher"),
+               ("steps", "steps"), ("compress_s", "wall s")]  # fmt: skip
+    return "\n".join([head, common.markdown_table(result["rows"], columns)])
 
 
 COLUMN_EXTRA = [("shape", "hidden / heads / FFN")]
@@ -152,13 +248,17 @@ COLUMN_EXTRA = [("shape", "hidden / heads / FFN")]
 
 def report(result: dict) -> str:
     """Markdown for one prune result (the older text-only JSON has no ``kind``)."""
+    if result.get("ablation"):
+        return ablation_report(result)
     kind = result.get("kind", "text")
     shape = result.get("shape", SHAPES["text"])
     teacher = "MiniLM-L6 (Rotten Tomatoes)" if kind == "text" else "ViT, 6 layers (Fashion-MNIST)"
     head = (
         f"### Pruning: {teacher} -> hidden {shape['target_hidden_size']} / {shape['target_num_heads']} heads / "
         f"FFN {shape['target_intermediate_size']}, {result['steps']} steps each (HomoDistil reaches the shape at "
-        f"step {result['prune_end_step']})\n"
+        f"step {result['prune_end_step']})"
+        + (f"; objective: {result['objective']}" if result.get("objective") else "")
+        + "\n"
     )
     rows = common.legacy_rows(result["rows"])
     columns = common.columns(vision=kind == "vision", extra=COLUMN_EXTRA)
@@ -177,10 +277,32 @@ def main(argv=None) -> None:
     parser.add_argument("--only", choices=sorted(SHAPES), help="run one half")
     parser.add_argument("--steps", type=int, default=300, help="training steps of every variant (default 300)")
     parser.add_argument("--no-wider", action="store_true", help="leave out the second, 3/4-width HomoDistil row")
+    parser.add_argument(
+        "--no-attention-kd",
+        action="store_true",
+        help="train the HomoDistil / one-shot rows without attention KD (the objective before issue 12)",
+    )
+    parser.add_argument(
+        "--ablation", action="store_true", help="run the HomoDistil ablation (each fix / addition on and off) instead"
+    )
+    parser.add_argument(
+        "--variants",
+        default=",".join(ABLATIONS),
+        help=f"comma-separated ablation variants (default: all): {', '.join(ABLATIONS)}",
+    )
     args = parser.parse_args(argv)
     common.setup()
+    if args.ablation:
+        variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+        for kind in [args.only] if args.only else sorted(SHAPES):
+            result = ablation(args.quick, args.steps, kind, variants)
+            name = "prune-ablation" + ("-vision" if kind == "vision" else "") + ("-quick" if args.quick else "")
+            path = common.write_json(name, {"suite": "prune", "argv": argv, **result})
+            print(ablation_report(result))
+            print(f"\nwrote {path}")
+        return
     for kind in [args.only] if args.only else sorted(SHAPES):
-        result = run(args.quick, args.steps, kind, wider=not args.no_wider)
+        result = run(args.quick, args.steps, kind, wider=not args.no_wider, attention=not args.no_attention_kd)
         name = f"prune-{kind}" if kind == "vision" else "prune"
         path = common.write_json(f"{name}-quick" if args.quick else name, {"suite": "prune", "argv": argv, **result})
         print(report(result))

@@ -185,7 +185,7 @@ def test_hidden_mask_is_shared_by_embeddings_layers_and_layer_norms(tmp_path):
     trainer = HomoDistilTrainer(teacher_model=teacher, args=config(str(tmp_path)), train_dataset=text_dataset(64))
     trainer.train()
     pruner = trainer.pruner
-    assert pruner.finished and pruner.masks.counts() == {"hidden": 16, "heads": 2, "ffn": 32}
+    assert pruner.finished and pruner.masks.counts() == {"hidden": 16, "heads": 2, "ffn": 32, "layers": 4}
     student = trainer.model.eval()
     batch = text_dataset(4, seed=5)[:4]
     out = student(

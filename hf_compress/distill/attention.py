@@ -4,7 +4,9 @@ transformers' eager attention returns the probabilities *after* attention dropou
 maps are rescaled and partly zeroed and no longer sum to 1: a KL or MSE against the teacher's maps would
 compare noise. This function computes the same output as eager attention (dropout included) but returns
 the clean softmax probabilities. It is registered with transformers' `AttentionInterface` under
-``ATTN_IMPLEMENTATION`` and only switched on when attention KD is.
+``ATTN_IMPLEMENTATION`` and only switched on when attention KD is. ``ATTN_SCORES_IMPLEMENTATION`` computes the
+same output but returns the pre-softmax scores ``q k^T * scaling`` (before the padding mask is added), for
+TinyBERT's attention loss (``attention_loss_type="mse_scores"``).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from transformers import AttentionInterface
 from transformers.masking_utils import AttentionMaskInterface, eager_mask
 
 ATTN_IMPLEMENTATION = "hf_compress_kd"
+ATTN_SCORES_IMPLEMENTATION = "hf_compress_kd_scores"
 
 
 def kd_attention_forward(
@@ -42,7 +45,31 @@ def kd_attention_forward(
     return output, probs
 
 
+def kd_attention_scores_forward(
+    module: nn.Module,
+    query: Tensor,
+    key: Tensor,
+    value: Tensor,
+    attention_mask: Tensor | None,
+    scaling: float | None = None,
+    dropout: float = 0.0,
+    **kwargs,
+) -> tuple[Tensor, Tensor]:
+    """As `kd_attention_forward`, but returns the pre-softmax scores (B, H, L, L), unmasked, in place of the
+    probabilities (padded keys are excluded by the loss's mask)."""
+    if scaling is None:
+        scaling = query.size(-1) ** -0.5
+    scores = torch.matmul(query, key.transpose(2, 3)) * scaling
+    masked = scores if attention_mask is None else scores + attention_mask
+    probs = nn.functional.softmax(masked, dim=-1, dtype=torch.float32).to(query.dtype)
+    dropped = nn.functional.dropout(probs, p=dropout, training=module.training)
+    output = torch.matmul(dropped, value).transpose(1, 2).contiguous()
+    return output, scores
+
+
 AttentionInterface.register(ATTN_IMPLEMENTATION, kd_attention_forward)
+AttentionInterface.register(ATTN_SCORES_IMPLEMENTATION, kd_attention_scores_forward)
 # transformers builds the attention mask per implementation; without this registration a custom implementation
-# receives attention_mask=None and attends to padding. Ours takes eager's additive float mask.
+# receives attention_mask=None and attends to padding. Ours take eager's additive float mask.
 AttentionMaskInterface.register(ATTN_IMPLEMENTATION, eager_mask)
+AttentionMaskInterface.register(ATTN_SCORES_IMPLEMENTATION, eager_mask)

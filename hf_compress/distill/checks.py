@@ -20,7 +20,7 @@ from transformers import (
 from ..models.arch import modality_of
 from .attention import ATTN_IMPLEMENTATION
 from .config import DistillationConfig
-from .matching import resolve_layer_map
+from .matching import recorded_teacher_layers, resolve_layer_map
 
 HeadKind = Literal["sequence_classification", "token_classification", "masked_lm", "image_classification", "none"]
 
@@ -68,17 +68,18 @@ def load_teacher(teacher: PreTrainedModel | str | os.PathLike, student: PreTrain
     )
 
 
-def enable_attention_outputs(model: PreTrainedModel, role: str) -> None:
+def enable_attention_outputs(model: PreTrainedModel, role: str, implementation: str = ATTN_IMPLEMENTATION) -> None:
     """Switch to eager-style attention so that ``output_attentions=True`` returns the attention probabilities.
 
     transformers 5 defaults to sdpa, which returns no attention weights, and its eager attention returns them
     after dropout; we switch to `attention.kd_attention_forward` (eager math, pre-dropout maps). It is slower
-    than sdpa, so this is only called when attention KD is on.
+    than sdpa, so this is only called when attention KD is on. ``implementation`` may instead be
+    `attention.ATTN_SCORES_IMPLEMENTATION`, whose maps are the pre-softmax scores.
     """
-    if model.config._attn_implementation == ATTN_IMPLEMENTATION:
+    if model.config._attn_implementation == implementation:
         return
     try:
-        model.set_attn_implementation(ATTN_IMPLEMENTATION)
+        model.set_attn_implementation(implementation)
     except (ValueError, NotImplementedError, AttributeError) as err:
         raise ValueError(
             f"attention_weight > 0 needs the {role}'s attention maps, but {type(model).__name__} cannot switch to "
@@ -151,7 +152,9 @@ def check_compatibility(student: PreTrainedModel, teacher: PreTrainedModel, args
 
     pairs: list[tuple[int, int]] = []
     if args.hidden_weight > 0 or args.attention_weight > 0:
-        pairs = resolve_layer_map(args.layer_map_spec, s_cfg.num_hidden_layers, t_cfg.num_hidden_layers)
+        pairs = resolve_layer_map(
+            args.layer_map_spec, s_cfg.num_hidden_layers, t_cfg.num_hidden_layers, recorded_teacher_layers(s_cfg)
+        )
     if args.attention_weight > 0 and args.attention_head_mode == "per_head":
         if s_cfg.num_attention_heads != t_cfg.num_attention_heads:
             raise ValueError(

@@ -57,16 +57,22 @@ class DistillationConfig(TrainingArguments):
         default="mse", metadata={"help": "Hidden-state / embedding loss.", "choices": list(get_args(HiddenLossType))}
     )
     layer_map: str = field(  # a list is accepted too (see help); `str` keeps HfArgumentParser happy
-        default="uniform",
+        default="auto",
         metadata={
-            "help": "Which teacher layer each student layer learns from: 'uniform' (every k-th teacher layer), "
+            "help": "Which teacher layer each student layer learns from: 'auto' (the teacher layer it was copied "
+            "from when make_student built it, else 'uniform'), 'uniform' (every k-th teacher layer), "
             "'last' (the last S teacher layers), a list with one 0-based teacher layer per student layer "
             "('1,3,5'), or student:teacher pairs ('0:1,2:5')."
         },
     )
     attention_weight: float = field(default=0.0, metadata={"help": "Weight of attention-distribution KD."})
     attention_loss_type: str = field(
-        default="kl", metadata={"help": "Attention loss.", "choices": list(get_args(AttentionLossType))}
+        default="kl",
+        metadata={
+            "help": "Attention loss: 'kl' or 'mse' on the attention probabilities, 'mse_scores' on the pre-softmax "
+            "scores (TinyBERT's form; far larger than 'mse' on probabilities, so a smaller weight may suit).",
+            "choices": list(get_args(AttentionLossType)),
+        },
     )
     attention_head_mode: str = field(
         default="per_head",

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 HiddenLossType = Literal["mse", "cosine"]
-AttentionLossType = Literal["kl", "mse"]
+AttentionLossType = Literal["kl", "mse", "mse_scores"]
 
 _EPS = 1e-12
 
@@ -98,13 +98,15 @@ def attention_loss(
     mask: Tensor | None = None,
     loss_type: AttentionLossType = "kl",
 ) -> Tensor:
-    """Loss between post-softmax attention maps.
+    """Loss between attention maps.
 
-    student_attention, teacher_attention: (B, H, L, L) probabilities (each query row sums to 1);
-    mask: None or (B, L) bool, true for real tokens. Padded query rows never count; with ``mse`` padded
-    key columns are excluded too (with ``kl`` they carry zero probability in both maps already).
+    student_attention, teacher_attention: (B, H, L, L): post-softmax probabilities (each query row sums to 1)
+    for ``kl`` and ``mse``, pre-softmax scores ``q k^T / sqrt(d)`` (before the padding mask is added) for
+    ``mse_scores``; mask: None or (B, L) bool, true for real tokens. Padded query rows never count; with ``mse``
+    and ``mse_scores`` padded key columns are excluded too (with ``kl`` they carry zero probability already).
     ``kl``: ``KL(teacher_row || student_row)`` averaged over heads and real query rows;
-    ``mse``: mean squared error over real (query, key) pairs.
+    ``mse``: mean squared error over real (query, key) pairs;
+    ``mse_scores``: TinyBERT's attention loss, the same MSE on the pre-softmax scores.
     """
     if student_attention.shape != teacher_attention.shape:
         raise ValueError(
@@ -118,13 +120,13 @@ def attention_loss(
         per_row = (torch.special.xlogy(t, t) - t * s.clamp_min(_EPS).log()).sum(dim=-1)  # (B, H, L)
         row_mask = None if mask is None else mask[:, None, :].expand(-1, num_heads, -1)
         return masked_mean(per_row, row_mask)
-    if loss_type == "mse":
+    if loss_type in ("mse", "mse_scores"):
         se = (s - t).pow(2)  # (B, H, L, L)
         if mask is None:
             return se.mean()
         pair_mask = (mask[:, None, :, None] & mask[:, None, None, :]).expand_as(se)
         return masked_mean(se, pair_mask)
-    raise ValueError(f"Unknown attention loss type {loss_type!r}; expected 'kl' or 'mse'.")
+    raise ValueError(f"Unknown attention loss type {loss_type!r}; expected 'kl', 'mse' or 'mse_scores'.")
 
 
 def average_heads(attention: Tensor) -> Tensor:

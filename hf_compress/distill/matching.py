@@ -7,23 +7,26 @@ from dataclasses import dataclass
 from torch import Tensor, nn
 
 EMBEDDING_KEY = "embedding"
+# Set by `make_student` on the student's config: {"layers": [teacher layer of each student layer], "num_layers": T}.
+# A plain JSON-serialisable config attribute, so it survives save_pretrained / from_pretrained untouched.
+TEACHER_LAYERS_ATTR = "hf_compress_teacher_layers"
 
 
 @dataclass(frozen=True)
 class LayerMapSpec:
     """A parsed ``layer_map``: a named strategy, or explicit (student, teacher) layer pairs (0-based)."""
 
-    strategy: str | None = None  # "uniform" | "last"
+    strategy: str | None = None  # "auto" | "uniform" | "last"
     pairs: tuple[tuple[int, int], ...] | None = None  # explicit student -> teacher pairs
     teacher_layers: tuple[int, ...] | None = None  # one teacher layer per student layer
 
 
-_STRATEGIES = ("uniform", "last")
+_STRATEGIES = ("auto", "uniform", "last")
 
 
 def _bad_layer_map(value: object) -> ValueError:
     return ValueError(
-        f"layer_map={value!r} is not understood. Use 'uniform', 'last', one 0-based teacher layer per "
+        f"layer_map={value!r} is not understood. Use 'auto', 'uniform', 'last', one 0-based teacher layer per "
         "student layer (e.g. [1, 3, 5] or '1,3,5'), or student:teacher pairs (e.g. [[0, 1], [2, 5]] or '0:1,2:5')."
     )
 
@@ -57,14 +60,40 @@ def parse_layer_map(value: str | list | tuple) -> LayerMapSpec:
     raise _bad_layer_map(value)
 
 
-def resolve_layer_map(spec: LayerMapSpec, num_student_layers: int, num_teacher_layers: int) -> list[tuple[int, int]]:
+def recorded_teacher_layers(config) -> dict | None:
+    """The teacher layers `make_student` recorded on a student's config, or None."""
+    record = getattr(config, TEACHER_LAYERS_ATTR, None)
+    return record if isinstance(record, dict) else None
+
+
+def _usable_record(record: dict | None, s_layers: int, t_layers: int) -> list[int] | None:
+    """The recorded teacher layers when they describe *this* teacher (same depth) and this student."""
+    if not record:
+        return None
+    layers, depth = record.get("layers"), record.get("num_layers")
+    if depth != t_layers or not isinstance(layers, list) or len(layers) != s_layers:
+        return None  # e.g. a HomoDistil copy of a student: its record names its own teacher's layers
+    if not all(isinstance(i, int) and 0 <= i < t_layers for i in layers):
+        return None
+    return layers
+
+
+def resolve_layer_map(
+    spec: LayerMapSpec, num_student_layers: int, num_teacher_layers: int, recorded: dict | None = None
+) -> list[tuple[int, int]]:
     """(student_layer, teacher_layer) pairs, 0-based, checked against both models' depths.
 
     ``uniform`` maps student layer i to teacher layer ``(i + 1) * T // S - 1`` (TinyBERT's skip map: a
     3-layer student of a 6-layer teacher learns from teacher layers 1, 3, 5); ``last`` maps it to
-    ``T - S + i``.
+    ``T - S + i``; ``auto`` (the default) maps each student layer to the teacher layer it was copied from when
+    ``recorded`` (`make_student`'s record on the student config) describes this teacher, else as ``uniform``.
     """
     s_layers, t_layers = num_student_layers, num_teacher_layers
+    if spec.strategy == "auto":
+        layers = _usable_record(recorded, s_layers, t_layers)
+        if layers is not None:
+            return list(enumerate(layers))
+        spec = LayerMapSpec(strategy="uniform")
     if spec.strategy is not None:
         if s_layers > t_layers:
             raise ValueError(

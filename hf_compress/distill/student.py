@@ -8,14 +8,17 @@ from collections.abc import Sequence
 from transformers import PreTrainedModel
 
 from ..models.arch import find_layer_list
+from .matching import TEACHER_LAYERS_ATTR
 
 
 def make_student(teacher: PreTrainedModel, layers: Sequence[int]) -> PreTrainedModel:
     """A copy of ``teacher`` that keeps only the encoder ``layers`` (0-based, strictly increasing).
 
     The embeddings, the chosen layers and everything after the encoder (pooler, final LayerNorm, task head)
-    are copied. The result is the teacher's own class with a standard config whose only change is
-    ``num_hidden_layers``, so it saves and reloads with plain ``from_pretrained``.
+    are copied. The result is the teacher's own class with a standard config whose only changes are
+    ``num_hidden_layers`` and a small JSON record of the teacher layers it was made from (the default
+    ``layer_map="auto"`` maps each student layer to that teacher layer), so it saves and reloads with plain
+    ``from_pretrained``.
     """
     num_layers = teacher.config.num_hidden_layers
     layers = list(layers)
@@ -43,6 +46,7 @@ def make_student(teacher: PreTrainedModel, layers: Sequence[int]) -> PreTrainedM
 
     config = copy.deepcopy(teacher.config)
     config.num_hidden_layers = len(layers)
+    setattr(config, TEACHER_LAYERS_ATTR, {"layers": layers, "num_layers": num_layers})
     student = type(teacher)(config)
     student.load_state_dict(state, strict=True)
     student.to(dtype=teacher.dtype, device=teacher.device)

@@ -13,6 +13,7 @@ from transformers import PreTrainedModel, Trainer, TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from . import losses
+from .attention import ATTN_IMPLEMENTATION, ATTN_SCORES_IMPLEMENTATION
 from .checks import check_compatibility, enable_attention_outputs, head_kind, is_regression, load_teacher
 from .config import DistillationConfig
 from .matching import EMBEDDING_KEY, build_projections
@@ -42,9 +43,12 @@ class DistillationTrainer(Trainer):
     With attention KD on, both models run `attention.kd_attention_forward` (eager math, attention maps before
     dropout) for as long as they are in the trainer; saved checkpoints load with transformers' default.
 
-    The loss of a batch is a per-batch mean, so the Trainer divides it by the gradient-accumulation steps
-    (``loss_is_scaled_for_ga = False``): one step at batch 8 equals two accumulated steps at batch 4 whenever the
-    micro-batches hold the same number of counted positions (always true for sentence/image classification).
+    Gradient accumulation: one step at batch 8 equals two accumulated steps at batch 4. The Trainer divides the
+    loss by the accumulation steps (``loss_is_scaled_for_ga = False``); every token-level term (hidden / attention /
+    embedding KD, and prediction KD and the label loss of masked-LM / token-classification heads) is first
+    rescaled from its micro-batch mean to ``sum over this micro-batch / positions counted over the whole
+    accumulated batch``, so micro-batches with different numbers of real tokens weigh as in one large batch.
+    The counts are taken in `get_batch_samples` (per process: under DDP every rank normalises its own share).
     """
 
     loss_is_scaled_for_ga = False
@@ -69,7 +73,7 @@ class DistillationTrainer(Trainer):
         self.layer_pairs = check_compatibility(model, teacher, args)
         self._bare_teacher = teacher
         if args.needs_attentions:  # fail now, not at the first step, if a model cannot give attention maps
-            with self._switch_attention(model, teacher):
+            with self._switch_attention(model, teacher, self._attention_implementation(args)):
                 pass
 
         super().__init__(model=model, args=args, **kwargs)
@@ -98,16 +102,21 @@ class DistillationTrainer(Trainer):
         self.teacher = self.accelerator.prepare_model(teacher, evaluation_mode=True)
         self._term_sums: dict[str, Tensor] = {}
         self._term_counts: dict[str, int] = {}
+        self._position_totals: dict[str, int] | None = None  # counted positions of the accumulated batch
 
     # ---- attention maps for attention KD -------------------------------------------------------------------
 
     @staticmethod
+    def _attention_implementation(args: DistillationConfig) -> str:
+        return ATTN_SCORES_IMPLEMENTATION if args.attention_loss_type == "mse_scores" else ATTN_IMPLEMENTATION
+
+    @staticmethod
     @contextlib.contextmanager
-    def _switch_attention(student: nn.Module, teacher: nn.Module):
+    def _switch_attention(student: nn.Module, teacher: nn.Module, implementation: str = ATTN_IMPLEMENTATION):
         before = [(m, m.config._attn_implementation) for m in (student, teacher)]
         try:
-            enable_attention_outputs(student, "student")
-            enable_attention_outputs(teacher, "teacher")
+            enable_attention_outputs(student, "student", implementation)
+            enable_attention_outputs(teacher, "teacher", implementation)
             yield
         finally:
             for m, implementation in before:
@@ -122,12 +131,15 @@ class DistillationTrainer(Trainer):
         if not self.args.needs_attentions:
             yield
             return
-        with self._switch_attention(self.model, self._bare_teacher):
+        with self._switch_attention(self.model, self._bare_teacher, self._attention_implementation(self.args)):
             yield
 
     def train(self, *args: Any, **kwargs: Any):
-        with self.attention_maps():
-            return super().train(*args, **kwargs)
+        try:
+            with self.attention_maps():
+                return super().train(*args, **kwargs)
+        finally:
+            self._position_totals = None
 
     def evaluate(self, *args: Any, **kwargs: Any):
         with self.attention_maps():
@@ -147,6 +159,7 @@ class DistillationTrainer(Trainer):
         num_items_in_batch: Tensor | int | None = None,
     ):
         args: DistillationConfig = self.args
+        weights = self._loss_weights()
         extra = {}
         if args.needs_hidden_states:
             extra["output_hidden_states"] = True
@@ -165,11 +178,12 @@ class DistillationTrainer(Trainer):
         terms: dict[str, Tensor] = {}
         if args.kd_weight > 0:
             terms["kd_loss"] = self._prediction_loss(student_out.logits, teacher_out.logits, labels, token_mask)
-        if args.hard_label_weight > 0:
+        if weights["hard_label_loss"] > 0:
             if student_out.get("loss") is None:
                 raise ValueError(
-                    "hard_label_weight > 0 but the batch has no labels, so the student returned no loss. Add a "
-                    "'labels' column (or set label_names), or set hard_label_weight=0 for unlabelled data."
+                    "hard_label_weight > 0 but the batch has no labels, so the student returned no loss (HomoDistil's "
+                    "importance_label_weight > 0 needs them too). Add a 'labels' column (or set label_names), or set "
+                    "the weight to 0 for unlabelled data."
                 )
             terms["hard_label_loss"] = student_out.loss
             if self._token_level and labels is not None and not labels.ne(-100).any():
@@ -190,14 +204,8 @@ class DistillationTrainer(Trainer):
         if args.attention_weight > 0:
             terms["attention_loss"] = self._attention_loss(student_out.attentions, teacher_out.attentions, token_mask)
 
-        weights = {
-            "kd_loss": args.kd_weight,
-            "hard_label_loss": args.hard_label_weight,
-            "hidden_loss": args.hidden_weight,
-            "attention_loss": args.attention_weight,
-            "embedding_loss": args.embedding_weight,
-        }
-        loss = sum(weights[name] * value for name, value in terms.items())
+        scales = self._accumulation_scales(inputs, token_mask) if model.training else {}
+        loss = sum(weights[name] * value * scales.get(name, 1.0) for name, value in terms.items())
         if model.training and not torch.isfinite(loss.detach()):
             values = ", ".join(f"{k}={v.item():.4g}" for k, v in terms.items())
             raise FloatingPointError(
@@ -210,6 +218,65 @@ class DistillationTrainer(Trainer):
             kept = {k: v for k, v in student_out.items() if k not in ("hidden_states", "attentions")}
             return loss, type(student_out)(**kept)
         return loss
+
+    def _loss_weights(self) -> dict[str, float]:
+        """The weight of each term for this step (HomoDistil adds its importance signal to the label loss)."""
+        args = self.args
+        return {
+            "kd_loss": args.kd_weight,
+            "hard_label_loss": args.hard_label_weight,
+            "hidden_loss": args.hidden_weight,
+            "attention_loss": args.attention_weight,
+            "embedding_loss": args.embedding_weight,
+        }
+
+    # ---- gradient accumulation: token-level terms over the whole accumulated batch ----------------------
+
+    def _positions(self, inputs: dict[str, Any]) -> dict[str, int]:
+        """How many positions each kind of token-level term averages over in one micro-batch."""
+        ids = inputs.get("input_ids")
+        attention_mask = inputs.get("attention_mask")
+        if attention_mask is not None:
+            lengths = attention_mask.long().sum(-1)
+        elif ids is not None:
+            lengths = torch.full((ids.shape[0],), ids.shape[-1])
+        else:  # images: every patch counts, the same number in every micro-batch
+            return {}
+        labels = inputs.get("labels")
+        labelled = int(labels.ne(-100).sum()) if labels is not None and labels.dim() == 2 else int(lengths.sum())
+        return {"tokens": int(lengths.sum()), "pairs": int(lengths.pow(2).sum()), "labelled": labelled}
+
+    def get_batch_samples(self, epoch_iterator, num_batches, device):
+        batch_samples, num_items_in_batch = super().get_batch_samples(epoch_iterator, num_batches, device)
+        totals: dict[str, int] = {}
+        for batch in batch_samples:
+            for kind, count in self._positions(batch).items():
+                totals[kind] = totals.get(kind, 0) + count
+        self._position_totals = {**totals, "micro_batches": len(batch_samples)} if totals else None
+        return batch_samples, num_items_in_batch
+
+    def _accumulation_scales(self, inputs: dict[str, Any], token_mask: Tensor | None) -> dict[str, float]:
+        """Factor turning each token-level micro-batch mean into ``micro-batch sum / accumulated count``, times
+        the number of micro-batches (the Trainer divides the loss by it)."""
+        totals = self._position_totals
+        if not totals or totals["micro_batches"] < 2:
+            return {}
+        local = self._positions(inputs)
+        if not local:
+            return {}
+
+        def scale(kind: str) -> float:
+            return local[kind] * totals["micro_batches"] / max(totals[kind], 1)
+
+        attention_kind = "tokens" if self.args.attention_loss_type == "kl" else "pairs"
+        scales = {
+            "hidden_loss": scale("tokens"),
+            "embedding_loss": scale("tokens"),
+            "attention_loss": scale(attention_kind),
+        }
+        if self._token_level:
+            scales["kd_loss"] = scales["hard_label_loss"] = scale("labelled")
+        return scales
 
     def _check_labels(self, labels: Tensor) -> None:
         valid = labels[labels != -100]
@@ -255,13 +322,24 @@ class DistillationTrainer(Trainer):
                 "attention_weight > 0 but the models returned no attention maps: call compute_loss / training_step "
                 "inside `with trainer.attention_maps():` (train, evaluate and predict do this themselves)."
             )
+        kept_heads = self._kept_heads()
         total = 0.0
         for s, t in self.layer_pairs:
             s_map, t_map = s_maps[s], t_maps[t]
+            keep = None if kept_heads is None or bool(kept_heads[s].all()) else kept_heads[s]
+            if keep is not None:  # pruned heads compute nothing useful: only kept heads are compared
+                s_map = s_map[:, keep]
+                if self.args.attention_head_mode == "per_head":
+                    t_map = t_map[:, keep]
             if self.args.attention_head_mode == "mean":
                 s_map, t_map = losses.average_heads(s_map), losses.average_heads(t_map)
             total = total + losses.attention_loss(s_map, t_map, mask, self.args.attention_loss_type)
         return total / len(self.layer_pairs)
+
+    def _kept_heads(self) -> Tensor | None:
+        """(student layers, heads) bool of the heads still in the student, or None when all are (HomoDistil
+        overrides this while it prunes)."""
+        return None
 
     # ---- evaluation -----------------------------------------------------------------------------------
 

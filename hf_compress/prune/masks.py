@@ -18,11 +18,17 @@ from ..models.structure import ModelStructure
 
 @dataclass
 class StructureMasks:
-    """1.0 = kept, 0.0 = pruned. hidden: (D,); heads: (L, H); ffn: (L, F)."""
+    """1.0 = kept, 0.0 = pruned. hidden: (D,); heads: (L, H); ffn: (L, F); layers: (L,) whole layers (depth
+    pruning: a dropped layer passes its input through unchanged). Heads / FFN counts are those of kept layers."""
 
     hidden: Tensor
     heads: Tensor
     ffn: Tensor
+    layers: Tensor | None = None
+
+    def __post_init__(self) -> None:
+        if self.layers is None:
+            self.layers = torch.ones(self.heads.shape[0])
 
     @classmethod
     def full(cls, structure: ModelStructure) -> StructureMasks:
@@ -34,18 +40,21 @@ class StructureMasks:
         )
 
     def counts(self) -> dict[str, int]:
-        """Kept structures: hidden channels, heads per layer, FFN neurons per layer (layer 0's; all equal)."""
+        """Kept structures: hidden channels, heads per layer, FFN neurons per layer (layer 0's; all equal), layers."""
         return {
             "hidden": int(self.hidden.sum()),
             "heads": int(self.heads[0].sum()),
             "ffn": int(self.ffn[0].sum()),
+            "layers": int(self.layers.sum()),
         }
 
     def state_dict(self) -> dict[str, Tensor]:
-        return {"hidden": self.hidden, "heads": self.heads, "ffn": self.ffn}
+        return {"hidden": self.hidden, "heads": self.heads, "ffn": self.ffn, "layers": self.layers}
 
     def load_state_dict(self, state: dict[str, Tensor]) -> None:
-        for name in ("hidden", "heads", "ffn"):
+        for name in ("hidden", "heads", "ffn", "layers"):
+            if name == "layers" and name not in state:  # saved before depth pruning existed: every layer kept
+                continue
             saved = state[name]
             current = getattr(self, name)
             if saved.shape != current.shape:
@@ -59,11 +68,13 @@ def keep_top(scores: Tensor, mask: Tensor, keep: int) -> Tensor:
     """New mask keeping the ``keep`` highest-scoring entries among those ``mask`` still keeps (last dim).
 
     Pruning is monotone: a pruned structure never comes back. scores, mask: (..., N); returns (..., N).
+    A NaN score ranks below every finite score (``topk`` alone would rank NaN first), but above pruned entries.
     """
     kept_now = int(mask.sum(-1).max())
     if keep > kept_now:
         raise ValueError(f"Cannot keep {keep} structures when only {kept_now} are left.")
-    masked_scores = scores.float().masked_fill(mask == 0, float("-inf"))
+    lowest = torch.finfo(torch.float32).min
+    masked_scores = scores.float().nan_to_num(nan=lowest, neginf=lowest).masked_fill(mask == 0, float("-inf"))
     index = masked_scores.topk(keep, dim=-1).indices
     return torch.zeros_like(mask).scatter_(-1, index, 1.0)
 
@@ -76,8 +87,20 @@ def kept_indices(mask: Tensor) -> Tensor:
 class MaskHooks:
     """Forward hooks that make a model compute as if its masked structures were removed."""
 
-    def __init__(self, structure: ModelStructure, masks: StructureMasks, *, hidden: bool, heads: bool, ffn: bool):
+    def __init__(
+        self,
+        structure: ModelStructure,
+        masks: StructureMasks,
+        *,
+        hidden: bool,
+        heads: bool,
+        ffn: bool,
+        layer_modules: list[nn.Module] | None = None,
+    ):
+        """``layer_modules``: the encoder layers, given when whole layers may be dropped (``masks.layers``)."""
         self.handles: list[RemovableHandle] = []
+        for index, layer in enumerate(layer_modules or []):
+            self.handles.append(layer.register_forward_hook(_skip_layer(masks.layers, index), with_kwargs=True))
         head_dim = structure.head_dim
         if hidden:
             for module in structure.stream_sources:
@@ -96,6 +119,18 @@ class MaskHooks:
         for handle in self.handles:
             handle.remove()
         self.handles.clear()
+
+
+def _skip_layer(layers: Tensor, index: int):
+    """A dropped layer returns its input: the residual stream passes through as if the layer were removed."""
+
+    def hook(module: nn.Module, args, kwargs, output):
+        if bool(layers[index]):
+            return None
+        hidden = args[0] if args else kwargs["hidden_states"]
+        return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
+
+    return hook
 
 
 def _mask_output(mask: Tensor):

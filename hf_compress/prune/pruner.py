@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import Tensor
 from transformers import PreTrainedModel
 
+from ..models.arch import find_layer_list
 from ..models.structure import model_structure
 from .config import HomoDistilConfig
 from .masks import MaskHooks, StructureMasks, keep_top
@@ -17,9 +20,13 @@ from .slicing import check_shape, slice_model
 class StructuredPruner:
     """Holds the importance scores and masks of ``model`` and applies the masks through forward hooks.
 
-    ``update_scores()`` after each backward (gradients already accumulated and, under DDP, all-reduced, so
-    every rank computes the same scores and masks); ``step(global_step)`` after each optimizer step.
+    ``update_scores()`` after each optimizer step that was really applied, gradients still in place (accumulated,
+    unscaled and, under DDP, all-reduced, so every rank computes the same scores and masks), as PLATON's code
+    does; ``step(global_step)`` after each optimizer step.
     """
+
+    # Below this mean |grad| (importance-weighted, see `ImportanceScores.signal`) a gradient is float noise.
+    NOISE_SIGNAL = 1e-7
 
     def __init__(self, model: PreTrainedModel, args: HomoDistilConfig) -> None:
         self.model, self.args = model, args
@@ -29,9 +36,15 @@ class StructuredPruner:
             "hidden": args.target_hidden_size or s.hidden_size,
             "heads": args.target_num_heads or s.num_heads,
             "ffn": args.target_intermediate_size or s.intermediate_size,
+            "layers": args.target_num_layers or len(s.layers),
         }
-        full = {"hidden": s.hidden_size, "heads": s.num_heads, "ffn": s.intermediate_size}
-        names = {"hidden": "target_hidden_size", "heads": "target_num_heads", "ffn": "target_intermediate_size"}
+        full = {"hidden": s.hidden_size, "heads": s.num_heads, "ffn": s.intermediate_size, "layers": len(s.layers)}
+        names = {
+            "hidden": "target_hidden_size",
+            "heads": "target_num_heads",
+            "ffn": "target_intermediate_size",
+            "layers": "target_num_layers",
+        }
         for key, target in self.targets.items():
             if target > full[key]:
                 raise ValueError(
@@ -46,10 +59,14 @@ class StructuredPruner:
                 f"The student has frozen parameters ({', '.join(frozen[:3])}{', ...' if len(frozen) > 3 else ''}); "
                 "pruning trains and scores every weight. Call model.requires_grad_(True) first."
             )
-        self.scores = ImportanceScores(model, args.importance, args.importance_beta1, args.importance_beta2)
+        self.scores = ImportanceScores(
+            model, args.importance, args.importance_beta1, args.importance_beta2, args.importance_window
+        )
+        self._warned_noise = False
         self.global_step = 0
-        pruned = {key: self.targets[key] < full[key] for key in full}
-        self.hooks = MaskHooks(s, self.masks, **pruned)
+        pruned = {key: self.targets[key] < full[key] for key in ("hidden", "heads", "ffn")}
+        layer_modules = list(find_layer_list(model)[1]) if self.targets["layers"] < full["layers"] else None
+        self.hooks = MaskHooks(s, self.masks, **pruned, layer_modules=layer_modules)
 
     # ---- schedule ----------------------------------------------------------------------------------
 
@@ -67,9 +84,11 @@ class StructuredPruner:
         """True once the masks are at the targets."""
         return self.masks.counts() == self.targets
 
-    def update_scores(self) -> None:
-        if not self.finished:  # once at the targets the masks are final and the scores no longer needed
-            self.scores.update()
+    def update_scores(self) -> bool:
+        """Fold the current gradients into the scores; False when refused (non-finite gradients)."""
+        if self.finished:  # once at the targets the masks are final and the scores no longer needed
+            return True
+        return self.scores.update()
 
     def step(self, global_step: int) -> bool:
         """Called after optimizer step ``global_step`` (and with 0 at the start); True if the masks changed."""
@@ -88,14 +107,32 @@ class StructuredPruner:
     def prune_to(self, kept: dict[str, int]) -> bool:
         if kept == self.masks.counts():
             return False
+        self._warn_if_noise()
         scores = structure_scores(self.structure, self.scores)
+        # A layer's importance: the scores of the heads and FFN neurons it still keeps (CoFi-style depth pruning).
+        layer_scores = (scores["heads"] * self.masks.heads).sum(1) + (scores["ffn"] * self.masks.ffn).sum(1)
         new = {
             "hidden": keep_top(scores["hidden"], self.masks.hidden, kept["hidden"]),
             "heads": keep_top(scores["heads"], self.masks.heads, kept["heads"]),
             "ffn": keep_top(scores["ffn"], self.masks.ffn, kept["ffn"]),
+            "layers": keep_top(layer_scores, self.masks.layers, kept["layers"]),
         }
         self.masks.load_state_dict(new)
         return True
+
+    def _warn_if_noise(self) -> None:
+        signal = self.scores.first_signal
+        if self._warned_noise or signal is None or signal >= self.NOISE_SIGNAL:
+            return
+        self._warned_noise = True
+        warnings.warn(
+            f"Pruning at step {self.global_step} ranks structures by importance scores that began ~0 (mean |grad| "
+            f"{signal:.2g} at the first step): the student started as the teacher, so its KD gradients were float "
+            "noise, which the optimizer turns into the first updates, and the masks rank that noise. Set "
+            "importance_label_weight > 0 (or hard_label_weight > 0) to score with the student's own loss.",
+            RuntimeWarning,
+            stacklevel=2,
+        )
 
     # ---- state -------------------------------------------------------------------------------------
 

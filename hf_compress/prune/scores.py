@@ -3,7 +3,12 @@
 Per weight: sensitivity ``I = |w * dL/dw|``, smoothed ``I_bar <- b1 * I_bar + (1 - b1) * I``, uncertainty
 ``U_bar <- b2 * U_bar + (1 - b2) * |I - I_bar|`` (with the updated ``I_bar``, as in PLATON's code), score
 ``I_bar * U_bar``. The score of a structure (a head, an FFN neuron, a hidden channel) is the sum of the scores
-of the weights it owns.
+of the weights it owns, each parameter counted once (a tied MLM decoder is the word-embedding table).
+
+With ``window = ΔT > 1`` the sensitivity is first averaged over ΔT applied optimizer steps and the EMAs are
+updated once per window with that average (PLATON's ``update_ipt_with_local_window``; its GLUE / SQuAD scripts
+use ΔT = 10). Only finite gradients of steps the optimizer really applied are folded in (`update` returns
+False for a step with an inf / NaN gradient), so one overflow can never turn the scores into NaN.
 """
 
 from __future__ import annotations
@@ -30,8 +35,10 @@ class ImportanceScores:
     kind: ``platon`` (I_bar * U_bar), ``taylor`` (I_bar) or ``magnitude`` (|w|, needs no gradients).
     """
 
-    def __init__(self, model: nn.Module, kind: str, beta1: float, beta2: float) -> None:
-        self.kind, self.beta1, self.beta2 = kind, beta1, beta2
+    def __init__(self, model: nn.Module, kind: str, beta1: float, beta2: float, window: int = 1) -> None:
+        if window < 1:
+            raise ValueError(f"The importance window must be >= 1 step, got {window}.")
+        self.kind, self.beta1, self.beta2, self.window = kind, beta1, beta2, window
         self.params: dict[str, nn.Parameter] = {n: p for n, p in model.named_parameters() if p.requires_grad}
         self._name_of = {id(p): n for n, p in self.params.items()}
         needs_state = kind in ("platon", "taylor")
@@ -41,24 +48,71 @@ class ImportanceScores:
         self.u_bar = (
             {n: torch.zeros_like(p, dtype=torch.float32) for n, p in self.params.items()} if kind == "platon" else {}
         )
+        # Sum of the sensitivities of the current ΔT window (only kept when window > 1), and its length so far.
+        self.window_sum = (
+            {n: torch.zeros_like(p, dtype=torch.float32) for n, p in self.params.items()}
+            if needs_state and window > 1
+            else {}
+        )
+        self.window_steps = 0
+        self.skipped_steps = 0  # updates refused for a non-finite gradient
+        self.first_signal: float | None = None  # `signal` of the first scored step (the student as it started)
 
     @property
     def needs_gradients(self) -> bool:
         return self.kind != "magnitude"
 
     @torch.no_grad()
-    def update(self) -> None:
-        """Fold in the current gradients (call after backward, before the optimizer step)."""
+    def update(self) -> bool:
+        """Fold in the current gradients (call once per applied optimizer step, gradients still in place).
+
+        Returns False, and changes nothing, when a gradient holds inf / NaN (an fp16 overflow step).
+        """
         if not self.needs_gradients:
-            return
-        for name, param in self.params.items():
-            grad = None if param.grad is None else param.grad.float()
-            i_bar, u_bar = platon_update(
-                self.i_bar[name], self.u_bar.get(name, self.i_bar[name]), param.float(), grad, self.beta1, self.beta2
-            )
-            self.i_bar[name] = i_bar
-            if self.kind == "platon":
-                self.u_bar[name] = u_bar
+            return True
+        grads = [p.grad for p in self.params.values() if p.grad is not None]
+        if grads and not bool(torch.stack([g.isfinite().all() for g in grads]).all()):
+            self.skipped_steps += 1
+            return False
+        sensitivity = {
+            n: torch.zeros_like(p, dtype=torch.float32) if p.grad is None else (p.float() * p.grad.float()).abs()
+            for n, p in self.params.items()
+        }
+        if self.window > 1:
+            for name, value in sensitivity.items():
+                self.window_sum[name] += value
+            self.window_steps += 1
+            if self.window_steps < self.window:
+                return True
+            sensitivity = {n: total / self.window_steps for n, total in self.window_sum.items()}
+            for total in self.window_sum.values():
+                total.zero_()
+            self.window_steps = 0
+        if self.first_signal is None:
+            self.first_signal = self._relative(sensitivity.values())
+        for name, value in sensitivity.items():
+            self._fold(name, value)
+        return True
+
+    def _fold(self, name: str, sensitivity: Tensor) -> None:
+        """One EMA step with an already computed sensitivity (see `platon_update`)."""
+        i_bar = self.beta1 * self.i_bar[name] + (1 - self.beta1) * sensitivity
+        self.i_bar[name] = i_bar
+        if self.kind == "platon":
+            self.u_bar[name] = self.beta2 * self.u_bar[name] + (1 - self.beta2) * (sensitivity - i_bar).abs()
+
+    @torch.no_grad()
+    def signal(self) -> float | None:
+        """The smoothed sensitivity relative to the weights, ``sum(I_bar) / sum(|w|)``: an importance-weighted mean
+        |grad|. ~0 means the scores are float noise. None for ``magnitude`` (no gradients)."""
+        if not self.needs_gradients:
+            return None
+        return self._relative(self.i_bar.values())
+
+    def _relative(self, sensitivities) -> float:
+        total = sum(float(t.sum()) for t in sensitivities)
+        weights = sum(float(p.detach().abs().sum()) for p in self.params.values())
+        return total / max(weights, 1e-30)
 
     def of(self, module: nn.Module, param_name: str) -> Tensor | None:
         """The per-weight score of ``module.<param_name>`` (None when the module has no such parameter)."""
@@ -75,15 +129,20 @@ class ImportanceScores:
     def state_dict(self) -> dict[str, Tensor]:
         state = {f"i_bar.{n}": t for n, t in self.i_bar.items()}
         state.update({f"u_bar.{n}": t for n, t in self.u_bar.items()})
+        state.update({f"window_sum.{n}": t for n, t in self.window_sum.items()})
+        if self.window_sum:
+            state["window_steps"] = torch.tensor(self.window_steps)
         return state
 
     def load_state_dict(self, state: dict[str, Tensor]) -> None:
-        for store, prefix in ((self.i_bar, "i_bar."), (self.u_bar, "u_bar.")):
+        for store, prefix in ((self.i_bar, "i_bar."), (self.u_bar, "u_bar."), (self.window_sum, "window_sum.")):
             for name in store:
                 key = prefix + name
                 if key not in state:
                     raise KeyError(f"The saved pruning state has no {key}: it belongs to another model or settings.")
                 store[name] = state[key].to(store[name].device, store[name].dtype)
+        if self.window_sum:
+            self.window_steps = int(state.get("window_steps", 0))
 
 
 def _sum_except(tensor: Tensor, dim: int) -> Tensor:
@@ -96,12 +155,18 @@ def structure_scores(structure: ModelStructure, scores: ImportanceScores) -> dic
     """Scores of every prunable structure: ``hidden`` (D,), ``heads`` (L, H), ``ffn`` (L, F)."""
     num_heads, head_dim = structure.num_heads, structure.head_dim
     hidden = torch.zeros(structure.hidden_size)
+    # A tied parameter (MLM decoder = word embeddings) counts once; one read along another dim (a pooler reads
+    # and writes the hidden size) is another slice of the channel and counts too.
+    counted: set[tuple[int, int]] = set()
 
     def add_hidden(module: nn.Module, name: str, dim: int) -> None:
         nonlocal hidden
+        param = getattr(module, name, None)
         score = scores.of(module, name)
-        if score is not None:
-            hidden = hidden + _sum_except(score, dim).cpu()
+        if score is None or (id(param), dim) in counted:
+            return
+        counted.add((id(param), dim))
+        hidden = hidden + _sum_except(score, dim).cpu()
 
     for module in structure.reads_hidden:
         add_hidden(module, "weight", 1)

@@ -9,6 +9,8 @@ import torch
 from torch import Tensor, nn
 from transformers import PreTrainedModel
 
+from ..distill.matching import TEACHER_LAYERS_ATTR
+from ..models.arch import find_layer_list
 from ..models.structure import ModelStructure, model_structure
 from .masks import StructureMasks, kept_indices
 
@@ -66,12 +68,15 @@ def _selections(model: nn.Module, structure: ModelStructure, masks: StructureMas
 def slice_model(model: PreTrainedModel, masks: StructureMasks) -> PreTrainedModel:
     """A new model of ``type(model)`` without the masked structures; ``model`` is left untouched.
 
-    Every layer must keep the same number of heads and of FFN neurons (a stock config has one number of
-    each), and the kept hidden size must equal kept heads x head_dim.
+    Every kept layer must keep the same number of heads and of FFN neurons (a stock config has one number of
+    each), and the kept hidden size must equal kept heads x head_dim. Layers dropped by ``masks.layers`` are
+    removed (``num_hidden_layers`` shrinks) and the config records which of ``model``'s layers remain, so a
+    later distillation maps each layer to the one it came from (``layer_map="auto"``).
     """
     structure = model_structure(model)
-    head_counts = set(masks.heads.sum(1).int().tolist())
-    ffn_counts = set(masks.ffn.sum(1).int().tolist())
+    kept_layers = kept_indices(masks.layers)
+    head_counts = set(masks.heads[kept_layers].sum(1).int().tolist())
+    ffn_counts = set(masks.ffn[kept_layers].sum(1).int().tolist())
     if len(head_counts) != 1 or len(ffn_counts) != 1:
         raise ValueError(
             f"Every layer must keep the same number of heads and FFN neurons to fit a standard config; kept heads "
@@ -81,13 +86,28 @@ def slice_model(model: PreTrainedModel, masks: StructureMasks) -> PreTrainedMode
     check_shape(structure, hidden, heads)
 
     selections = _selections(model, structure, masks)
+    num_layers = len(structure.layers)
+    renumber = {old: new for new, old in enumerate(kept_layers.tolist())}
+    prefix = f"{find_layer_list(model)[0]}." if len(renumber) < num_layers else None
     state = {}
     for key, value in model.state_dict().items():
+        if prefix and key.startswith(prefix):
+            index, rest = key[len(prefix) :].split(".", 1)
+            if int(index) not in renumber:
+                continue
+            key_out = f"{prefix}{renumber[int(index)]}.{rest}"
+        else:
+            key_out = key
         for dim, index in selections.get(key, {}).items():
             value = value.index_select(dim, index.to(value.device))
-        state[key] = value.clone()
+        state[key_out] = value.clone()
 
     config = copy.deepcopy(model.config)
+    if prefix:
+        config.num_hidden_layers = len(renumber)
+        setattr(config, TEACHER_LAYERS_ATTR, {"layers": kept_layers.tolist(), "num_layers": num_layers})
+    if getattr(config, "pooler_output_size", None) == config.hidden_size:
+        config.pooler_output_size = hidden  # ViT's pooler writes the hidden size, sliced with it
     config.hidden_size, config.num_attention_heads, config.intermediate_size = hidden, heads, ffn
     sliced = type(model)(config)
     sliced.load_state_dict(state, strict=True)

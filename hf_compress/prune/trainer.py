@@ -9,6 +9,7 @@ from typing import Any
 from safetensors.torch import save_file
 from transformers import PreTrainedModel, TrainerCallback
 
+from ..distill.checks import head_kind
 from ..distill.trainer import DistillationTrainer, load_state_file
 from .config import HomoDistilConfig
 from .pruner import StructuredPruner
@@ -31,8 +32,12 @@ class _PruningCallback(TrainerCallback):
         if state.global_step == 0:
             self.pruner.step(0)
 
-    def on_pre_optimizer_step(self, args, state, control, **kwargs):
-        self.pruner.update_scores()  # gradients are complete (accumulated, clipped, all-reduced) here
+    def on_optimizer_step(self, args, state, control, optimizer=None, **kwargs):
+        # After the step, as PLATON's code does: gradients are complete (accumulated, unscaled, all-reduced) and
+        # we know whether the step was applied; a step the fp16 grad scaler skipped for overflow is not scored.
+        if optimizer is not None and getattr(optimizer, "step_was_skipped", False):
+            return
+        self.pruner.update_scores()
 
     def on_step_end(self, args, state, control, **kwargs):
         self.pruner.step(state.global_step)
@@ -70,9 +75,50 @@ class HomoDistilTrainer(DistillationTrainer):
             model = copy.deepcopy(teacher_model)
             model.requires_grad_(True)  # the teacher may already be frozen by an earlier trainer
             model.train()
+        if args.importance_label_weight > 0 and head_kind(model) == "none":
+            raise ValueError(
+                f"importance_label_weight > 0 scores with the student's own loss, but {type(model).__name__} has no "
+                "task or masked-LM head. Use a model with a head (e.g. ...ForMaskedLM), or set "
+                "importance_label_weight=0."
+            )
         super().__init__(model=model, teacher_model=teacher_model, args=args, **kwargs)
         self.pruner = StructuredPruner(self.model, args)
         self.add_callback(_PruningCallback(self.pruner))
+        self._all_layer_pairs = list(self.layer_pairs)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        """Layer-wise KD only for layers still in the student (depth pruning drops whole layers)."""
+        layers = self.pruner.masks.layers
+        kept = [(s, t) for s, t in self._all_layer_pairs if bool(layers[s])]
+        self.layer_pairs = kept if kept else self._all_layer_pairs
+        return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+
+    def _kept_heads(self):
+        """Attention KD compares only the heads the student keeps (pruned ones are deleted at the end)."""
+        heads = self.pruner.masks.heads
+        if not self.args.attention_kd_kept_heads or bool(heads.all()):
+            return None
+        return heads.to(self.args.device).bool()
+
+    def _loss_weights(self) -> dict[str, float]:
+        weights = super()._loss_weights()
+        if self.args.importance_label_weight > 0 and not self.pruner.finished:
+            weights["hard_label_loss"] += self.args.importance_label_weight
+        return weights
+
+    def _determine_best_metric(self, metrics, trial) -> bool:
+        """With ``load_best_model_at_end``, only checkpoints at the final shape compete: an earlier, larger one
+        would be sliced under masks its weights were never trained for (or could not be saved at all)."""
+        if self.state.global_step < self.args.final_prune_step:
+            return False
+        return super()._determine_best_metric(metrics, trial)
+
+    def _load_best_model(self) -> None:
+        """Load the best checkpoint's weights *and* its masks / scores, so the two always belong together."""
+        super()._load_best_model()
+        path = os.path.join(self.state.best_model_checkpoint, PRUNING_STATE_NAME)
+        if os.path.isfile(path):
+            self.pruner.load_state_dict(load_state_file(path))
 
     def _matched_states(self, s_states, t_states):
         """Hidden / embedding KD on the kept channels only: a pruned channel is zero in the student, and
