@@ -76,7 +76,8 @@ def transfer_sets(teacher, tokenizer, train: Dataset, copies: int, seed: int = 0
 def _args(out: str, epochs: float, max_steps: int, settings: dict, batch: int = 32) -> DistillationConfig:
     return DistillationConfig(**common.train_kwargs(out, num_train_epochs=epochs, max_steps=max_steps,
                                                     per_device_train_batch_size=batch, learning_rate=1e-3,
-                                                    warmup_steps=50, train_sampling_strategy="group_by_length"),
+                                                    warmup_steps=50, train_sampling_strategy="group_by_length",
+                                                    optim="adamw_torch_fused"),
                               **settings)  # fmt: skip
 
 
@@ -86,8 +87,7 @@ def train_student(teacher, data: Dataset, settings: dict, collator, epochs: floa
     student = rnn_student_from_teacher(teacher, **STUDENT)
     if live:
         data = data.remove_columns("teacher_logits")
-    kd = settings.get("kd_weight", 0) > 0
-    trainer = DistillationTrainer(model=student, teacher_model=teacher if (live or not kd) else None,
+    trainer = DistillationTrainer(model=student, teacher_model=teacher if live else None,
                                   args=_args(tempfile.mkdtemp(), epochs, max_steps, settings), train_dataset=data,
                                   data_collator=collator)  # fmt: skip
     start = time.perf_counter()
@@ -198,9 +198,10 @@ def main(argv=None) -> None:
     parser.add_argument("--train-limit", type=int, default=None, help="original training rows (default 3000)")
     parser.add_argument("--copies", type=int, default=2, help="augmented copies per original (default 2)")
     parser.add_argument("--live-steps", type=int, default=None, help="steps timed with a live teacher (default 30)")
+    parser.add_argument("--threads", type=int, default=common.THREADS, help="torch threads (default 2)")
     parser.add_argument("--name", help="JSON file name under benchmarks/results/<date>/ (default rnn)")
     args = parser.parse_args(argv)
-    common.setup()
+    common.setup(threads=args.threads)
     train_limit = args.train_limit or (96 if args.quick else 3000)
     live_steps = args.live_steps or (3 if args.quick else 30)
     result = run(args.quick, args.epochs, train_limit, args.copies, live_steps)

@@ -131,3 +131,14 @@ def test_hard_label_term_counts_originals_only(tmp_path):
     torch.testing.assert_close(loss, expected)
     only_augmented = {**batch, "labels": torch.full_like(batch["labels"], -100)}
     assert trainer.compute_loss(student, only_augmented).item() == 0.0
+
+
+def test_labels_only_never_runs_the_teacher(tmp_path):
+    model, calls = teacher(), []
+    model.register_forward_hook(lambda *_: calls.append(1))
+    trainer = DistillationTrainer(model=rnn_student(), teacher_model=model, train_dataset=text_dataset(16),
+                                  args=args(str(tmp_path), kd_weight=0.0, hard_label_weight=1.0))  # fmt: skip
+    trainer.train()
+    assert trainer.state.global_step == 3 and not calls
+    DistillationTrainer(model=rnn_student(), train_dataset=text_dataset(16),
+                        args=args(str(tmp_path), kd_weight=0.0, hard_label_weight=1.0)).train()  # fmt: skip

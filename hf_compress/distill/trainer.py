@@ -226,6 +226,8 @@ class DistillationTrainer(Trainer):
 
     def _teacher_outputs(self, inputs: dict[str, Any], extra: dict[str, bool], cached: Tensor | None):
         """The teacher's outputs for this batch: its stored logits when the batch has them, else a forward."""
+        if self.args.kd_weight == 0 and not extra:
+            return None  # labels only: nothing of the teacher's is used
         if cached is not None:
             if extra:
                 raise ValueError(
