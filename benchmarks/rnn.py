@@ -28,7 +28,9 @@ from hf_compress.data import AugmentationConfig, augment_dataset, demo_model_pat
 
 from . import common
 
-STUDENT = dict(cell="lstm", hidden_size=300, embedding_size=300, pooling="max", dropout=0.1)
+# Tang et al.'s BiLSTM: 150 units per direction, max pooling, a 200-unit ReLU layer; 300-wide embeddings (here the
+# teacher's table, PCA-projected from 384).
+STUDENT = dict(cell="lstm", hidden_size=150, embedding_size=300, classifier_hidden_size=200, pooling="max")
 KD = dict(kd_loss_type="mse", kd_weight=1.0, hard_label_weight=0.5)
 VARIANTS = {  # name -> (transfer set, loss settings)
     "BiLSTM: KD + augmentation": ("augmented", KD),
