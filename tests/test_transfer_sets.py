@@ -142,3 +142,10 @@ def test_labels_only_never_runs_the_teacher(tmp_path):
     assert trainer.state.global_step == 3 and not calls
     DistillationTrainer(model=rnn_student(), train_dataset=text_dataset(16),
                         args=args(str(tmp_path), kd_weight=0.0, hard_label_weight=1.0)).train()  # fmt: skip
+
+
+def test_token_level_teachers_are_refused():
+    from transformers import BertForTokenClassification
+
+    with pytest.raises(ValueError, match="stores one logit vector per row"):
+        label_with_teacher(BertForTokenClassification(bert_config()), text_dataset(4))

@@ -63,6 +63,11 @@ def label_with_teacher(
         indices = order[start : start + batch_size].tolist()
         batch = pad_batch([rows[i] for i in indices], pad)
         out = teacher(**{k: v.to(device) for k, v in batch.items()}).logits.float().cpu()
+        if out.dim() != 2:
+            raise ValueError(
+                f"label_with_teacher stores one logit vector per row (sequence classification); this teacher returns "
+                f"logits of shape {tuple(out.shape)}. Distil token-level heads with a live teacher_model instead."
+            )
         for i, row in zip(indices, out.tolist()):
             logits[i] = row
     teacher.train(was_training)

@@ -45,6 +45,9 @@ class DistillationTrainer(Trainer):
     With attention KD on, both models run `attention.kd_attention_forward` (eager math, attention maps before
     dropout) for as long as they are in the trainer; saved checkpoints load with transformers' default.
 
+    A ``teacher_logits`` column in the data (`hf_compress.data.label_with_teacher`) is used instead of a teacher
+    forward; with it ``teacher_model`` may be None (prediction KD only: the other losses need a live teacher).
+
     The loss of a batch is a per-batch mean, so the Trainer divides it by the gradient-accumulation steps
     (``loss_is_scaled_for_ga = False``): one step at batch 8 equals two accumulated steps at batch 4 whenever the
     micro-batches hold the same number of counted positions (always true for sentence/image classification).
