@@ -196,7 +196,7 @@ def report(result: dict) -> str:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="tiny subsets and a few steps (plumbing check)")
-    parser.add_argument("--epochs", type=float, default=3.0, help="student training epochs (default 3)")
+    parser.add_argument("--epochs", type=float, default=2.0, help="student training epochs (default 2)")
     parser.add_argument("--train-limit", type=int, default=None, help="original training rows (default 3000)")
     parser.add_argument("--copies", type=int, default=2, help="augmented copies per original (default 2)")
     parser.add_argument("--live-steps", type=int, default=None, help="steps timed with a live teacher (default 30)")
