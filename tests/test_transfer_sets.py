@@ -149,3 +149,9 @@ def test_token_level_teachers_are_refused():
 
     with pytest.raises(ValueError, match="stores one logit vector per row"):
         label_with_teacher(BertForTokenClassification(bert_config()), text_dataset(4))
+
+
+@pytest.mark.parametrize("loss", ["hidden_weight", "attention_weight", "embedding_weight"])
+def test_rnn_students_refuse_feature_losses(tmp_path, loss):
+    with pytest.raises(ValueError, match="has no transformer layers, so hidden-state / attention / embedding KD"):
+        DistillationTrainer(model=rnn_student(), teacher_model=teacher(), args=args(str(tmp_path), **{loss: 1.0}))
