@@ -20,6 +20,7 @@ COMMANDS = {
     "prune-vision": "python -m benchmarks prune --only vision",
     "quant": "python -m benchmarks quant --only text",
     "quant-vision": "python -m benchmarks quant --only vision",
+    "rnn": "python -m benchmarks rnn",
 }
 
 
@@ -160,6 +161,10 @@ def build(results_dir: Path, output: Path) -> str:
             body = prune.report(payload)
         elif name.startswith("quant"):
             body = quant.report(payload)
+        elif name.startswith("rnn"):
+            from . import rnn
+
+            body = rnn.report(payload["text"])
         else:
             continue
         sections.append(f"## {name}\n\nCommand: `{command}`\n\n{body}\n")

@@ -1,6 +1,7 @@
 """hf_compress: distillation, structured pruning and quantization for Hugging Face BERT and ViT models."""
 
 from .distill import DistillationConfig, DistillationTrainer, make_student
+from .models.rnn import RNNStudentConfig, RNNStudentForSequenceClassification, rnn_student_from_teacher
 from .prune import HomoDistilConfig, HomoDistilTrainer, slice_model
 from .quant import QuantizationConfig, quantize, sensitivity_report
 
@@ -13,6 +14,9 @@ __all__ = [
     "HomoDistilTrainer",
     "QuantizationConfig",
     "make_student",
+    "rnn_student_from_teacher",
+    "RNNStudentConfig",
+    "RNNStudentForSequenceClassification",
     "quantize",
     "sensitivity_report",
     "slice_model",

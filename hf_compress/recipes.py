@@ -29,6 +29,7 @@ import yaml
 from transformers import TrainingArguments
 
 from .distill.config import DistillationConfig
+from .distill.rnn_stage import check_extras as check_distill_extras
 from .prune.config import HomoDistilConfig
 from .quant.config import QuantizationConfig
 from .validation import (
@@ -129,7 +130,11 @@ class Recipe:
 # method -> (config class or None, extra keys with their types)
 METHODS: dict[str, tuple[type | None, dict[str, Any]]] = {
     "finetune": (TrainingArguments, {}),
-    "distill": (DistillationConfig, {"student_layers": list}),
+    # student / augment / cache_teacher_logits: an RNN student on a transfer set (distill/rnn_stage.py)
+    "distill": (
+        DistillationConfig,
+        {"student_layers": list, "student": dict, "augment": dict, "cache_teacher_logits": bool},
+    ),
     "homodistil": (HomoDistilConfig, {}),
     "prune": (HomoDistilConfig, {}),
     "quantize": (QuantizationConfig, {"quant_method": str, "calibration_samples": int}),
@@ -256,6 +261,8 @@ def parse_recipe(raw: dict, source_path: str | None = None) -> Recipe:
         stage = Stage(method=method, name=name, fields=fields, extras=extras)
         try:
             stage.config(output_dir=str(Path("/nonexistent") / name))
+            if method == "distill":
+                check_distill_extras(extras)
         except (ValueError, TypeError) as err:
             raise RecipeError(f"{stage_where} ({method}): {err}") from err
         stages.append(stage)

@@ -33,7 +33,7 @@ from . import evaluation
 from .card import write_model_card
 from .data import demo_model_path, load_fashion_mnist, load_rotten_tomatoes
 from .data.labels import resolve_labels
-from .distill import DistillationTrainer, make_student
+from .distill import DistillationTrainer, make_student, rnn_stage
 from .prune import HomoDistilTrainer
 from .quant import quantize
 from .recipes import Recipe, Stage
@@ -292,8 +292,12 @@ def run_stage(ctx: Context, stage: Stage, work_dir: Path):
         _train(trainer, work_dir)
         return trainer.model
     if stage.method == "distill":
-        layers = stage.extras.get("student_layers")
-        student = make_student(ctx.teacher, layers) if layers else copy.deepcopy(ctx.current)
+        layers, rnn = stage.extras.get("student_layers"), rnn_stage.student_spec(stage.extras)
+        if rnn is not None:  # an RNN student (distill/rnn_stage.py), maybe on an augmented, labelled transfer set
+            student = rnn.build(ctx.teacher)
+        else:
+            student = make_student(ctx.teacher, layers) if layers else copy.deepcopy(ctx.current)
+        common["train_dataset"] = rnn_stage.transfer_set(ctx.teacher, data["train"], ctx.processor, stage.extras)
         trainer = DistillationTrainer(model=student, teacher_model=ctx.teacher, args=args, **common)
         _train(trainer, work_dir)
         return trainer.model

@@ -29,7 +29,10 @@ def bert(cls=BertForSequenceClassification, **kw):
         (dict(temperature=float("nan")), "temperature must be a finite number > 0"),
         (dict(hidden_weight=-1), "hidden_weight must be a finite number >= 0"),
         (dict(kd_weight=0), "All loss weights are 0"),
-        (dict(kd_loss_type="mse"), r"kd_loss_type='mse' is not supported; choose one of \['soft', 'hard'\]"),
+        (
+            dict(kd_loss_type="cosine"),
+            r"kd_loss_type='cosine' is not supported; choose one of \['soft', 'hard', 'mse'\]",
+        ),
         (dict(hidden_loss_type="l1"), "hidden_loss_type='l1' is not supported"),
         (dict(attention_loss_type="js"), "attention_loss_type='js' is not supported"),
         (dict(attention_head_mode="max"), "attention_head_mode='max' is not supported"),

@@ -1,5 +1,16 @@
-"""Demo model and data that ship inside installable packages, so examples, recipes and benchmarks run offline."""
+"""Demo model and data that ship inside installable packages, so examples, recipes and benchmarks run offline;
+teacher-labelled, augmented transfer sets for distillation."""
 
+from .augment import AugmentationConfig, augment_dataset, make_augmenter
 from .demo import demo_model_path, load_fashion_mnist, load_rotten_tomatoes
+from .transfer import label_with_teacher
 
-__all__ = ["demo_model_path", "load_fashion_mnist", "load_rotten_tomatoes"]
+__all__ = [
+    "AugmentationConfig",
+    "augment_dataset",
+    "demo_model_path",
+    "label_with_teacher",
+    "load_fashion_mnist",
+    "load_rotten_tomatoes",
+    "make_augmenter",
+]

@@ -96,6 +96,11 @@ def check_compatibility(student: PreTrainedModel, teacher: PreTrainedModel, args
                 "last: distil / prune the float model, then quantize the result."
             )
     s_cfg, t_cfg = student.config, teacher.config
+    if (args.needs_hidden_states or args.needs_attentions) and getattr(s_cfg, "num_hidden_layers", None) is None:
+        raise ValueError(
+            f"{type(student).__name__} has no transformer layers, so hidden-state / attention / embedding KD do not "
+            "apply; distil it with prediction KD and labels only (hidden_weight=attention_weight=embedding_weight=0)."
+        )
     s_mod, t_mod = modality_of(student), modality_of(teacher)
     if s_mod != t_mod:
         raise ValueError(f"The student is a {s_mod} model but the teacher is a {t_mod} model; they must match.")

@@ -11,7 +11,7 @@ from transformers import TrainingArguments
 from .losses import AttentionLossType, HiddenLossType
 from .matching import LayerMapSpec, parse_layer_map
 
-KDLossType = Literal["soft", "hard"]
+KDLossType = Literal["soft", "hard", "mse"]
 AttentionHeadMode = Literal["per_head", "mean"]
 
 _LOSS_WEIGHTS = ("kd_weight", "hard_label_weight", "hidden_weight", "attention_weight", "embedding_weight")
@@ -45,7 +45,8 @@ class DistillationConfig(TrainingArguments):
         default="soft",
         metadata={
             "help": "'soft': KL between temperature-softened distributions (MSE for regression heads); "
-            "'hard': DeiT-style cross-entropy against the teacher's argmax.",
+            "'hard': DeiT-style cross-entropy against the teacher's argmax; 'mse': MSE on the raw logits "
+            "(Tang et al. 2019, the usual choice for RNN students).",
             "choices": list(get_args(KDLossType)),
         },
     )

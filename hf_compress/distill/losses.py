@@ -68,6 +68,16 @@ def regression_kd_loss(student_logits: Tensor, teacher_logits: Tensor, mask: Ten
     return masked_mean(se, mask)
 
 
+def logit_mse_loss(student_logits: Tensor, teacher_logits: Tensor, mask: Tensor | None = None) -> Tensor:
+    """Tang et al. (2019): mean squared error between the raw logits (no temperature, no softmax).
+
+    student_logits, teacher_logits: (B, C) or (B, L, C); mask: None or (B,) / (B, L) bool. Averaged over
+    classes, then over the positions that count. Unlike the KL it also matches the logits' scale.
+    """
+    se = (student_logits.float() - teacher_logits.float()).pow(2).mean(dim=-1)
+    return masked_mean(se, mask)
+
+
 def hidden_state_loss(
     student_hidden: Tensor, teacher_hidden: Tensor, mask: Tensor | None = None, loss_type: HiddenLossType = "mse"
 ) -> Tensor:

@@ -10,6 +10,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from transformers import PreTrainedModel, Trainer, TrainerCallback
+from transformers.modeling_outputs import SequenceClassifierOutput
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from . import losses
@@ -19,6 +20,8 @@ from .config import DistillationConfig
 from .matching import EMBEDDING_KEY, build_projections
 
 PROJECTIONS_NAME = "distillation_projections.safetensors"
+# A column of teacher logits stored by `hf_compress.data.label_with_teacher`: used instead of a teacher forward.
+TEACHER_LOGITS = "teacher_logits"
 LOSS_TERMS = ("kd_loss", "hard_label_loss", "hidden_loss", "attention_loss", "embedding_loss")
 
 
@@ -42,6 +45,9 @@ class DistillationTrainer(Trainer):
 
     With attention KD on, both models run `attention.kd_attention_forward` (eager math, attention maps before
     dropout) for as long as they are in the trainer; saved checkpoints load with transformers' default.
+
+    A ``teacher_logits`` column in the data (`hf_compress.data.label_with_teacher`) is used instead of a teacher
+    forward; with it ``teacher_model`` may be None (prediction KD only: the other losses need a live teacher).
 
     Gradient accumulation: one step at batch 8 equals two accumulated steps at batch 4. The Trainer divides the
     loss by the accumulation steps (``loss_is_scaled_for_ga = False``); every token-level term (hidden / attention /
@@ -68,9 +74,11 @@ class DistillationTrainer(Trainer):
         if not isinstance(model, PreTrainedModel):
             raise TypeError(f"DistillationTrainer needs the student as a PreTrainedModel, got {type(model).__name__}.")
         if teacher_model is None:
-            raise ValueError("DistillationTrainer needs teacher_model= (a PreTrainedModel, a local path or a Hub id).")
-        teacher = load_teacher(teacher_model, model, args.teacher_model_init_kwargs)
-        self.layer_pairs = check_compatibility(model, teacher, args)
+            _check_cached_only(args, kwargs.get("train_dataset"))
+            teacher, self.layer_pairs = None, []
+        else:
+            teacher = load_teacher(teacher_model, model, args.teacher_model_init_kwargs)
+            self.layer_pairs = check_compatibility(model, teacher, args)
         self._bare_teacher = teacher
         if args.needs_attentions:  # fail now, not at the first step, if a model cannot give attention maps
             with self._switch_attention(model, teacher, self._attention_implementation(args)):
@@ -87,7 +95,7 @@ class DistillationTrainer(Trainer):
         projections = build_projections(
             self.layer_pairs if args.hidden_weight > 0 else [],
             model.config.hidden_size,
-            teacher.config.hidden_size,
+            teacher.config.hidden_size if teacher is not None else model.config.hidden_size,
             hidden=args.hidden_weight > 0,
             embedding=args.embedding_weight > 0,
         ).to(self.args.device)
@@ -97,9 +105,11 @@ class DistillationTrainer(Trainer):
             # The Trainer zeroes only the student's gradients after each optimizer step.
             self.add_callback(_ZeroGradAfterStep(projections))
 
-        teacher.requires_grad_(False)
-        teacher.eval()
-        self.teacher = self.accelerator.prepare_model(teacher, evaluation_mode=True)
+        self.teacher = None
+        if teacher is not None:
+            teacher.requires_grad_(False)
+            teacher.eval()
+            self.teacher = self.accelerator.prepare_model(teacher, evaluation_mode=True)
         self._term_sums: dict[str, Tensor] = {}
         self._term_counts: dict[str, int] = {}
         self._position_totals: dict[str, int] | None = None  # counted positions of the accumulated batch
@@ -168,10 +178,10 @@ class DistillationTrainer(Trainer):
         labels = inputs.get("labels")
         if labels is not None and self._num_classes:
             self._check_labels(labels)
+        inputs = dict(inputs)
+        cached = inputs.pop(TEACHER_LOGITS, None)
         student_out = model(**inputs, **extra)
-        teacher_inputs = {k: v for k, v in inputs.items() if k not in self.label_names and k != "labels"}
-        with torch.no_grad():
-            teacher_out = self.teacher(**teacher_inputs, **extra)
+        teacher_out = self._teacher_outputs(inputs, extra, cached)
 
         attention_mask = inputs.get("attention_mask")
         token_mask = attention_mask.bool() if attention_mask is not None else None
@@ -186,9 +196,9 @@ class DistillationTrainer(Trainer):
                     "the weight to 0 for unlabelled data."
                 )
             terms["hard_label_loss"] = student_out.loss
-            if self._token_level and labels is not None and not labels.ne(-100).any():
-                # A token-level batch without a single labelled (e.g. masked) position: the model's mean over
-                # zero items is NaN. Nothing to learn from the labels here, so the term is 0 (graph kept).
+            if labels is not None and not labels.is_floating_point() and not labels.ne(-100).any():
+                # A batch without a single labelled position (masked LM, or only augmented rows of a transfer
+                # set): the model's mean over zero items is NaN. Nothing to learn here: 0 (graph kept).
                 terms["hard_label_loss"] = student_out.logits.sum() * 0.0
         if args.needs_hidden_states:
             s_states, t_states = self._matched_states(student_out.hidden_states, teacher_out.hidden_states)
@@ -278,6 +288,33 @@ class DistillationTrainer(Trainer):
             scales["kd_loss"] = scales["hard_label_loss"] = scale("labelled")
         return scales
 
+    def _set_signature_columns_if_needed(self):
+        """Keep the cached teacher-logit column when the Trainer drops the columns the student does not take."""
+        super()._set_signature_columns_if_needed()
+        if TEACHER_LOGITS not in self._signature_columns:
+            self._signature_columns = [*self._signature_columns, TEACHER_LOGITS]
+
+    def _teacher_outputs(self, inputs: dict[str, Any], extra: dict[str, bool], cached: Tensor | None):
+        """The teacher's outputs for this batch: its stored logits when the batch has them, else a forward."""
+        if self.args.kd_weight == 0 and not extra:
+            return None  # labels only: nothing of the teacher's is used
+        if cached is not None:
+            if extra:
+                raise ValueError(
+                    f"The batch has cached '{TEACHER_LOGITS}', which serve prediction KD only, but hidden / attention "
+                    "/ embedding losses are on; set their weights to 0, or remove the column and pass teacher_model."
+                )
+            return SequenceClassifierOutput(logits=cached)
+        if self.teacher is None:
+            raise ValueError(
+                f"This batch has no '{TEACHER_LOGITS}' column and the trainer has no teacher_model; store the "
+                "teacher's logits in every dataset it sees (train and eval) with hf_compress.data.label_with_teacher, "
+                "or pass teacher_model."
+            )
+        teacher_inputs = {k: v for k, v in inputs.items() if k not in self.label_names and k != "labels"}
+        with torch.no_grad():
+            return self.teacher(**teacher_inputs, **extra)
+
     def _check_labels(self, labels: Tensor) -> None:
         valid = labels[labels != -100]
         if valid.numel() and (int(valid.min()) < 0 or int(valid.max()) >= self._num_classes):
@@ -301,6 +338,8 @@ class DistillationTrainer(Trainer):
             return losses.regression_kd_loss(s_logits, t_logits, mask)
         if self._kd_kind == "hard":
             return losses.hard_kd_loss(s_logits, t_logits, mask)
+        if self._kd_kind == "mse":
+            return losses.logit_mse_loss(s_logits, t_logits, mask)
         return losses.soft_kd_loss(s_logits, t_logits, self.args.temperature, mask)
 
     def _matched_states(self, s_states: tuple[Tensor, ...], t_states: tuple[Tensor, ...]):
@@ -452,6 +491,21 @@ class DistillationTrainer(Trainer):
             os.remove(pickle_path)
             with open(os.path.join(output_dir, "training_args.json"), "w") as handle:
                 handle.write(self.args.to_json_string())
+
+
+def _check_cached_only(args: DistillationConfig, train_dataset) -> None:
+    """Without a teacher, the only teacher signal is a cached logit column: prediction KD only."""
+    if args.needs_hidden_states or args.needs_attentions:
+        raise ValueError(
+            "teacher_model=None works only with cached teacher logits, which serve prediction KD; hidden / attention "
+            "/ embedding losses need a live teacher. Pass teacher_model, or set those weights to 0."
+        )
+    columns = getattr(train_dataset, "column_names", None)
+    if args.kd_weight > 0 and TEACHER_LOGITS not in (columns or []):
+        raise ValueError(
+            f"DistillationTrainer needs teacher_model= (a PreTrainedModel, a local path or a Hub id), or a "
+            f"train_dataset with a '{TEACHER_LOGITS}' column (hf_compress.data.label_with_teacher); got neither."
+        )
 
 
 def load_state_file(path: str, device: str = "cpu") -> dict[str, Tensor]:
