@@ -38,6 +38,11 @@ class StructuredPruner:
                     f"{names[key]}={target} is larger than the model's {full[key]}: pruning only removes structures."
                 )
         check_shape(s, self.targets["hidden"], self.targets["heads"])
+        if self.targets["heads"] < s.num_heads and s.family.head_prune:
+            raise NotImplementedError(
+                f"target_num_heads is not supported for {type(model).__name__}: {s.family.head_prune}. Prune only the "
+                "hidden size and FFN (leave target_num_heads unset)."
+            )
         self.full = full
         self.masks = StructureMasks.full(s)
         frozen = [n for n, p in model.named_parameters() if not p.requires_grad]

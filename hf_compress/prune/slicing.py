@@ -14,7 +14,7 @@ from .masks import StructureMasks, kept_indices
 
 
 def check_shape(structure: ModelStructure, hidden: int, heads: int) -> None:
-    """transformers' BERT / ViT fix head_dim = hidden_size / num_attention_heads; whole-head pruning keeps
+    """transformers' encoders fix head_dim = hidden_size / num_attention_heads; whole-head pruning keeps
     head_dim, so a reloadable model needs hidden == heads * head_dim."""
     if hidden != heads * structure.head_dim:
         raise ValueError(
@@ -39,6 +39,8 @@ def _selections(model: nn.Module, structure: ModelStructure, masks: StructureMas
     hidden = kept_indices(masks.hidden)
     for module in structure.reads_hidden:
         select(module, "weight", 1, hidden)
+    for module in structure.reads_hidden_twice:
+        select(module, "weight", 1, torch.cat([hidden, hidden + structure.hidden_size]))
     for module in structure.writes_hidden:
         select(module, "weight", 0, hidden)
         select(module, "bias", 0, hidden)
@@ -51,15 +53,37 @@ def _selections(model: nn.Module, structure: ModelStructure, masks: StructureMas
     for layer, parts in enumerate(structure.layers):
         heads = kept_indices(masks.heads[layer])
         rows = (heads[:, None] * head_dim + torch.arange(head_dim)).flatten()
-        for proj in (parts.query, parts.key, parts.value):
+        for proj in (parts.query, parts.key, parts.value, *parts.head_projections):
             select(proj, "weight", 0, rows)
             select(proj, "bias", 0, rows)
+        for table in parts.head_tables:
+            select(table.module, table.name, table.dim, heads)
         select(parts.attn_out, "weight", 1, rows)
         neurons = kept_indices(masks.ffn[layer])
         select(parts.ffn_in, "weight", 0, neurons)
         select(parts.ffn_in, "bias", 0, neurons)
         select(parts.ffn_out, "weight", 1, neurons)
     return selections
+
+
+def sliced_config(config, structure: ModelStructure, hidden: int, heads: int, ffn: int):
+    """A copy of ``config`` with the new widths, under the family's field names."""
+    family = structure.family
+    config = copy.deepcopy(config)
+    for name in family.follows_hidden:  # e.g. ELECTRA's embedding_size when it equals the hidden size
+        if getattr(config, name, None) == structure.hidden_size:
+            setattr(config, name, hidden)
+    setattr(config, family.hidden_field, hidden)
+    setattr(config, family.heads_field, heads)
+    if getattr(config, "attention_head_size", None) is not None:
+        config.attention_head_size = structure.head_dim
+    if family.ffn_field == "mlp_ratio":  # intermediate = int(hidden * mlp_ratio): a ratio that floors to ffn
+        config.mlp_ratio = ffn / hidden + 1e-9
+        if int(hidden * config.mlp_ratio) != ffn:
+            raise ValueError(f"Cannot express {ffn} FFN neurons at hidden size {hidden} through mlp_ratio.")
+    else:
+        setattr(config, family.ffn_field, ffn)
+    return config
 
 
 @torch.no_grad()
@@ -87,8 +111,7 @@ def slice_model(model: PreTrainedModel, masks: StructureMasks) -> PreTrainedMode
             value = value.index_select(dim, index.to(value.device))
         state[key] = value.clone()
 
-    config = copy.deepcopy(model.config)
-    config.hidden_size, config.num_attention_heads, config.intermediate_size = hidden, heads, ffn
+    config = sliced_config(model.config, structure, hidden, heads, ffn)
     sliced = type(model)(config)
     sliced.load_state_dict(state, strict=True)
     sliced.to(dtype=model.dtype, device=model.device)
