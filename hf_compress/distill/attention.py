@@ -15,6 +15,13 @@ from transformers import AttentionInterface
 from transformers.masking_utils import AttentionMaskInterface, eager_mask
 
 ATTN_IMPLEMENTATION = "hf_compress_kd"
+_CALLS = [0]
+
+
+def call_count() -> int:
+    """How many times `kd_attention_forward` has run: attention KD checks that the models really use it (a model
+    whose attention bypasses transformers' AttentionInterface would silently return eager, post-dropout maps)."""
+    return _CALLS[0]
 
 
 def kd_attention_forward(
@@ -31,6 +38,7 @@ def kd_attention_forward(
 
     Returns the attention output (B, L, H, d) and the pre-dropout probabilities (B, H, L, L).
     """
+    _CALLS[0] += 1
     if scaling is None:
         scaling = query.size(-1) ** -0.5
     scores = torch.matmul(query, key.transpose(2, 3)) * scaling

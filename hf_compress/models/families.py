@@ -65,6 +65,7 @@ class Family:
     layers_field: str = "num_hidden_layers"
     follows_hidden: tuple[str, ...] = ()  # config fields equal to the hidden size that must follow it when sliced
     per_layer_fields: tuple[str, ...] = ()  # config lists with one entry per layer (sliced by make_student)
+    first_layer_lacks: tuple[str, ...] = ()  # per-layer modules the first layer does not have (Identity there)
     backbone_stages: bool = False  # config.stage_names = ["stem", "stage1", ...]: sliced by make_student
     # what each method cannot do, and why (None = supported)
     attention_kd: str | None = None
@@ -233,6 +234,7 @@ FAMILIES: tuple[Family, ...] = (
         layers="layers",
         ln="pre",
         per_layer_fields=("layer_types",),
+        first_layer_lacks=("attn_norm",),  # layer 0 reads the already normalised embeddings
         prune=(
             "ModernBERT fuses query/key/value into one Wqkv projection and gates its FFN (Wi holds two halves); "
             "structured pruning of those fused layouts is not implemented yet"
@@ -319,3 +321,9 @@ def refuse(reason: str | None, what: str) -> None:
     """Raise the family's refusal for ``what`` (one sentence: what cannot be done, why, what to do)."""
     if reason is not None:
         raise NotImplementedError(f"{what} is not supported: {reason}.")
+
+
+def not_quantizable(model: PreTrainedModel) -> list[str]:
+    """Module-name globs that quantize() must leave in float for this model (empty for unknown families)."""
+    family = _BY_TYPE.get(getattr(model.config, "model_type", None))
+    return list(family.not_quantizable) if family is not None else []
