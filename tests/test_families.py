@@ -219,7 +219,7 @@ def test_homodistil(model_type, head, tmp_path):
     if family.head_prune:
         with pytest.raises(NotImplementedError, match=refusal(family.head_prune)):
             HomoDistilTrainer(teacher_model=t, args=args)
-        args.target_num_heads = None
+        args.target_num_heads = args.target_hidden_size = None  # hidden = heads x head_dim: FFN only
     trainer = HomoDistilTrainer(teacher_model=t, args=args, train_dataset=rows(head))
     trainer.train()
     assert trainer.pruner.finished
@@ -228,9 +228,16 @@ def test_homodistil(model_type, head, tmp_path):
     trainer.save_model(str(tmp_path / "sliced"))
     reloaded = type(t).from_pretrained(tmp_path / "sliced").eval()
     config = reloaded.config
-    assert getattr(config, family.hidden_field) == 24
+    assert getattr(config, family.hidden_field) == (24 if args.target_hidden_size else 32)
     assert getattr(config, family.heads_field) == (3 if args.target_num_heads else 4)
     torch.testing.assert_close(main_output(reloaded, batch), masked, rtol=1e-4, atol=1e-4)
+
+
+def test_dinov2_ffn_target_must_fit_an_integer_mlp_ratio(tmp_path):
+    args = _args(HomoDistilConfig, str(tmp_path), target_hidden_size=24, target_num_heads=3,
+                 target_intermediate_size=40)  # fmt: skip
+    with pytest.raises(ValueError, match="do not fit hidden size 24. Choose target_intermediate_size = 24 x an int"):
+        HomoDistilTrainer(teacher_model=teacher("dinov2", "image"), args=args)
 
 
 # ---- quantization --------------------------------------------------------------------------------------------

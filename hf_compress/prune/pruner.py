@@ -11,7 +11,7 @@ from .config import HomoDistilConfig
 from .masks import MaskHooks, StructureMasks, keep_top
 from .schedule import cubic_schedule, oneshot_schedule
 from .scores import ImportanceScores, structure_scores
-from .slicing import check_shape, slice_model
+from .slicing import check_ffn, check_shape, slice_model
 
 
 class StructuredPruner:
@@ -38,10 +38,11 @@ class StructuredPruner:
                     f"{names[key]}={target} is larger than the model's {full[key]}: pruning only removes structures."
                 )
         check_shape(s, self.targets["hidden"], self.targets["heads"])
+        check_ffn(s, self.targets["hidden"], self.targets["ffn"])
         if self.targets["heads"] < s.num_heads and s.family.head_prune:
             raise NotImplementedError(
                 f"target_num_heads is not supported for {type(model).__name__}: {s.family.head_prune}. Prune only the "
-                "hidden size and FFN (leave target_num_heads unset)."
+                "FFN (target_intermediate_size; the hidden size is tied to the head count)."
             )
         self.full = full
         self.masks = StructureMasks.full(s)

@@ -25,6 +25,16 @@ def check_shape(structure: ModelStructure, hidden: int, heads: int) -> None:
         )
 
 
+def check_ffn(structure: ModelStructure, hidden: int, ffn: int) -> None:
+    """Families whose config gives the FFN width as an integer mlp_ratio need ffn to be a multiple of hidden."""
+    if structure.family.ffn_field == "mlp_ratio" and ffn % hidden:
+        raise ValueError(
+            f"{structure.model_type} sets its FFN width as hidden_size x mlp_ratio (an integer), so {ffn} FFN neurons "
+            f"do not fit hidden size {hidden}. Choose target_intermediate_size = {hidden} x an integer (e.g. "
+            f"{hidden * max(1, ffn // hidden)})."
+        )
+
+
 def _selections(model: nn.Module, structure: ModelStructure, masks: StructureMasks) -> dict[str, dict[int, Tensor]]:
     """state-dict key -> {dim: kept indices} for every tensor that shrinks."""
     module_name = {id(m): n for n, m in model.named_modules()}
@@ -77,10 +87,9 @@ def sliced_config(config, structure: ModelStructure, hidden: int, heads: int, ff
     setattr(config, family.heads_field, heads)
     if getattr(config, "attention_head_size", None) is not None:
         config.attention_head_size = structure.head_dim
-    if family.ffn_field == "mlp_ratio":  # intermediate = int(hidden * mlp_ratio): a ratio that floors to ffn
-        config.mlp_ratio = ffn / hidden + 1e-9
-        if int(hidden * config.mlp_ratio) != ffn:
-            raise ValueError(f"Cannot express {ffn} FFN neurons at hidden size {hidden} through mlp_ratio.")
+    if family.ffn_field == "mlp_ratio":  # the FFN width is hidden_size * mlp_ratio (an int in the config)
+        check_ffn(structure, hidden, ffn)
+        config.mlp_ratio = ffn // hidden
     else:
         setattr(config, family.ffn_field, ffn)
     return config
