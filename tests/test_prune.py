@@ -390,7 +390,12 @@ def test_saving_before_the_targets_is_an_error(tmp_path):
 
 
 def test_unsupported_architecture(tmp_path):
-    from transformers import AlbertConfig, AlbertForSequenceClassification, FunnelConfig, FunnelForSequenceClassification
+    from transformers import (
+        AlbertConfig,
+        AlbertForSequenceClassification,
+        FunnelConfig,
+        FunnelForSequenceClassification,
+    )
 
     albert = AlbertForSequenceClassification(
         AlbertConfig(vocab_size=64, embedding_size=16, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,

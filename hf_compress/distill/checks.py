@@ -25,7 +25,12 @@ from .config import DistillationConfig
 from .matching import resolve_layer_map
 
 HeadKind = Literal[
-    "sequence_classification", "token_classification", "question_answering", "masked_lm", "image_classification", "none"
+    "sequence_classification",
+    "token_classification",
+    "question_answering",
+    "masked_lm",
+    "image_classification",
+    "none",
 ]
 
 _HEADS: dict[str, tuple[HeadKind, type]] = {
@@ -81,7 +86,9 @@ def enable_attention_outputs(model: PreTrainedModel, role: str) -> None:
     after dropout; we switch to `attention.kd_attention_forward` (eager math, pre-dropout maps). It is slower
     than sdpa, so this is only called when attention KD is on.
     """
-    refuse(family_of(model).attention_kd, f"Attention KD (attention_weight > 0) with the {role} {type(model).__name__}")
+    refuse(
+        family_of(model).attention_kd, f"Attention KD (attention_weight > 0) with the {role} {type(model).__name__}"
+    )
     if model.config._attn_implementation == ATTN_IMPLEMENTATION:
         return
     try:

@@ -129,8 +129,8 @@ _HIERARCHICAL = (
     "(depths)"
 )
 _NO_KD_ATTENTION = (
-    "its attention does not go through transformers' AttentionInterface (it has its own {what}), so "
-    "hf_compress cannot take the attention maps before dropout"
+    "computes its {what} outside transformers' AttentionInterface, so hf_compress cannot take its attention maps "
+    "before dropout (eager maps come after dropout and no longer sum to 1); set attention_weight=0"
 )
 
 FAMILIES: tuple[Family, ...] = (
@@ -236,8 +236,8 @@ FAMILIES: tuple[Family, ...] = (
         per_layer_fields=("layer_types",),
         first_layer_lacks=("attn_norm",),  # layer 0 reads the already normalised embeddings
         prune=(
-            "ModernBERT fuses query/key/value into one Wqkv projection and gates its FFN (Wi holds two halves); "
-            "structured pruning of those fused layouts is not implemented yet"
+            "ModernBERT fuses query/key/value into one Wqkv projection and gates its FFN (Wi holds two halves), and "
+            "structured pruning of those fused layouts is not implemented yet. Use make_student + distillation"
         ),
     ),
     Family(
@@ -292,9 +292,12 @@ FAMILIES: tuple[Family, ...] = (
         modality="vision",
         layers="encoder.layers",
         ln="pre",
-        hidden_kd=_HIERARCHICAL + ", so its hidden states and attention maps cannot be matched layer by layer",
-        attention_kd=_HIERARCHICAL + ", so its attention maps cannot be matched layer by layer",
-        prune=_HIERARCHICAL + "; a single pruned width does not fit its config",
+        hidden_kd=_HIERARCHICAL + ", so its hidden states cannot be matched layer by layer; use prediction KD only "
+        "(hidden_weight=embedding_weight=0)",
+        attention_kd=_HIERARCHICAL
+        + ", so its attention maps cannot be matched layer by layer; set attention_weight=0",
+        prune=_HIERARCHICAL + "; one pruned width per model does not fit its config. Distil into a smaller Swin "
+        "built from its config instead",
         student=_HIERARCHICAL + "; build a shallower Swin from its config (depths) instead",
     ),
 )

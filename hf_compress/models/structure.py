@@ -117,7 +117,9 @@ def model_structure(model: PreTrainedModel) -> ModelStructure:
                 for role in ("query", "key", "value", "attn_out", "ffn_in", "ffn_out")
             }
         )
-        parts.head_projections = [m for p in family.extra_head_projections if isinstance(m := _get(layer, p), nn.Linear)]
+        parts.head_projections = [
+            m for p in family.extra_head_projections if isinstance(m := _get(layer, p), nn.Linear)
+        ]
         parts.head_tables = [t for spec in family.layer_head_tables if (t := _table(layer, spec, num_heads))]
         reads += parts.head_projections
         layers.append(parts)
