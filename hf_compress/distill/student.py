@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from transformers import PreTrainedModel
 
 from ..models.arch import find_layer_list
-from ..models.families import family_of
+from ..models.families import family_of, refuse
 
 
 def make_student(teacher: PreTrainedModel, layers: Sequence[int]) -> PreTrainedModel:
@@ -19,6 +19,7 @@ def make_student(teacher: PreTrainedModel, layers: Sequence[int]) -> PreTrainedM
     fields (ModernBERT's ``layer_types``, a backbone's ``stage_names`` / ``out_features``) follow the kept
     layers, so it saves and reloads with plain ``from_pretrained``.
     """
+    refuse(family_of(teacher).student, f"make_student for {type(teacher).__name__}")
     layer_list_name, layer_list = find_layer_list(teacher)
     num_layers = len(layer_list)
     layers = list(layers)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from torch import nn
 from transformers import PreTrainedModel
 
-from .families import Modality, family_of, refuse
+from .families import Modality, family_of
 
 
 def modality_of(model: PreTrainedModel) -> Modality:
@@ -21,7 +21,6 @@ def modality_of(model: PreTrainedModel) -> Modality:
 def find_layer_list(model: PreTrainedModel) -> tuple[str, nn.ModuleList]:
     """Return ``(qualified_name, module_list)`` of the encoder's transformer layers (e.g. ``bert.encoder.layer``)."""
     family = family_of(model)
-    refuse(family.student, f"Picking encoder layers of {type(model).__name__}")
     layers = model.base_model.get_submodule(family.layers)
     name = next(n for n, m in model.named_modules() if m is layers)
     return name, layers

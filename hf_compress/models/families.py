@@ -49,6 +49,8 @@ class Family:
     layer_tables: tuple[Table, ...] = ()  # per-layer hidden-sized parameters (layer scales)
     layer_head_tables: tuple[Table, ...] = ()  # per-layer parameters with one entry per head (position biases)
     extra_head_projections: tuple[str, ...] = ()  # per-layer Linears whose output rows are grouped by head
+    fused_qkv: bool = False  # query / key / value name one Linear with rows [q | k | v] (ModernBERT's Wqkv)
+    glu_ffn: bool = False  # ffn_in rows are [input | gate] (ModernBERT's Wi)
     # encoder level (relative to base_model)
     embeddings: str = "embeddings"
     embedding_projection: str | None = None  # Linear(embedding_size -> hidden) when the tables are narrower
@@ -233,12 +235,25 @@ FAMILIES: tuple[Family, ...] = (
         modality="text",
         layers="layers",
         ln="pre",
+        query="attn.Wqkv",
+        key="attn.Wqkv",
+        value="attn.Wqkv",
+        attn_out="attn.Wo",
+        ffn_in="mlp.Wi",
+        ffn_out="mlp.Wo",
+        fused_qkv=True,
+        glu_ffn=True,
+        layer_norms=("attn_norm", "mlp_norm"),
+        tables=(("embeddings.tok_embeddings", "weight", 1),),
+        norms=("embeddings.norm", "final_norm"),
+        heads=(
+            ("head.dense", "transform"),
+            ("head.norm", "norm"),
+            ("classifier", "read"),
+            ("decoder", "read"),
+        ),
         per_layer_fields=("layer_types",),
         first_layer_lacks=("attn_norm",),  # layer 0 reads the already normalised embeddings
-        prune=(
-            "ModernBERT fuses query/key/value into one Wqkv projection and gates its FFN (Wi holds two halves), and "
-            "structured pruning of those fused layouts is not implemented yet. Use make_student + distillation"
-        ),
     ),
     Family(
         name="ALBERT",

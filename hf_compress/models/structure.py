@@ -28,6 +28,23 @@ class LayerParts:
     head_projections: list[nn.Linear] = field(default_factory=list)
     # Parameters with one entry per head along ``dim`` (BEiT's relative position bias table).
     head_tables: list[HiddenTable] = field(default_factory=list)
+    fused_qkv: bool = False  # query is key is value: one Linear with rows [q heads | k heads | v heads]
+    glu_ffn: bool = False  # ffn_in rows are [input | gate], each one row per FFN neuron
+
+    def head_blocks(self) -> list[tuple[nn.Linear, int]]:
+        """(Linear, row offset) of every block of ``num_heads * head_dim`` output rows grouped by head."""
+        if self.fused_qkv:
+            width = self.query.out_features // 3
+            blocks = [(self.query, 0), (self.query, width), (self.query, 2 * width)]
+        else:
+            blocks = [(self.query, 0), (self.key, 0), (self.value, 0)]
+        return blocks + [(p, 0) for p in self.head_projections]
+
+    def ffn_blocks(self) -> list[tuple[nn.Linear, int]]:
+        """(Linear, row offset) of every block of output rows with one row per FFN neuron."""
+        if self.glu_ffn:
+            return [(self.ffn_in, 0), (self.ffn_in, self.ffn_in.out_features // 2)]
+        return [(self.ffn_in, 0)]
 
 
 @dataclass
@@ -117,6 +134,7 @@ def model_structure(model: PreTrainedModel) -> ModelStructure:
                 for role in ("query", "key", "value", "attn_out", "ffn_in", "ffn_out")
             }
         )
+        parts.fused_qkv, parts.glu_ffn = family.fused_qkv, family.glu_ffn
         parts.head_projections = [
             m for p in family.extra_head_projections if isinstance(m := _get(layer, p), nn.Linear)
         ]
@@ -127,13 +145,12 @@ def model_structure(model: PreTrainedModel) -> ModelStructure:
         tables += [t for spec in family.layer_tables if (t := _table(layer, spec, hidden))]
     if not layers:
         raise NotImplementedError(f"{type(model).__name__} has no encoder layers at {family.layers}.")
-    ffn_size = layers[0].ffn_in.out_features
+    ffn_size = layers[0].ffn_in.out_features // (2 if family.glu_ffn else 1)
 
     tables += [t for spec in family.tables if (t := _table(base, spec, hidden))]
     norms += [n for path in family.norms if (n := _norm(base, path, hidden))]
     writes += [m for path in family.writes if (m := _get(base, path)) is not None]
-    reads += [p.query for p in layers] + [p.key for p in layers] + [p.value for p in layers]
-    reads += [p.ffn_in for p in layers]
+    reads += [m for p in layers for m in dict.fromkeys((p.query, p.key, p.value, p.ffn_in))]  # fused: once
     writes += [m for p in layers for m in (p.attn_out, p.ffn_out)]
     # The residual stream starts at the embeddings (or at their projection when the tables are narrower).
     projection = _get(base, family.embedding_projection) if family.embedding_projection else None

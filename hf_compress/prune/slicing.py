@@ -63,15 +63,17 @@ def _selections(model: nn.Module, structure: ModelStructure, masks: StructureMas
     for layer, parts in enumerate(structure.layers):
         heads = kept_indices(masks.heads[layer])
         rows = (heads[:, None] * head_dim + torch.arange(head_dim)).flatten()
-        for proj in (parts.query, parts.key, parts.value, *parts.head_projections):
-            select(proj, "weight", 0, rows)
-            select(proj, "bias", 0, rows)
+        neurons = kept_indices(masks.ffn[layer])
+        for blocks, index in ((parts.head_blocks(), rows), (parts.ffn_blocks(), neurons)):
+            by_module: dict[int, tuple[nn.Module, list[Tensor]]] = {}
+            for proj, offset in blocks:  # a fused projection keeps the same rows of each of its blocks
+                by_module.setdefault(id(proj), (proj, []))[1].append(index + offset)
+            for proj, parts_rows in by_module.values():
+                select(proj, "weight", 0, torch.cat(parts_rows))
+                select(proj, "bias", 0, torch.cat(parts_rows))
         for table in parts.head_tables:
             select(table.module, table.name, table.dim, heads)
         select(parts.attn_out, "weight", 1, rows)
-        neurons = kept_indices(masks.ffn[layer])
-        select(parts.ffn_in, "weight", 0, neurons)
-        select(parts.ffn_in, "bias", 0, neurons)
         select(parts.ffn_out, "weight", 1, neurons)
     return selections
 
