@@ -278,7 +278,7 @@ def _prune_slice_reload(t, head, args, tmp_path):
 
 
 def test_dinov2_ffn_target_must_fit_an_integer_mlp_ratio(tmp_path):
-    args = _args(HomoDistilConfig, str(tmp_path), target_hidden_size=24, target_num_heads=3,
+    args = _args(HomoDistilConfig, str(tmp_path), prune_end_step=1, target_hidden_size=24, target_num_heads=3,
                  target_intermediate_size=40)  # fmt: skip
     with pytest.raises(ValueError, match="do not fit hidden size 24. Choose target_intermediate_size = 24 x an int"):
         HomoDistilTrainer(teacher_model=teacher("dinov2", "image"), args=args)
