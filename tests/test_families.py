@@ -50,6 +50,7 @@ CONFIGS = {
     "bert": _TEXT,
     "roberta": dict(_TEXT, max_position_embeddings=SEQ + 8),
     "xlm-roberta": dict(_TEXT, max_position_embeddings=SEQ + 8),
+    "camembert": dict(_TEXT, max_position_embeddings=SEQ + 8),
     "electra": dict(_TEXT, embedding_size=16),  # narrower embeddings + embeddings_project
     "distilbert": dict(vocab_size=VOCAB, dim=32, n_layers=2, n_heads=4, hidden_dim=64, pad_token_id=0, num_labels=3),
     "deberta-v2": dict(
@@ -217,6 +218,17 @@ def test_other_heads_are_refused(tmp_path):
         model = cls(AutoConfig.for_model(model_type, **CONFIGS[model_type]))
         with pytest.raises(ValueError, match=f"{cls.__name__} is not a supported head"):
             DistillationTrainer(model=model, teacher_model=model, args=_args(DistillationConfig, str(tmp_path)))
+
+
+def test_a_family_outside_the_table_still_distils_on_logits_and_refuses_pruning(tmp_path):
+    """Prediction / hidden KD need only generic outputs; pruning and make_student need the table."""
+    values = dict(_TEXT, max_position_embeddings=SEQ + 8)
+    t = AutoModelForSequenceClassification.from_config(AutoConfig.for_model("data2vec-text", **values)).eval()
+    student = AutoModelForSequenceClassification.from_config(AutoConfig.for_model("data2vec-text", **values))
+    args = _args(DistillationConfig, str(tmp_path), hidden_weight=1.0, layer_map="uniform")
+    assert DistillationTrainer(model=student, teacher_model=t, args=args, train_dataset=rows("sequence")).train()
+    with pytest.raises(NotImplementedError, match="does not know the layout of model type 'data2vec-text'"):
+        make_student(t, [0])
 
 
 def test_attention_kd_fails_loudly_when_the_kd_attention_is_bypassed(tmp_path, monkeypatch):

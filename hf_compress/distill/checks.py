@@ -19,7 +19,7 @@ from transformers import (
 )
 
 from ..models.arch import modality_of
-from ..models.families import family_of, refuse
+from ..models.families import find_family, refuse
 from .attention import ATTN_IMPLEMENTATION
 from .config import DistillationConfig
 from .matching import resolve_layer_map
@@ -86,8 +86,9 @@ def enable_attention_outputs(model: PreTrainedModel, role: str) -> None:
     after dropout; we switch to `attention.kd_attention_forward` (eager math, pre-dropout maps). It is slower
     than sdpa, so this is only called when attention KD is on.
     """
+    family = find_family(model)  # an unknown family is checked at the first step (attention.call_count)
     refuse(
-        family_of(model).attention_kd, f"Attention KD (attention_weight > 0) with the {role} {type(model).__name__}"
+        family and family.attention_kd, f"Attention KD (attention_weight > 0) with the {role} {type(model).__name__}"
     )
     if model.config._attn_implementation == ATTN_IMPLEMENTATION:
         return
@@ -104,7 +105,9 @@ def check_compatibility(student: PreTrainedModel, teacher: PreTrainedModel, args
     """Validate the pair for the configured losses; return the resolved (student, teacher) layer pairs."""
     s_cfg, t_cfg = student.config, teacher.config
     for role, model in (("student", student), ("teacher", teacher)):
-        family = family_of(model)
+        family = find_family(model)
+        if family is None:
+            continue
         if args.hidden_weight > 0 or args.embedding_weight > 0:
             refuse(family.hidden_kd, f"Hidden-state / embedding KD with the {role} {type(model).__name__}")
         if args.attention_weight > 0:

@@ -137,8 +137,8 @@ _NO_KD_ATTENTION = (
 
 FAMILIES: tuple[Family, ...] = (
     Family(
-        name="BERT / RoBERTa / XLM-R / ELECTRA",
-        model_types=("bert", "roberta", "xlm-roberta", "electra"),
+        name="BERT / RoBERTa / XLM-R / CamemBERT / ELECTRA",
+        model_types=("bert", "roberta", "xlm-roberta", "camembert", "electra"),
         modality="text",
         layers="encoder.layer",
         ln="post",
@@ -324,6 +324,11 @@ def supported_model_types() -> list[str]:
     return sorted(_BY_TYPE)
 
 
+def find_family(model: PreTrainedModel) -> Family | None:
+    """The `Family` entry of ``model``, or None for a model type the table does not know."""
+    return _BY_TYPE.get(getattr(model.config, "model_type", None))
+
+
 def family_of(model: PreTrainedModel) -> Family:
     """The `Family` entry of ``model``; a clear error lists the supported model types otherwise."""
     model_type = getattr(model.config, "model_type", None)
@@ -343,5 +348,5 @@ def refuse(reason: str | None, what: str) -> None:
 
 def not_quantizable(model: PreTrainedModel) -> list[str]:
     """Module-name globs that quantize() must leave in float for this model (empty for unknown families)."""
-    family = _BY_TYPE.get(getattr(model.config, "model_type", None))
+    family = find_family(model)
     return list(family.not_quantizable) if family is not None else []
