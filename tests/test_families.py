@@ -289,6 +289,14 @@ def _prune_slice_reload(t, head, args, tmp_path):
     torch.testing.assert_close(main_output(reloaded, batch), masked, rtol=1e-4, atol=1e-4)
 
 
+def test_beit_with_a_shared_position_bias_refuses_head_pruning(tmp_path):
+    config = AutoConfig.for_model("beit", **CONFIGS["beit"], use_shared_relative_position_bias=True)
+    model = AutoModelForImageClassification.from_config(config)
+    args = _args(HomoDistilConfig, str(tmp_path), prune_end_step=1, target_hidden_size=24, target_num_heads=3)
+    with pytest.raises(NotImplementedError, match="shared_position_bias holds one bias per head shared by all layers"):
+        HomoDistilTrainer(teacher_model=model, args=args)
+
+
 def test_dinov2_ffn_target_must_fit_an_integer_mlp_ratio(tmp_path):
     args = _args(HomoDistilConfig, str(tmp_path), prune_end_step=1, target_hidden_size=24, target_num_heads=3,
                  target_intermediate_size=40)  # fmt: skip

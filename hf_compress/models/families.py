@@ -74,6 +74,7 @@ class Family:
     hidden_kd: str | None = None
     prune: str | None = None
     head_prune: str | None = None  # hidden / FFN pruning works but heads cannot be pruned per layer
+    shared_head_tables: tuple[str, ...] = ()  # a per-head table shared by all layers: when present, no head pruning
     student: str | None = None
     not_quantizable: tuple[str, ...] = ()  # module-name globs quantize() must leave in float
 
@@ -224,6 +225,7 @@ FAMILIES: tuple[Family, ...] = (
         pooler=("pooler.dense",),
         heads=_ROBERTA_HEADS,
         attention_kd="MPNet " + _NO_KD_ATTENTION.format(what="relative-position attention"),
+        shared_head_tables=("encoder.relative_attention_bias",),
         head_prune=(
             "MPNet shares one relative-position bias table (one column per head) across all layers, so heads cannot "
             "be pruned layer by layer"
@@ -274,6 +276,7 @@ FAMILIES: tuple[Family, ...] = (
         layer_norms=("layernorm_before", "layernorm_after"),
         layer_tables=(("", "lambda_1", 0), ("", "lambda_2", 0)),
         layer_head_tables=(("relative_position_bias", "relative_position_bias_table", 1),),
+        shared_head_tables=("shared_position_bias",),  # BEiT with use_shared_relative_position_bias
         tables=_VISION_TABLES,
         norms=("layernorm", "pooler.layernorm"),
         writes=("embeddings.patch_embeddings.projection",),

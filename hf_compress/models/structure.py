@@ -73,6 +73,8 @@ class ModelStructure:
     # Linears whose input is two hidden-sized vectors concatenated (DINOv2's classifier: [CLS ; mean patch]).
     reads_hidden_twice: list[nn.Linear] = field(default_factory=list)
     family: Family | None = None
+    # Why heads cannot be pruned layer by layer (a per-head table shared by all layers), or None.
+    head_prune_refusal: str | None = None
 
 
 def _get(root: nn.Module, path: str) -> nn.Module | None:
@@ -183,6 +185,11 @@ def model_structure(model: PreTrainedModel) -> ModelStructure:
             writes.append(module)
             sources.append(module)
     _check_heads(model, family, reads + twice)
+    shared = [path for path in family.shared_head_tables if _get(base, path) is not None]
+    head_refusal = family.head_prune or (
+        shared
+        and f"{shared[0]} holds one bias per head shared by all layers, so heads cannot be pruned layer by layer"
+    )
     return ModelStructure(
         model_type=config.model_type,
         layers=layers,
@@ -197,6 +204,7 @@ def model_structure(model: PreTrainedModel) -> ModelStructure:
         stream_sources=sources,
         reads_hidden_twice=twice,
         family=family,
+        head_prune_refusal=head_refusal or None,
     )
 
 

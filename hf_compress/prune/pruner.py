@@ -39,10 +39,10 @@ class StructuredPruner:
                 )
         check_shape(s, self.targets["hidden"], self.targets["heads"])
         check_ffn(s, self.targets["hidden"], self.targets["ffn"])
-        if self.targets["heads"] < s.num_heads and s.family.head_prune:
+        if self.targets["heads"] < s.num_heads and s.head_prune_refusal:
             raise NotImplementedError(
-                f"target_num_heads is not supported for {type(model).__name__}: {s.family.head_prune}. Prune only the "
-                "FFN (target_intermediate_size; the hidden size is tied to the head count)."
+                f"target_num_heads is not supported for {type(model).__name__}: {s.head_prune_refusal}. Prune "
+                "only the FFN (target_intermediate_size; the hidden size is tied to the head count)."
             )
         self.full = full
         self.masks = StructureMasks.full(s)
