@@ -102,6 +102,7 @@ QUANT_METHODS = ("int8_dynamic", "int8_static", "int8_weight_only", "int4_weight
 
 VARIANTS = {  # layouts the matrix configs do not cover
     "deberta-v2-separate-position-projections": ("deberta-v2", dict(share_att_key=False)),
+    "deberta-v2-conv-layer": ("deberta-v2", dict(conv_kernel_size=3)),
     "electra-embedding-size-equals-hidden": ("electra", dict(embedding_size=32)),
 }
 

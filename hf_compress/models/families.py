@@ -57,6 +57,7 @@ class Family:
     tables: tuple[Table, ...] = ()
     norms: tuple[str, ...] = ()
     writes: tuple[str, ...] = ()  # modules whose output features are the hidden size (patch projection)
+    reads: tuple[str, ...] = ()  # encoder modules whose input features are the hidden size (weight dim 1)
     pooler: tuple[str, ...] = ()  # Linear hidden -> hidden between encoder and head
     # task heads (relative to the task model): role per path
     heads: tuple[tuple[str, HeadRole], ...] = ()
@@ -201,7 +202,10 @@ FAMILIES: tuple[Family, ...] = (
         extra_head_projections=("attention.self.pos_key_proj", "attention.self.pos_query_proj"),
         embedding_projection="embeddings.embed_proj",
         tables=_BERT_TABLES + (("encoder.rel_embeddings", "weight", 1),),
-        norms=("embeddings.LayerNorm", "encoder.LayerNorm"),
+        norms=("embeddings.LayerNorm", "encoder.LayerNorm", "encoder.conv.LayerNorm"),
+        # conv_kernel_size > 0 (DeBERTa-v2 xlarge): a Conv1d over the first layer's output, then a LayerNorm.
+        reads=("encoder.conv.conv",),
+        writes=("encoder.conv.conv",),
         heads=(("pooler.dense", "transform"),) + _BERT_HEADS,
         follows_hidden=("embedding_size", "pooler_hidden_size"),
         attention_kd="DeBERTa-v2/v3 " + _NO_KD_ATTENTION.format(what="disentangled attention"),

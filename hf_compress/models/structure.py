@@ -152,6 +152,13 @@ def model_structure(model: PreTrainedModel) -> ModelStructure:
     tables += [t for spec in family.tables if (t := _table(base, spec, hidden))]
     norms += [n for path in family.norms if (n := _norm(base, path, hidden))]
     writes += [m for path in family.writes if (m := _get(base, path)) is not None]
+    reads += [m for path in family.reads if (m := _get(base, path)) is not None]
+    grouped = [m for m in reads if isinstance(m, nn.Conv1d) and m.groups != 1]
+    if grouped:
+        raise NotImplementedError(
+            f"Structured pruning of {type(model).__name__} is not supported with a grouped convolution over the "
+            "hidden size (conv_groups > 1): its channels cannot be sliced independently."
+        )
     reads += [m for p in layers for m in dict.fromkeys((p.query, p.key, p.value, p.ffn_in))]  # fused: once
     writes += [m for p in layers for m in (p.attn_out, p.ffn_out)]
     # The residual stream starts at the embeddings (or at their projection when the tables are narrower).
