@@ -390,13 +390,24 @@ def test_saving_before_the_targets_is_an_error(tmp_path):
 
 
 def test_unsupported_architecture(tmp_path):
-    from transformers import DistilBertConfig, DistilBertForSequenceClassification
-
-    model = DistilBertForSequenceClassification(
-        DistilBertConfig(vocab_size=64, dim=32, n_layers=2, n_heads=4, hidden_dim=64)
+    from transformers import (
+        AlbertConfig,
+        AlbertForSequenceClassification,
+        FunnelConfig,
+        FunnelForSequenceClassification,
     )
-    with pytest.raises(NotImplementedError, match=r"supports model types \['bert', 'vit'\], got 'distilbert'"):
-        HomoDistilTrainer(teacher_model=model, args=config(str(tmp_path)))
+
+    albert = AlbertForSequenceClassification(
+        AlbertConfig(vocab_size=64, embedding_size=16, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                     intermediate_size=64)
+    )  # fmt: skip
+    with pytest.raises(NotImplementedError, match="Structured pruning of AlbertForSequenceClassification is not su"):
+        HomoDistilTrainer(teacher_model=albert, args=config(str(tmp_path)))
+    funnel = FunnelForSequenceClassification(
+        FunnelConfig(vocab_size=64, block_sizes=[1], d_model=32, n_head=4, d_head=8, d_inner=64)
+    )
+    with pytest.raises(NotImplementedError, match="does not know the layout of model type 'funnel'"):
+        HomoDistilTrainer(teacher_model=funnel, args=config(str(tmp_path)))
 
 
 def test_needs_homodistil_config(tmp_path):

@@ -18,6 +18,14 @@ from transformers.masking_utils import AttentionMaskInterface, eager_mask
 
 ATTN_IMPLEMENTATION = "hf_compress_kd"
 ATTN_SCORES_IMPLEMENTATION = "hf_compress_kd_scores"
+_CALLS = [0]
+
+
+def call_count() -> int:
+    """How many times our KD attention (`kd_attention_forward` / `kd_attention_scores_forward`) has run:
+    attention KD checks that the models really use it (a model whose attention bypasses transformers'
+    AttentionInterface would silently return eager, post-dropout maps)."""
+    return _CALLS[0]
 
 
 def kd_attention_forward(
@@ -34,6 +42,7 @@ def kd_attention_forward(
 
     Returns the attention output (B, L, H, d) and the pre-dropout probabilities (B, H, L, L).
     """
+    _CALLS[0] += 1
     if scaling is None:
         scaling = query.size(-1) ** -0.5
     scores = torch.matmul(query, key.transpose(2, 3)) * scaling
@@ -57,6 +66,7 @@ def kd_attention_scores_forward(
 ) -> tuple[Tensor, Tensor]:
     """As `kd_attention_forward`, but returns the pre-softmax scores (B, H, L, L), unmasked, in place of the
     probabilities (padded keys are excluded by the loss's mask)."""
+    _CALLS[0] += 1
     if scaling is None:
         scaling = query.size(-1) ** -0.5
     scores = torch.matmul(query, key.transpose(2, 3)) * scaling

@@ -12,21 +12,31 @@ from transformers import (
     AutoModel,
     AutoModelForImageClassification,
     AutoModelForMaskedLM,
+    AutoModelForQuestionAnswering,
     AutoModelForSequenceClassification,
     AutoModelForTokenClassification,
     PreTrainedModel,
 )
 
 from ..models.arch import modality_of
+from ..models.families import find_family, refuse
 from .attention import ATTN_IMPLEMENTATION
 from .config import DistillationConfig
 from .matching import recorded_teacher_layers, resolve_layer_map
 
-HeadKind = Literal["sequence_classification", "token_classification", "masked_lm", "image_classification", "none"]
+HeadKind = Literal[
+    "sequence_classification",
+    "token_classification",
+    "question_answering",
+    "masked_lm",
+    "image_classification",
+    "none",
+]
 
 _HEADS: dict[str, tuple[HeadKind, type]] = {
     "ForSequenceClassification": ("sequence_classification", AutoModelForSequenceClassification),
     "ForTokenClassification": ("token_classification", AutoModelForTokenClassification),
+    "ForQuestionAnswering": ("question_answering", AutoModelForQuestionAnswering),
     "ForMaskedLM": ("masked_lm", AutoModelForMaskedLM),
     "ForImageClassification": ("image_classification", AutoModelForImageClassification),
 }
@@ -42,8 +52,9 @@ def head_kind(model: PreTrainedModel) -> HeadKind:
     if model.base_model is model:
         return "none"
     raise ValueError(
-        f"{name} is not a supported head; hf_compress distils sequence / token / image classification, "
-        "masked-LM and bare encoder (AutoModel) models."
+        f"{name} is not a supported head; hf_compress distils sequence / token / image classification, question "
+        "answering, masked-LM and bare encoder (AutoModel) models. Distil the encoder of this model through one of "
+        "those classes (e.g. AutoModel) and put the head back afterwards."
     )
 
 
@@ -76,6 +87,10 @@ def enable_attention_outputs(model: PreTrainedModel, role: str, implementation: 
     than sdpa, so this is only called when attention KD is on. ``implementation`` may instead be
     `attention.ATTN_SCORES_IMPLEMENTATION`, whose maps are the pre-softmax scores.
     """
+    family = find_family(model)  # an unknown family is checked at the first step (attention.call_count)
+    refuse(
+        family and family.attention_kd, f"Attention KD (attention_weight > 0) with the {role} {type(model).__name__}"
+    )
     if model.config._attn_implementation == implementation:
         return
     try:
@@ -101,6 +116,14 @@ def check_compatibility(student: PreTrainedModel, teacher: PreTrainedModel, args
             f"{type(student).__name__} has no transformer layers, so hidden-state / attention / embedding KD do not "
             "apply; distil it with prediction KD and labels only (hidden_weight=attention_weight=embedding_weight=0)."
         )
+    for role, model in (("student", student), ("teacher", teacher)):
+        family = find_family(model)
+        if family is None:
+            continue
+        if args.hidden_weight > 0 or args.embedding_weight > 0:
+            refuse(family.hidden_kd, f"Hidden-state / embedding KD with the {role} {type(model).__name__}")
+        if args.attention_weight > 0:
+            refuse(family.attention_kd, f"Attention KD (attention_weight > 0) with the {role} {type(model).__name__}")
     s_mod, t_mod = modality_of(student), modality_of(teacher)
     if s_mod != t_mod:
         raise ValueError(f"The student is a {s_mod} model but the teacher is a {t_mod} model; they must match.")

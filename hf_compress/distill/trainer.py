@@ -13,7 +13,7 @@ from transformers import PreTrainedModel, Trainer, TrainerCallback
 from transformers.modeling_outputs import SequenceClassifierOutput
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-from . import losses
+from . import attention, losses
 from .attention import ATTN_IMPLEMENTATION, ATTN_SCORES_IMPLEMENTATION
 from .checks import check_compatibility, enable_attention_outputs, head_kind, is_regression, load_teacher
 from .config import DistillationConfig
@@ -180,14 +180,17 @@ class DistillationTrainer(Trainer):
             self._check_labels(labels)
         inputs = dict(inputs)
         cached = inputs.pop(TEACHER_LOGITS, None)
+        kd_calls = attention.call_count()
         student_out = model(**inputs, **extra)
         teacher_out = self._teacher_outputs(inputs, extra, cached)
+        if args.needs_attentions:
+            self._check_kd_attention(attention.call_count() - kd_calls, student_out, teacher_out)
 
         attention_mask = inputs.get("attention_mask")
         token_mask = attention_mask.bool() if attention_mask is not None else None
         terms: dict[str, Tensor] = {}
         if args.kd_weight > 0:
-            terms["kd_loss"] = self._prediction_loss(student_out.logits, teacher_out.logits, labels, token_mask)
+            terms["kd_loss"] = self._kd_term(student_out, teacher_out, labels, token_mask)
         if weights["hard_label_loss"] > 0:
             if student_out.get("loss") is None:
                 raise ValueError(
@@ -322,6 +325,31 @@ class DistillationTrainer(Trainer):
                 f"Labels out of range at step {self.state.global_step}: found {int(valid.min())}..{int(valid.max())} "
                 f"but the student predicts {self._num_classes} classes (0..{self._num_classes - 1}). Map the labels "
                 "to 0..num_labels-1 (or -100 to ignore a position), or create the models with the right num_labels."
+            )
+
+    def _kd_term(self, student_out, teacher_out, labels: Tensor | None, token_mask: Tensor | None) -> Tensor:
+        """Prediction KD on the head's logits; for question answering, the mean of the start and end KD losses,
+        each a distribution over the (real, unpadded) token positions."""
+        if student_out.get("start_logits") is None:
+            return self._prediction_loss(student_out.logits, teacher_out.logits, labels, token_mask)
+        total = 0.0
+        for name in ("start_logits", "end_logits"):
+            s_logits, t_logits = student_out[name], teacher_out[name]
+            if token_mask is not None:
+                s_logits = s_logits.masked_fill(~token_mask, -1e4)
+                t_logits = t_logits.masked_fill(~token_mask, -1e4)
+            total = total + self._prediction_loss(s_logits, t_logits, None, None)
+        return total / 2
+
+    def _check_kd_attention(self, calls: int, student_out, teacher_out) -> None:
+        """Attention KD compares maps taken before dropout by `attention.kd_attention_forward`; a model that
+        ignores the switch would hand back eager maps after dropout, so count that our function really ran."""
+        expected = len(student_out.get("attentions") or ()) + len(teacher_out.get("attentions") or ())
+        if calls < expected:
+            raise RuntimeError(
+                f"Attention KD expected {expected} calls of hf_compress's KD attention but saw {calls}: a model "
+                "ignores its attention implementation, so its maps are taken after dropout. Set attention_weight=0 "
+                "for this model, or add its family's refusal to hf_compress/models/families.py."
             )
 
     def _prediction_loss(self, s_logits: Tensor, t_logits: Tensor, labels: Tensor | None, token_mask: Tensor | None):

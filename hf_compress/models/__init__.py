@@ -1,1 +1,1 @@
-"""Architecture-specific knowledge (BERT, ViT)."""
+"""What differs per model family, as data (families.py), and the structures built from it."""

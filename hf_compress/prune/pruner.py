@@ -14,7 +14,7 @@ from .config import HomoDistilConfig
 from .masks import MaskHooks, StructureMasks, keep_top
 from .schedule import cubic_schedule, oneshot_schedule
 from .scores import ImportanceScores, structure_scores
-from .slicing import check_shape, slice_model
+from .slicing import check_ffn, check_shape, slice_model
 
 
 class StructuredPruner:
@@ -51,6 +51,12 @@ class StructuredPruner:
                     f"{names[key]}={target} is larger than the model's {full[key]}: pruning only removes structures."
                 )
         check_shape(s, self.targets["hidden"], self.targets["heads"])
+        check_ffn(s, self.targets["hidden"], self.targets["ffn"])
+        if self.targets["heads"] < s.num_heads and s.head_prune_refusal:
+            raise NotImplementedError(
+                f"target_num_heads is not supported for {type(model).__name__}: {s.head_prune_refusal}. Prune "
+                "only the FFN (target_intermediate_size; the hidden size is tied to the head count)."
+            )
         self.full = full
         self.masks = StructureMasks.full(s)
         frozen = [n for n, p in model.named_parameters() if not p.requires_grad]

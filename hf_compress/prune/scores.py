@@ -182,14 +182,18 @@ def structure_scores(structure: ModelStructure, scores: ImportanceScores) -> dic
     heads, ffn = [], []
     for parts in structure.layers:
         head = torch.zeros(num_heads)
-        for proj in (parts.query, parts.key, parts.value):
-            head += scores.of(proj, "weight").view(num_heads, -1).sum(1).cpu()
+        rows = num_heads * head_dim
+        for proj, offset in parts.head_blocks():  # q, k, v (three blocks of one fused Linear in ModernBERT)
+            head += scores.of(proj, "weight")[offset : offset + rows].reshape(num_heads, -1).sum(1).cpu()
             if (bias := scores.of(proj, "bias")) is not None:
-                head += bias.view(num_heads, head_dim).sum(1).cpu()
+                head += bias[offset : offset + rows].view(num_heads, head_dim).sum(1).cpu()
         head += scores.of(parts.attn_out, "weight").view(-1, num_heads, head_dim).sum((0, 2)).cpu()
         heads.append(head)
-        neuron = scores.of(parts.ffn_in, "weight").sum(1).cpu() + scores.of(parts.ffn_out, "weight").sum(0).cpu()
-        if (bias := scores.of(parts.ffn_in, "bias")) is not None:
-            neuron += bias.cpu()
+        neuron = scores.of(parts.ffn_out, "weight").sum(0).cpu()
+        width = neuron.numel()
+        for proj, offset in parts.ffn_blocks():  # [input | gate] halves of a gated FFN
+            neuron += scores.of(proj, "weight")[offset : offset + width].sum(1).cpu()
+            if (bias := scores.of(proj, "bias")) is not None:
+                neuron += bias[offset : offset + width].cpu()
         ffn.append(neuron)
     return {"hidden": hidden, "heads": torch.stack(heads), "ffn": torch.stack(ffn)}

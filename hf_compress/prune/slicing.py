@@ -10,13 +10,14 @@ from torch import Tensor, nn
 from transformers import PreTrainedModel
 
 from ..distill.matching import TEACHER_LAYERS_ATTR
+from ..distill.student import student_config
 from ..models.arch import find_layer_list
 from ..models.structure import ModelStructure, model_structure
 from .masks import StructureMasks, kept_indices
 
 
 def check_shape(structure: ModelStructure, hidden: int, heads: int) -> None:
-    """transformers' BERT / ViT fix head_dim = hidden_size / num_attention_heads; whole-head pruning keeps
+    """transformers' encoders fix head_dim = hidden_size / num_attention_heads; whole-head pruning keeps
     head_dim, so a reloadable model needs hidden == heads * head_dim."""
     if hidden != heads * structure.head_dim:
         raise ValueError(
@@ -24,6 +25,16 @@ def check_shape(structure: ModelStructure, hidden: int, heads: int) -> None:
             f"computes head_dim = hidden_size / num_attention_heads, and pruning whole heads keeps head_dim = "
             f"{structure.head_dim}. Use {hidden // structure.head_dim or 1} heads for hidden size {hidden}, or "
             f"hidden size {heads * structure.head_dim} for {heads} heads."
+        )
+
+
+def check_ffn(structure: ModelStructure, hidden: int, ffn: int) -> None:
+    """Families whose config gives the FFN width as an integer mlp_ratio need ffn to be a multiple of hidden."""
+    if structure.family.ffn_field == "mlp_ratio" and ffn % hidden:
+        raise ValueError(
+            f"{structure.model_type} sets its FFN width as hidden_size x mlp_ratio (an integer), so {ffn} FFN neurons "
+            f"do not fit hidden size {hidden}. Choose target_intermediate_size = {hidden} x an integer (e.g. "
+            f"{hidden * max(1, ffn // hidden)})."
         )
 
 
@@ -41,6 +52,8 @@ def _selections(model: nn.Module, structure: ModelStructure, masks: StructureMas
     hidden = kept_indices(masks.hidden)
     for module in structure.reads_hidden:
         select(module, "weight", 1, hidden)
+    for module in structure.reads_hidden_twice:
+        select(module, "weight", 1, torch.cat([hidden, hidden + structure.hidden_size]))
     for module in structure.writes_hidden:
         select(module, "weight", 0, hidden)
         select(module, "bias", 0, hidden)
@@ -53,15 +66,38 @@ def _selections(model: nn.Module, structure: ModelStructure, masks: StructureMas
     for layer, parts in enumerate(structure.layers):
         heads = kept_indices(masks.heads[layer])
         rows = (heads[:, None] * head_dim + torch.arange(head_dim)).flatten()
-        for proj in (parts.query, parts.key, parts.value):
-            select(proj, "weight", 0, rows)
-            select(proj, "bias", 0, rows)
-        select(parts.attn_out, "weight", 1, rows)
         neurons = kept_indices(masks.ffn[layer])
-        select(parts.ffn_in, "weight", 0, neurons)
-        select(parts.ffn_in, "bias", 0, neurons)
+        for blocks, index in ((parts.head_blocks(), rows), (parts.ffn_blocks(), neurons)):
+            by_module: dict[int, tuple[nn.Module, list[Tensor]]] = {}
+            for proj, offset in blocks:  # a fused projection keeps the same rows of each of its blocks
+                by_module.setdefault(id(proj), (proj, []))[1].append(index + offset)
+            for proj, parts_rows in by_module.values():
+                select(proj, "weight", 0, torch.cat(parts_rows))
+                select(proj, "bias", 0, torch.cat(parts_rows))
+        for table in parts.head_tables:
+            select(table.module, table.name, table.dim, heads)
+        select(parts.attn_out, "weight", 1, rows)
         select(parts.ffn_out, "weight", 1, neurons)
     return selections
+
+
+def sliced_config(config, structure: ModelStructure, hidden: int, heads: int, ffn: int):
+    """A copy of ``config`` with the new widths, under the family's field names."""
+    family = structure.family
+    config = copy.deepcopy(config)
+    for name in family.follows_hidden:  # e.g. ELECTRA's embedding_size when it equals the hidden size
+        if getattr(config, name, None) == structure.hidden_size:
+            setattr(config, name, hidden)
+    setattr(config, family.hidden_field, hidden)
+    setattr(config, family.heads_field, heads)
+    if getattr(config, "attention_head_size", None) is not None:
+        config.attention_head_size = structure.head_dim
+    if family.ffn_field == "mlp_ratio":  # the FFN width is hidden_size * mlp_ratio (an int in the config)
+        check_ffn(structure, hidden, ffn)
+        config.mlp_ratio = ffn // hidden
+    else:
+        setattr(config, family.ffn_field, ffn)
+    return config
 
 
 @torch.no_grad()
@@ -102,13 +138,10 @@ def slice_model(model: PreTrainedModel, masks: StructureMasks) -> PreTrainedMode
             value = value.index_select(dim, index.to(value.device))
         state[key_out] = value.clone()
 
-    config = copy.deepcopy(model.config)
-    if prefix:
-        config.num_hidden_layers = len(renumber)
+    config = sliced_config(model.config, structure, hidden, heads, ffn)
+    if prefix:  # whole layers dropped: the layer count and per-layer fields follow, as in make_student
+        config = student_config(config, structure.family, kept_layers.tolist())
         setattr(config, TEACHER_LAYERS_ATTR, {"layers": kept_layers.tolist(), "num_layers": num_layers})
-    if getattr(config, "pooler_output_size", None) == config.hidden_size:
-        config.pooler_output_size = hidden  # ViT's pooler writes the hidden size, sliced with it
-    config.hidden_size, config.num_attention_heads, config.intermediate_size = hidden, heads, ffn
     sliced = type(model)(config)
     sliced.load_state_dict(state, strict=True)
     sliced.to(dtype=model.dtype, device=model.device)

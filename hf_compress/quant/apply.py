@@ -10,6 +10,7 @@ import torch
 from torch import nn
 from transformers import PreTrainedModel
 
+from ..models.families import not_quantizable
 from .calibration import calibration_batches, input_statistics, run_batches, smoothquant_factors
 from .config import QuantizationConfig
 from .modules import LINEAR_KINDS, Int4WeightOnlyLinear, Int8Embedding, Int8StaticLinear
@@ -46,7 +47,9 @@ def select_linears(model: PreTrainedModel, config: QuantizationConfig) -> dict[s
     chosen = {
         n: m
         for n, m in candidates.items()
-        if isinstance(m, nn.Linear) and m is not tied and not _matches(n, config.exclude + config.keep_fp32)
+        if isinstance(m, nn.Linear)
+        and m is not tied
+        and not _matches(n, config.exclude + config.keep_fp32 + not_quantizable(model))
     }
     if config.include != ["*"]:
         for pattern in config.include:
@@ -219,7 +222,7 @@ def quantize(
             if (
                 isinstance(module, nn.Embedding)
                 and module is not tied_input
-                and not _matches(name, config.exclude + config.keep_fp32)
+                and not _matches(name, config.exclude + config.keep_fp32 + not_quantizable(model))
             ):
                 replace_module(model, name, Int8Embedding.from_float(module))
                 specs[name] = {"kind": "embedding", "num_embeddings": module.num_embeddings,

@@ -91,12 +91,16 @@ def calibration_batches(
 
 @torch.no_grad()
 def run_batches(model: nn.Module, batches: list[dict[str, Tensor]]) -> list[Tensor]:
-    """The model's main output per batch, flattened per example: logits, else the last hidden state."""
+    """The model's main output per batch, flattened per example: logits (start and end logits for question
+    answering), else the last hidden state."""
     device = next(model.parameters()).device
     outputs = []
     for batch in batches:
         out = model(**{k: v.to(device) for k, v in batch.items()})
-        main = out.logits if getattr(out, "logits", None) is not None else out.last_hidden_state
+        if getattr(out, "start_logits", None) is not None:
+            main = torch.cat([out.start_logits, out.end_logits], dim=-1)
+        else:
+            main = out.logits if getattr(out, "logits", None) is not None else out.last_hidden_state
         outputs.append(main.float().flatten(1))
     return outputs
 
