@@ -1,6 +1,7 @@
 """hf_compress: distillation, structured pruning and quantization for Hugging Face BERT and ViT models."""
 
 from .distill import DistillationConfig, DistillationTrainer, make_student
+from .export import export_onnx
 from .prune import HomoDistilConfig, HomoDistilTrainer, slice_model
 from .quant import QuantizationConfig, quantize, sensitivity_report
 
@@ -17,4 +18,5 @@ __all__ = [
     "sensitivity_report",
     "slice_model",
     "__version__",
+    "export_onnx",
 ]
