@@ -7,6 +7,7 @@ SUITES = {
     "quant": "benchmarks.quant",
     "prune": "benchmarks.prune",
     "report": "benchmarks.report",
+    "onnx": "benchmarks.onnx",
 }
 
 

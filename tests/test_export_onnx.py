@@ -100,24 +100,27 @@ def _calibration(model, n=3):
     return [sample_inputs(model, names, 4, 12, seed=10 + i) for i in range(n)]
 
 
-INT8_CASES = {
-    "bert-int8_dynamic": (_bert, "int8_dynamic", "MatMulInteger"),
-    "bert-int8_static": (_bert, "int8_static", "QuantizeLinear"),
-    "bert-int8_weight_only": (_bert, "int8_weight_only", None),
-    "bert-int4_weight_only": (_bert, "int4_weight_only", "MatMulNBits"),
-    "vit-int8_static": (_vit, "int8_static", "QuantizeLinear"),
-    "pruned-int8_dynamic": (_pruned, "int8_dynamic", "MatMulInteger"),
+INT8_CASES = {  # name -> (model, method, an op each quantized layer has once, dynamic_activations)
+    "bert-int8_dynamic": (_bert, "int8_dynamic", "QuantizeLinear", "torch"),
+    "bert-int8_dynamic-ort": (_bert, "int8_dynamic", "DynamicQuantizeLinear", "ort"),
+    "bert-int8_static": (_bert, "int8_static", "QuantizeLinear", "torch"),
+    "bert-int8_weight_only": (_bert, "int8_weight_only", None, "torch"),
+    "bert-int4_weight_only": (_bert, "int4_weight_only", "MatMulNBits", "torch"),
+    "vit-int8_static": (_vit, "int8_static", "QuantizeLinear", "torch"),
+    "pruned-int8_dynamic": (_pruned, "int8_dynamic", "MatMulInteger", "torch"),
 }
 
 
 @pytest.mark.parametrize("name", sorted(INT8_CASES))
 def test_quantized_export_carries_the_same_decisions(tmp_path, name):
-    build, method, op = INT8_CASES[name]
+    build, method, op, dynamic = INT8_CASES[name]
     model = build()
     config = QuantizationConfig(method=method, group_size=16, keep_fp32=["classifier"])
     quantized = quantize(model, config, _calibration(model) if method == "int8_static" else None)
-    report = export_onnx(quantized, tmp_path / "onnx")
+    report = export_onnx(quantized, tmp_path / "onnx", dynamic_activations=dynamic)
     assert report.precision == method and report.passed and report.fidelity >= 0.99
+    if dynamic == "torch":  # the same integer arithmetic as fbgemm: only float rounding differs
+        assert report.max_abs_diff <= 1e-4
     kinds = (Int8DynamicLinear, Int8StaticLinear, Int8WeightOnlyLinear, Int4WeightOnlyLinear)
     expected = {n for n, m in quantized.named_modules() if isinstance(m, kinds)}
     assert set(report.quantized_layers) == expected and "classifier" not in expected
@@ -139,6 +142,11 @@ def test_quantized_export_carries_the_same_decisions(tmp_path, name):
     assert not any(i.startswith("classifier") and i.endswith("_q") for i in weights)
     stored_bytes = sum(onnx.numpy_helper.to_array(i).nbytes for i in graph.initializer)
     assert stored_bytes < 0.5 * sum(p.numel() * 4 for p in build().parameters())  # the weights stay integers
+
+
+def test_unknown_dynamic_activation_mode_is_refused(tmp_path):
+    with pytest.raises(ExportError, match=r"dynamic_activations='fast' is not supported; choose one of"):
+        export_onnx(_bert(), tmp_path, dynamic_activations="fast")
 
 
 def test_int4_group_size_that_ort_cannot_run_is_refused(tmp_path):

@@ -19,12 +19,13 @@ import shutil
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import get_args
 
 import torch
 from torch import Tensor, nn
 
 from ..models.arch import modality_of
-from .quantized import ExportError, float_stand_ins, is_quantized, rewrite_quantized
+from .quantized import DynamicActivations, ExportError, float_stand_ins, is_quantized, rewrite_quantized
 
 ONNX_NAME = "model.onnx"
 REPORT_NAME = "onnx_export.json"
@@ -219,13 +220,19 @@ def export_onnx(
     inputs: dict[str, Tensor] | None = None,
     num_samples: int = 32,
     sequence_length: int = 32,
+    dynamic_activations: DynamicActivations = "torch",
 ) -> ExportReport:
     """Export a stage output (folder or loaded model) to ``output_dir/model.onnx`` and verify it on ORT.
 
     processor: tokenizer / image processor to save beside the model (default: the one in the source folder).
     inputs: sample inputs to verify on (default: ``num_samples`` seeded random rows of ``sequence_length``
     tokens with ragged padding, or random images).
+    dynamic_activations: ``int8_dynamic`` layers quantize activations per call as torch does (``"torch"``, 7-bit
+    range: ORT reproduces the PyTorch model) or with ORT's fused 8-bit DynamicQuantizeLinear (``"ort"``).
     """
+    if dynamic_activations not in get_args(DynamicActivations):
+        choices = list(get_args(DynamicActivations))
+        raise ExportError(f"dynamic_activations={dynamic_activations!r} is not supported; choose one of {choices}.")
     require_onnx()
     import onnx
 
@@ -238,7 +245,7 @@ def export_onnx(
     float_model, plan = float_stand_ins(model) if quantized else (model, {})
     proto = _export_proto(float_model, names, outputs, example)
     if plan:
-        proto = rewrite_quantized(proto, plan)
+        proto = rewrite_quantized(proto, plan, dynamic_activations)
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     onnx_path = output_dir / ONNX_NAME

@@ -8,17 +8,20 @@ No exporter understands hf_compress's quantized layers (they call fbgemm kernels
 2. `rewrite_quantized` replaces each such MatMul (or Gemm) with the integer subgraph of its kind, using the
    checkpoint's own int8 / int4 weights and scales (never re-quantized):
 
-   ``int8_dynamic``      DynamicQuantizeLinear -> MatMulInteger -> Cast -> Mul(x_scale * w_scale)
-                         (ORT's quantize_dynamic pattern, fused into DynamicQuantizeMatMul at load)
+   ``int8_dynamic``      per-call 7-bit QuantizeLinear (fbgemm's range rule) -> MatMulInteger -> Cast ->
+                         Mul(x_scale * w_scale); or with ``dynamic="ort"`` ORT's own DynamicQuantizeLinear
+                         (8 bits, the quantize_dynamic pattern, fused into DynamicQuantizeMatMul at load)
    ``int8_static``       QuantizeLinear(calibrated scale, zero point) -> MatMulInteger -> Cast -> Mul
    ``int8_weight_only``  Cast(int8 weight) * per-channel scale -> MatMul (float activations, as in torch)
    ``int4_weight_only``  com.microsoft MatMulNBits (same nibble packing and zero point 8 as our checkpoints)
 
 Layers kept in fp32 are not touched; SmoothQuant's ``x / smooth`` stays a float Div in front of the layer.
-Dynamic layers quantize activations per call to 8 bits (fbgemm uses 7); the weights are bit-identical.
+The weights and their scales are bit-identical to the checkpoint's.
 """
 
 from __future__ import annotations
+
+from typing import Literal
 
 import numpy as np
 import torch
@@ -34,6 +37,7 @@ from ..quant.modules import (
 )
 from ..quant.serialization import MARKER, replace_module
 
+DynamicActivations = Literal["torch", "ort"]
 KIND_OF = {
     Int8DynamicLinear: "int8_dynamic",
     Int8StaticLinear: "int8_static",
@@ -113,8 +117,13 @@ def _copy_without_marker(model: nn.Module) -> nn.Module:
     return clone
 
 
-def rewrite_quantized(proto, plan: dict[str, tuple[str, nn.Module]]):
-    """Replace each planned layer's float MatMul / Gemm in ``proto`` (an onnx ModelProto) by its integer form."""
+def rewrite_quantized(proto, plan: dict[str, tuple[str, nn.Module]], dynamic: DynamicActivations = "torch"):
+    """Replace each planned layer's float MatMul / Gemm in ``proto`` (an onnx ModelProto) by its integer form.
+
+    dynamic: how ``int8_dynamic`` layers quantize activations per call: ``"torch"`` exactly as fbgemm does (7-bit
+    range, so ORT reproduces the PyTorch model and never saturates on AVX2 without VNNI), ``"ort"`` with ORT's
+    fused DynamicQuantizeLinear (8-bit range: a little faster, a little different from the PyTorch model).
+    """
     from onnx import helper
 
     graph = proto.graph
@@ -141,7 +150,7 @@ def rewrite_quantized(proto, plan: dict[str, tuple[str, nn.Module]]):
                 raise ExportError(f"Layer {name} exported as a transposed or scaled Gemm, which the int8 rewrite "
                                   "does not handle; please report this bug.")  # fmt: skip
         out = node.output[0] if node.op_type == "MatMul" or len(node.input) < 3 else f"{name}/matmul_out"
-        nodes, initializers = _integer_nodes(kind, layer, name, node.input[0], out)
+        nodes, initializers = _integer_nodes(kind, layer, name, node.input[0], out, dynamic)
         new_nodes += nodes
         new_inits += initializers
         if out != node.output[0]:  # Gemm with bias: keep the float bias add
@@ -167,7 +176,7 @@ def _int8_weight(layer: _Int8Linear) -> np.ndarray:
     return layer.weight.view(layer.out_features, layer.in_features).t().contiguous().numpy()
 
 
-def _integer_nodes(kind: str, layer: nn.Module, name: str, x: str, out: str):
+def _integer_nodes(kind: str, layer: nn.Module, name: str, x: str, out: str, dynamic: str = "torch"):
     from onnx import TensorProto, helper, numpy_helper
 
     def init(suffix: str, array: np.ndarray):
@@ -196,9 +205,29 @@ def _integer_nodes(kind: str, layer: nn.Module, name: str, x: str, out: str):
         return nodes, [weight, scale]
     w_zp = init("weight_zero_point", np.zeros(layer.out_features, np.int8))
     w_scale_init = init("weight_scale", w_scale)
-    if kind == "int8_dynamic":
+    if kind == "int8_dynamic" and dynamic == "ort":
         nodes = [helper.make_node("DynamicQuantizeLinear", [x], [p + "xq", p + "xs", p + "xzp"], name=p + "dql")]
         x_scale, x_zp, extra = p + "xs", p + "xzp", []
+    elif kind == "int8_dynamic":  # fbgemm's per-call range: [min(x, 0), max(x, 0)] over 7 bits, as torch runs it
+        zero, qmax = init("zero", np.array(0.0, np.float32)), init("qmax", np.array(127.0, np.float32))
+        tiny = init("tiny", np.array(1e-8, np.float32))
+        make = helper.make_node
+        nodes = [
+            make("ReduceMin", [x], [p + "min0"], name=p + "min0", keepdims=0),
+            make("ReduceMax", [x], [p + "max0"], name=p + "max0", keepdims=0),
+            make("Min", [p + "min0", zero.name], [p + "lo"], name=p + "lo"),
+            make("Max", [p + "max0", zero.name], [p + "hi"], name=p + "hi"),
+            make("Sub", [p + "hi", p + "lo"], [p + "span"], name=p + "span"),
+            make("Div", [p + "span", qmax.name], [p + "xs0"], name=p + "xs0"),
+            make("Max", [p + "xs0", tiny.name], [p + "xs"], name=p + "xs"),
+            make("Div", [p + "lo", p + "xs"], [p + "zpn"], name=p + "zpn"),
+            make("Neg", [p + "zpn"], [p + "zpf"], name=p + "zpf"),
+            make("Round", [p + "zpf"], [p + "zpr"], name=p + "zpr"),
+            make("Clip", [p + "zpr", zero.name, qmax.name], [p + "zpc"], name=p + "zpc"),
+            make("Cast", [p + "zpc"], [p + "xzp"], name=p + "xzp", to=TensorProto.UINT8),
+            make("QuantizeLinear", [x, p + "xs", p + "xzp"], [p + "xq"], name=p + "ql"),
+        ]
+        x_scale, x_zp, extra = p + "xs", p + "xzp", [zero, qmax, tiny]
     else:  # int8_static: the calibrated range, as torch uses it
         x_scale_init = init("input_scale", np.array(float(layer.input_scale), np.float32))
         x_zp_init = init("input_zero_point", np.array(int(layer.input_zero_point), np.uint8))
