@@ -20,6 +20,7 @@ COMMANDS = {
     "prune-vision": "python -m benchmarks prune --only vision",
     "quant": "python -m benchmarks quant --only text",
     "quant-vision": "python -m benchmarks quant --only vision",
+    "onnx": "python -m benchmarks onnx",
 }
 
 
@@ -202,6 +203,7 @@ def shortfalls(results: dict[str, dict]) -> str:
 
 def build(results_dir: Path, output: Path) -> str:
     from . import distill, prune, quant
+    from . import onnx as onnx_bench
 
     results = {p.stem: json.loads(p.read_text()) for p in sorted(results_dir.glob("*.json")) if "quick" not in p.stem}
     shown = (
@@ -224,6 +226,8 @@ def build(results_dir: Path, output: Path) -> str:
             body = prune.report(payload)
         elif name.startswith("quant"):
             body = quant.report(payload)
+        elif name.startswith("onnx"):
+            body = onnx_bench.report(payload)
         else:
             continue
         sections.append(f"## {name}\n\nCommand: `{command}`\n\n{body}\n")
