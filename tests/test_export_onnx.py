@@ -3,6 +3,7 @@
 import json
 import sys
 
+import numpy as np
 import pytest
 import torch
 from conftest import VOCAB, bert_config, vit_config
@@ -23,7 +24,7 @@ from transformers import (  # noqa: E402
 from hf_compress import QuantizationConfig, quantize, slice_model  # noqa: E402
 from hf_compress.cli import check_push_folder, main  # noqa: E402
 from hf_compress.export import ExportError, export_onnx  # noqa: E402
-from hf_compress.export.onnx import sample_inputs  # noqa: E402
+from hf_compress.export.onnx import sample_inputs, verify  # noqa: E402
 from hf_compress.models.structure import model_structure  # noqa: E402
 from hf_compress.prune.masks import StructureMasks, keep_top  # noqa: E402
 from hf_compress.quant.modules import (  # noqa: E402
@@ -142,6 +143,18 @@ def test_quantized_export_carries_the_same_decisions(tmp_path, name):
     assert not any(i.startswith("classifier") and i.endswith("_q") for i in weights)
     stored_bytes = sum(onnx.numpy_helper.to_array(i).nbytes for i in graph.initializer)
     assert stored_bytes < 0.5 * sum(p.numel() * 4 for p in build().parameters())  # the weights stay integers
+
+
+def test_disagreements_on_near_ties_are_counted_apart():
+    class Session:
+        def run(self, names, feeds):
+            return [np.array([[1.0, 0.0], [0.49, 0.50], [0.0, 0.2]], dtype=np.float32)]
+
+    reference = torch.tensor([[1.0, 0.0], [0.50, 0.49], [3.0, 0.0]])
+    checked = verify(Session(), lambda **inputs: {"logits": reference}, {"x": torch.zeros(3)}, ["logits"])
+    assert checked["fidelity"] == pytest.approx(1 / 3) and checked["num_samples"] == 3
+    assert checked["near_ties"] == 1  # row 2: margin 0.01 within 2 x the median difference; row 3: a real error
+    assert checked["max_abs_diff"] == pytest.approx(3.0)
 
 
 def test_unknown_dynamic_activation_mode_is_refused(tmp_path):
