@@ -242,3 +242,31 @@ def test_missing_extra_names_the_install_command(tmp_path, monkeypatch, capsys):
         export_onnx(tmp_path / "stage", tmp_path / "out")
     assert main(["export", str(tmp_path / "stage"), "--output-dir", str(tmp_path / "out")]) == 2
     assert "pip install 'hf-compress[onnx]'" in capsys.readouterr().err
+
+
+def _family(name):
+    import transformers as T
+
+    small = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64)
+    torch.manual_seed(0)
+    if name == "roberta":
+        config = T.RobertaConfig(vocab_size=VOCAB, max_position_embeddings=70, **small)
+        return T.RobertaForSequenceClassification(config)
+    if name == "distilbert":
+        config = T.DistilBertConfig(vocab_size=VOCAB, dim=32, n_layers=2, n_heads=4, hidden_dim=64)
+        return T.DistilBertForSequenceClassification(config)
+    if name == "electra":
+        return T.ElectraForSequenceClassification(T.ElectraConfig(vocab_size=VOCAB, embedding_size=32, **small))
+    return T.DeiTForImageClassification(T.DeiTConfig(image_size=16, patch_size=4, num_channels=1, **small))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["roberta", "distilbert", "electra", "deit"])
+def test_other_encoder_families_export_as_is(tmp_path, name):
+    """Families beyond the BERT / ViT test matrix: fp32 and int8_dynamic exports match PyTorch too."""
+    model = _family(name).eval()
+    report = export_onnx(model, tmp_path / "fp32")
+    assert report.passed and report.max_abs_diff <= FP32_TOL
+    quantized = quantize(model, QuantizationConfig(method="int8_dynamic"))
+    report = export_onnx(quantized, tmp_path / "int8")
+    assert report.passed and report.fidelity >= 0.99 and report.quantized_layers
