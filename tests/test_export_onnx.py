@@ -270,3 +270,10 @@ def test_other_encoder_families_export_as_is(tmp_path, name):
     quantized = quantize(model, QuantizationConfig(method="int8_dynamic"))
     report = export_onnx(quantized, tmp_path / "int8")
     assert report.passed and report.fidelity >= 0.99 and report.quantized_layers
+
+
+def test_verification_inputs_must_cover_the_model_inputs(tmp_path):
+    with pytest.raises(
+        ExportError, match=r"inputs lack \['attention_mask', 'token_type_ids'\], which the exported model takes"
+    ):
+        export_onnx(_bert(), tmp_path, inputs={"input_ids": torch.ones(2, 5, dtype=torch.long)})

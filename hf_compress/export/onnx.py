@@ -250,6 +250,12 @@ def export_onnx(
     source = None if isinstance(model_or_dir, nn.Module) else Path(model_or_dir)
     model = model_or_dir.eval() if source is None else load_for_export(source)
     names = input_names(model, processor)
+    check = sample_inputs(model, names, batch=num_samples, length=sequence_length, seed=2)
+    if inputs is not None:
+        missing = [name for name in names if name not in inputs]
+        if missing:
+            raise ExportError(f"inputs lack {missing}, which the exported model takes; pass all of {names}.")
+        check = {name: inputs[name] for name in names}
     example = sample_inputs(model, names, batch=2, length=min(16, sequence_length), seed=1)
     outputs = head_outputs(model, example)
     quantized = is_quantized(model)
@@ -263,7 +269,6 @@ def export_onnx(
     onnx.save_model(proto, str(onnx_path))
     onnx.checker.check_model(str(onnx_path))
 
-    check = inputs or sample_inputs(model, names, batch=num_samples, length=sequence_length, seed=2)
     checked = verify(_ort_session(onnx_path), model, check, outputs)
     passed = checked["fidelity"] >= INT8_MIN_FIDELITY if quantized else checked["max_abs_diff"] <= FP32_MAX_DIFF
     report = ExportReport(
@@ -271,7 +276,8 @@ def export_onnx(
         passed=passed, onnx_mb=onnx_path.stat().st_size / 2**20,
         quantized_layers={name: kind for name, (kind, _) in plan.items()},
     )  # fmt: skip
-    (output_dir / REPORT_NAME).write_text(json.dumps(asdict(report), indent=2) + "\n")
+    stored = {**asdict(report), "onnx_path": ONNX_NAME}  # relative: the folder is pushed as is
+    (output_dir / REPORT_NAME).write_text(json.dumps(stored, indent=2) + "\n")
     _save_config(model, output_dir)
     _save_processor(source, processor, output_dir)
     _write_readme(source, output_dir, report)
