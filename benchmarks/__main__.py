@@ -8,6 +8,7 @@ SUITES = {
     "prune": "benchmarks.prune",
     "report": "benchmarks.report",
     "rnn": "benchmarks.rnn",
+    "onnx": "benchmarks.onnx",
 }
 
 

@@ -76,6 +76,7 @@ ABLATIONS = {
     ),
 }
 PEER = "Torch-Pruning (L2 magnitude) + KD (peer)"
+HOMODISTIL_CACHE = common.CACHE / "homodistil-minilm-rt"  # the text HomoDistil model, reused by benchmarks/onnx.py
 
 
 def _shape(model) -> str:
@@ -151,6 +152,8 @@ def run(quick: bool, steps: int, kind: str, wider: bool = True, attention: bool 
     every = max(1, end // 20)
     train(HOMODISTIL, make(HomoDistilTrainer, HomoDistilConfig, **shape, prune_start_step=0, prune_end_step=end,
                            prune_every=every))  # fmt: skip
+    if kind == "text" and not quick:
+        entries[HOMODISTIL]["model"].save_pretrained(HOMODISTIL_CACHE)
     if wider:
         train("HomoDistil, 3/4 width", make(HomoDistilTrainer, HomoDistilConfig, **WIDER[kind], prune_start_step=0,
                                             prune_end_step=end, prune_every=every))  # fmt: skip

@@ -21,6 +21,7 @@ COMMANDS = {
     "quant": "python -m benchmarks quant --only text",
     "quant-vision": "python -m benchmarks quant --only vision",
     "rnn": "python -m benchmarks rnn",
+    "onnx": "python -m benchmarks onnx",
 }
 
 
@@ -59,6 +60,50 @@ def plot(points: list[dict], out_dir: Path) -> list[Path]:
     return paths
 
 
+REFERENCE_NAMES = ("teacher", "fp32", "torch fp32 teacher")
+
+
+def role(point: dict) -> str:
+    """``reference`` (the teacher / fp32 row), ``peer`` (what a user would pick instead) or ``ours``."""
+    if point["model"] in REFERENCE_NAMES:
+        return "reference"
+    return "peer" if "peer" in point["model"].lower() else "ours"
+
+
+def frontier(points: list[dict]) -> list[dict]:
+    """Our Pareto frontier: no other point of ours is both faster and at least as accurate."""
+    best, out = float("-inf"), []
+    for p in sorted(points, key=lambda p: (p["latency"], -p["accuracy"])):
+        if p["accuracy"] > best:
+            out.append(p)
+            best = p["accuracy"]
+    return out
+
+
+def place_labels(xy: list[tuple[float, float]], size: tuple[float, float], radius: float = 4.0) -> list[tuple]:
+    """Offsets (points, in display pixels) for one small label per marker so no two labels overlap each other
+    or sit on a marker: the first free spot on rings of growing radius around each marker, greedily."""
+    width, height = size
+    taken = [(x - radius, y - radius, x + radius, y + radius) for x, y in xy]  # the markers themselves
+    directions = [(1, 1), (1, -1), (-1, 1), (-1, -1), (1, 0), (-1, 0), (0, 1), (0, -1)]
+    offsets = []
+    for x, y in xy:
+        for step in range(1, 40):
+            r = radius + 3 * step
+            free = None
+            for dx, dy in directions:
+                cx, cy = x + dx * r, y + dy * r
+                box = (cx - width / 2, cy - height / 2, cx + width / 2, cy + height / 2)
+                if not any(box[0] < b[2] and b[0] < box[2] and box[1] < b[3] and b[1] < box[3] for b in taken):
+                    free = (cx - x, cy - y, box)
+                    break
+            if free:
+                break
+        offsets.append(free[:2])
+        taken.append(free[2])
+    return offsets
+
+
 def _plot(points: list[dict], out_dir: Path, suffix: str, modality: str) -> list[Path]:
     import matplotlib
 
@@ -66,21 +111,41 @@ def _plot(points: list[dict], out_dir: Path, suffix: str, modality: str) -> list
     import matplotlib.pyplot as plt
 
     paths = []
-    fig, ax = plt.subplots(figsize=(9, 6))
-    for suite in sorted({p["suite"] for p in points}):
-        chosen = [p for p in points if p["suite"] == suite]
-        ax.scatter([p["latency"] for p in chosen], [p["accuracy"] for p in chosen], label=suite, s=40)
-        for p in chosen:
-            ax.annotate(p["model"][:32], (p["latency"], p["accuracy"]), fontsize=7, xytext=(3, 3),
-                        textcoords="offset points")  # fmt: skip
-    batch = "8 x 128 tokens" if modality == "text" else "8 images"
+    reference = next((p for p in points if role(p) == "reference"), None)  # one teacher point, not one per suite
+    shown = [p for p in points if role(p) != "reference"] + ([reference] if reference else [])
+    shown.sort(key=lambda p: (-p["accuracy"], p["latency"]))
+    suites = sorted({p["suite"] for p in shown})
+    colors = {s: plt.get_cmap("tab10")(i % 10) for i, s in enumerate(suites)}
+    markers = {"ours": "o", "peer": "X", "reference": "*"}
+    fig = plt.figure(figsize=(15, max(6.5, 0.17 * len(shown) + 1.5)))
+    ax = fig.add_axes([0.07, 0.1, 0.52, 0.82])
+    for p in shown:
+        ax.scatter(p["latency"], p["accuracy"], color="black" if role(p) == "reference" else colors[p["suite"]],
+                   marker=markers[role(p)], s=120 if role(p) == "reference" else 55, zorder=3,
+                   edgecolors="white", linewidths=0.5)  # fmt: skip
+    ours = frontier([p for p in shown if role(p) == "ours"])
+    ax.plot([p["latency"] for p in ours], [p["accuracy"] for p in ours], color="0.35", lw=1.2, ls="--", zorder=2,
+            label="our Pareto frontier")  # fmt: skip
     ax.set_xscale("log")  # slow peers (e.g. 15x) would squash everything else against the axis
+    fig.canvas.draw()
+    xy = [tuple(ax.transData.transform((p["latency"], p["accuracy"]))) for p in shown]
+    dpi_scale = fig.dpi / 72
+    for number, (p, (dx, dy)) in enumerate(zip(shown, place_labels(xy, (14 * dpi_scale, 10 * dpi_scale))), 1):
+        ax.annotate(str(number), (p["latency"], p["accuracy"]), xytext=(dx / dpi_scale, dy / dpi_scale),
+                    textcoords="offset points", fontsize=7, ha="center", va="center", zorder=4,
+                    arrowprops=dict(arrowstyle="-", color="0.6", lw=0.5, shrinkA=0, shrinkB=3))  # fmt: skip
+    batch = "8 x 128 tokens" if modality == "text" else "8 images"
     ax.set_xlabel(f"latency at {batch}, ratio to the teacher, log scale (lower is faster)")
     ax.set_ylabel("test accuracy")
-    ax.set_title(f"Accuracy vs latency ({modality})")
+    ax.set_title(f"Accuracy vs latency ({modality}): o ours, X peers, * teacher; numbers -> key")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
+    handles = [plt.Line2D([], [], color=colors[s], marker="o", ls="", label=s) for s in suites]
+    handles.append(plt.Line2D([], [], color="0.35", ls="--", label="our Pareto frontier"))
+    ax.legend(handles=handles, fontsize=8, loc="lower right")
+    key = [f"{n:>2}. {'*' if role(p) == 'reference' else 'X' if role(p) == 'peer' else 'o'} {p['model'][:52]} "
+           f"[{p['suite']}]  {p['accuracy']:.3f} / {p['latency']:.2f}x" for n, p in enumerate(shown, 1)]  # fmt: skip
+    fig.text(0.61, 0.92, "key: model [suite]  accuracy / latency ratio\n" + "\n".join(key), va="top",
+             family="monospace", fontsize=7)  # fmt: skip
     paths.append(out_dir / f"pareto{suffix}.png")
     fig.savefig(paths[-1], dpi=120)
     plt.close(fig)
@@ -139,6 +204,7 @@ def shortfalls(results: dict[str, dict]) -> str:
 
 def build(results_dir: Path, output: Path) -> str:
     from . import distill, prune, quant
+    from . import onnx as onnx_bench
 
     results = {p.stem: json.loads(p.read_text()) for p in sorted(results_dir.glob("*.json")) if "quick" not in p.stem}
     shown = (
@@ -165,6 +231,8 @@ def build(results_dir: Path, output: Path) -> str:
             from . import rnn
 
             body = rnn.report(payload["text"])
+        elif name.startswith("onnx"):
+            body = onnx_bench.report(payload)
         else:
             continue
         sections.append(f"## {name}\n\nCommand: `{command}`\n\n{body}\n")

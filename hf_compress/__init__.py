@@ -1,6 +1,7 @@
 """hf_compress: distillation, structured pruning and quantization for Hugging Face BERT and ViT models."""
 
 from .distill import DistillationConfig, DistillationTrainer, make_student
+from .export import export_onnx
 from .models.rnn import RNNStudentConfig, RNNStudentForSequenceClassification, rnn_student_from_teacher
 from .prune import HomoDistilConfig, HomoDistilTrainer, slice_model
 from .quant import QuantizationConfig, quantize, sensitivity_report
@@ -13,11 +14,12 @@ __all__ = [
     "HomoDistilConfig",
     "HomoDistilTrainer",
     "QuantizationConfig",
-    "make_student",
-    "rnn_student_from_teacher",
     "RNNStudentConfig",
     "RNNStudentForSequenceClassification",
+    "export_onnx",
+    "make_student",
     "quantize",
+    "rnn_student_from_teacher",
     "sensitivity_report",
     "slice_model",
     "__version__",

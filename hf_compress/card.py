@@ -6,6 +6,7 @@ from pathlib import Path
 
 import yaml
 
+from .evaluation import control_summary, format_speedup
 from .recipes import Recipe, Stage
 from .validation import public
 
@@ -64,8 +65,16 @@ def write_model_card(
         (metric, f"{teacher[metric]:.4f}", f"{record[metric]:.4f}"),
         ("params (M)", f"{teacher['params_m']:.2f}", f"{record['params_m']:.2f}"),
         ("size on disk (MB)", f"{teacher['size_mb']:.1f}", f"{record['size_mb']:.1f}"),
-        ("latency 8x128 (ratio to teacher)", "1.00", f"{record['latency_8x128']:.2f}"),
-        ("latency 1x128 (ratio to teacher)", "1.00", f"{record['latency_1x128']:.2f}"),
+        (
+            "latency 8x128 (ratio to teacher)",
+            "1.00",
+            format_speedup(record["latency_8x128"], record.get("latency_control_8x128"), False),
+        ),
+        (
+            "latency 1x128 (ratio to teacher)",
+            "1.00",
+            format_speedup(record["latency_1x128"], record.get("latency_control_1x128"), False),
+        ),
     ]
     table = "\n".join(f"| {a} | {b} | {c} |" for a, b, c in rows[1:])
     stage_yaml = yaml.safe_dump(public(recipe.resolved(), root), sort_keys=False)
@@ -78,6 +87,7 @@ def write_model_card(
 Made with [hf_compress](https://pypi.org/project/hf-compress/) from `{base_model or source}` on
 `{dataset}`. Measured on the recipe's test split; latency is the median of interleaved runs against
 the teacher in one process (CPU, random inputs of the stated batch x sequence length); a ratio below 1 is faster.
+{control_summary([record])}
 
 | | teacher | this model |
 |---|---|---|

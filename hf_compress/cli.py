@@ -4,8 +4,9 @@ hf-compress run recipes/quickstart.yaml --output-dir out [--set stages.homodisti
 hf-compress run recipes/sst2-bert-base.yaml --dry-run          # check a recipe without downloading anything
 hf-compress distill|homodistil|prune|quantize --config stage.yaml --output-dir out [--set key=value]
 hf-compress evaluate --model DIR --config stage.yaml
-hf-compress benchmark [distill|prune|quant] [--quick]          # from a source checkout
+hf-compress benchmark [distill|prune|quant|rnn|onnx] [--quick] # from a source checkout
 hf-compress push out/02-quantize --repo-id me/minilm-rt-int8 [--private]
+hf-compress export out/02-quantize --format onnx --output-dir out/02-quantize-onnx   # needs hf-compress[onnx]
 
 A bad input ends with one line on stderr and exit code 2 (another failure: exit code 1); --debug shows the traceback.
 """
@@ -96,7 +97,8 @@ def check_push_folder(folder: str | Path) -> list[str]:
         raise FileNotFoundError(f"{folder} is not a folder.")
     files = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
     missing = [f for f in REQUIRED_FILES if f not in files]
-    if not any(f.endswith(".safetensors") for f in files):
+    onnx_files = [f for f in files if f.endswith(".onnx")]  # an `hf-compress export` folder: no safetensors
+    if not onnx_files and not any(f.endswith(".safetensors") for f in files):
         missing.append("*.safetensors weights")
     if missing:
         raise FileNotFoundError(f"{folder} is not a complete stage output: missing {missing}.")
@@ -110,6 +112,11 @@ def check_push_folder(folder: str | Path) -> list[str]:
                     f"{folder / name} looks like it holds a secret ({secrets[0]}); remove it before pushing "
                     "(hf-compress redacts tokens in what it writes; this file came from elsewhere)."
                 )
+    if onnx_files:
+        from .export.onnx import check_onnx_folder
+
+        check_onnx_folder(folder, onnx_files)  # loads, or raises
+        return files
     config = json.loads((folder / "config.json").read_text())
     if "quantization_config" in config:
         import hf_compress  # noqa: F401  (registers the quantizer)
@@ -129,6 +136,18 @@ def cmd_push(args) -> int:
     api.upload_folder(folder_path=str(args.folder), repo_id=args.repo_id, commit_message="Upload with hf-compress")
     print(f"pushed {len(files)} files to https://huggingface.co/{args.repo_id}")
     return 0
+
+
+def cmd_export(args) -> int:
+    from .export import ExportError, export_onnx
+
+    output_dir = args.output_dir or f"{str(args.folder).rstrip('/')}-onnx"
+    try:
+        report = export_onnx(args.folder, output_dir)
+    except ExportError as err:
+        print(f"hf-compress: error: {err}", file=sys.stderr)
+        return 2
+    return 0 if report.passed else 1
 
 
 def cmd_benchmark(args) -> int:
@@ -165,9 +184,14 @@ def build_parser() -> argparse.ArgumentParser:
         common(p)
         p.set_defaults(func=cmd_stage)
     bench = sub.add_parser("benchmark", help="run a benchmark suite (source checkout)")
-    bench.add_argument("suite", nargs="?", default="distill", choices=["distill", "prune", "quant"])
+    bench.add_argument("suite", nargs="?", default="distill", choices=["distill", "prune", "quant", "rnn", "onnx"])
     bench.add_argument("--quick", action="store_true")
     bench.set_defaults(func=cmd_benchmark)
+    export = sub.add_parser("export", help="export a stage output to ONNX, verified on ONNX Runtime")
+    export.add_argument("folder")
+    export.add_argument("--format", choices=["onnx"], default="onnx")
+    export.add_argument("--output-dir", default=None, help="default: FOLDER-onnx")
+    export.set_defaults(func=cmd_export)
     push = sub.add_parser("push", help="upload a finished stage folder to the Hub")
     push.add_argument("folder")
     push.add_argument("--repo-id", required=True)

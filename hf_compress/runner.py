@@ -395,6 +395,8 @@ def measure(ctx: Context, model, stage_name: str, latency_repeats: int = 10) -> 
         "size_mb": evaluation.weights_size_mb(model),
         "latency_8x128": latency["model"]["8x128"],
         "latency_1x128": latency["model"]["1x128"],
+        "latency_control_8x128": latency[evaluation.CONTROL]["8x128"],  # the teacher vs itself: must be ~1.00
+        "latency_control_1x128": latency[evaluation.CONTROL]["1x128"],
     }
 
 
@@ -499,9 +501,11 @@ def write_summary(ctx: Context, baseline: dict) -> None:
     for row in rows:
         lines.append(
             f"| {row['stage']} | {row['method']} | {row[metric]:.4f} | {100 * row[metric] / teacher_score:.1f} | "
-            f"{row['params_m']:.2f} | {row['size_mb']:.1f} | {1 / row['latency_8x128']:.2f}x | "
-            f"{1 / row['latency_1x128']:.2f}x |"
+            f"{row['params_m']:.2f} | {row['size_mb']:.1f} | "
+            f"{evaluation.format_speedup(row['latency_8x128'], row.get('latency_control_8x128'))} | "
+            f"{evaluation.format_speedup(row['latency_1x128'], row.get('latency_control_1x128'))} |"
         )
+    lines += ["", evaluation.control_summary(rows)]
     text = "\n".join(lines) + "\n"
     (ctx.output_dir / "summary.md").write_text(text)
     (ctx.output_dir / "summary.json").write_text(json.dumps({"teacher": baseline, "stages": ctx.results}, indent=2))

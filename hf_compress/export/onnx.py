@@ -1,0 +1,352 @@
+"""`export_onnx`: a stage output (distilled, pruned or quantized) to ONNX, verified on ONNX Runtime.
+
+Plain checkpoints export to fp32 ONNX with ``torch.onnx.export`` (the maintained dynamo exporter) with dynamic
+batch and sequence length; quantized checkpoints export to int8 ONNX with the same decisions (see
+`quantized.py`). Every export is checked against the PyTorch model on sample inputs: max |diff| of the outputs
+and argmax agreement (fidelity) are printed and stored in ``onnx_export.json`` beside ``model.onnx``, with the
+tokenizer / image processor, ``config.json`` and a README section. onnx / onnxruntime / onnxscript come with
+the ``onnx`` extra and are imported only here, only when exporting.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import io
+import json
+import logging
+import shutil
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import get_args
+
+import torch
+from torch import Tensor, nn
+
+from ..models.arch import modality_of
+from .quantized import DynamicActivations, ExportError, float_stand_ins, is_quantized, rewrite_quantized
+
+ONNX_NAME = "model.onnx"
+REPORT_NAME = "onnx_export.json"
+OUTPUTS = ("logits", "start_logits", "end_logits")
+OPSET = 18
+# Verification bars: fp32 must match PyTorch to float tolerance; int8 must pick the same class almost always.
+FP32_MAX_DIFF = 1e-4
+INT8_MIN_FIDELITY = 0.99
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ExportReport:
+    """What `export_onnx` wrote and how closely ONNX Runtime reproduces the PyTorch model."""
+
+    onnx_path: str
+    precision: str  # "fp32" or the quantization method
+    inputs: list[str]
+    outputs: list[str]
+    max_abs_diff: float
+    fidelity: float  # argmax agreement, ORT vs PyTorch, over every output row
+    num_samples: int
+    near_ties: int  # disagreements where PyTorch's own margin is within the typical difference (see `verify`)
+    passed: bool  # fp32: max |diff| <= 1e-4; quantized: argmax agreement >= 0.99
+    onnx_mb: float
+    opset: int = OPSET
+    quantized_layers: dict[str, str] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        verdict = "ok" if self.passed else "CHECK FAILED"
+        return (f"{self.onnx_path}: {self.precision}, max |diff| {self.max_abs_diff:.2e}, fidelity "
+                f"{self.fidelity:.4f} on {self.num_samples} samples ({self.near_ties} near ties), "
+                f"{self.onnx_mb:.1f} MB ({verdict})")  # fmt: skip
+
+
+def require_onnx() -> None:
+    """Raise a one-line error naming the extra when onnx / onnxruntime / onnxscript are missing."""
+    missing = []
+    for module in ("onnx", "onnxruntime", "onnxscript"):
+        try:
+            __import__(module)
+        except ImportError:
+            missing.append(module)
+    if missing:
+        raise ExportError(f"ONNX export needs {', '.join(missing)}: pip install 'hf-compress[onnx]'.")
+
+
+def load_for_export(source: str | Path) -> nn.Module:
+    """Load a model folder with the class named in its config.json, or raise a one-line ExportError."""
+    import transformers
+
+    import hf_compress  # noqa: F401  (registers the quantizer for quantized checkpoints)
+
+    path = Path(source)
+    if not path.is_dir():
+        raise ExportError(f"{path} is not a folder; pass a model folder written by save_pretrained.")
+    if not (path / "config.json").is_file():
+        raise ExportError(f"{path} is not a model folder (no config.json); pass a stage output folder.")
+    config = json.loads((path / "config.json").read_text())
+    architectures = config.get("architectures") or []
+    cls = getattr(transformers, architectures[0], None) if architectures else None
+    if cls is None:
+        raise ExportError(f"{path}/config.json names no transformers model class (architectures={architectures}); "
+                          "export a model with a task head, e.g. BertForSequenceClassification.")  # fmt: skip
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return cls.from_pretrained(str(path)).eval()
+    except (OSError, ValueError, RuntimeError) as err:
+        raise ExportError(f"Could not load the model in {path}: {str(err).splitlines()[0]}") from err
+
+
+def input_names(model: nn.Module, processor=None) -> list[str]:
+    if modality_of(model) == "vision":
+        return ["pixel_values"]
+    names = ["input_ids", "attention_mask"]
+    accepted = inspect.signature(model.forward).parameters
+    wants_types = getattr(processor, "model_input_names", None)
+    wants_types = "token_type_ids" in wants_types if wants_types else getattr(model.config, "type_vocab_size", 0) > 1
+    if "token_type_ids" in accepted and wants_types:
+        names.append("token_type_ids")
+    return names
+
+
+def sample_inputs(model: nn.Module, names: list[str], batch: int, length: int, seed: int = 0) -> dict[str, Tensor]:
+    """Seeded random inputs: token ids with padding (ragged lengths) and two segments, or images."""
+    g = torch.Generator().manual_seed(seed)
+    config = model.config
+    if names == ["pixel_values"]:
+        size = config.image_size
+        return {"pixel_values": torch.randn(batch, config.num_channels, size, size, generator=g)}
+    length = min(length, getattr(config, "max_position_embeddings", length))
+    ids = torch.randint(min(5, config.vocab_size - 1), config.vocab_size, (batch, length), generator=g)
+    lengths = torch.randint(max(1, length // 2), length + 1, (batch,), generator=g)
+    lengths[0] = length
+    mask = (torch.arange(length)[None, :] < lengths[:, None]).long()
+    inputs = {"input_ids": ids * mask, "attention_mask": mask}
+    if "token_type_ids" in names:
+        inputs["token_type_ids"] = (torch.arange(length)[None, :] >= lengths[:, None] // 2).long() * mask
+    return inputs
+
+
+class _Outputs(nn.Module):
+    """The model with named tensor inputs and a tuple of the head's outputs (what the exporter traces)."""
+
+    def __init__(self, model: nn.Module, outputs: list[str]) -> None:
+        super().__init__()
+        self.model, self.outputs = model, outputs
+
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, pixel_values=None):
+        given = dict(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
+                     pixel_values=pixel_values)  # fmt: skip
+        out = self.model(**{k: v for k, v in given.items() if v is not None})
+        return tuple(out[name] for name in self.outputs)
+
+
+def head_outputs(model: nn.Module, inputs: dict[str, Tensor]) -> list[str]:
+    with torch.inference_mode():
+        out = model(**inputs)
+    names = [name for name in OUTPUTS if isinstance(out.get(name), Tensor)]
+    if not names:
+        raise ExportError(f"{type(model).__name__} has no supported task head (it returns {list(out.keys())}); "
+                          f"ONNX export supports models returning {' / '.join(OUTPUTS)}, e.g. "
+                          "...ForSequenceClassification, ...ForTokenClassification, ...ForQuestionAnswering, "
+                          "...ForImageClassification.")  # fmt: skip
+    return names
+
+
+def _export_proto(model: nn.Module, names: list[str], outputs: list[str], example: dict[str, Tensor]):
+    dims = {"input_ids": {0: "batch", 1: "sequence"}, "pixel_values": {0: "batch"}}
+    dynamic = {name: dims.get(name, dims["input_ids"]) for name in names}
+    wrapper = _Outputs(model, outputs).eval()
+    log = io.StringIO()
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(log), torch.no_grad():
+            warnings.simplefilter("ignore")
+            program = torch.onnx.export(wrapper, (), kwargs=example, dynamo=True, opset_version=OPSET,
+                                        input_names=names, output_names=outputs, dynamic_shapes=dynamic,
+                                        verbose=False)  # fmt: skip
+    except Exception as err:  # the exporter's own errors are many classes; give the first line and the cause
+        first = next((line for line in str(err).splitlines() if line.strip()), type(err).__name__)
+        raise ExportError(f"torch.onnx.export cannot export {type(model).__name__}: {first[:300]}") from err
+    return program.model_proto
+
+
+def _ort_session(path: Path, threads: int | None = None):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def verify(session, model: nn.Module, inputs: dict[str, Tensor], outputs: list[str]) -> dict[str, float]:
+    """ONNX Runtime against the PyTorch model: max |diff|, argmax agreement, rows compared, and near ties.
+
+    A near tie is a disagreement where the PyTorch model's own margin between its choice and ORT's is within
+    twice the typical (median) row difference: the runtimes round differently (an int8 layer turns a last-bit
+    difference into one quantization step), and the model was undecided there. Reported, never excused.
+    """
+    with torch.inference_mode():
+        reference = model(**inputs)
+    feeds = {name: value.numpy() for name, value in inputs.items()}
+    got = session.run(outputs, feeds)
+    diff, agree, rows, ties = 0.0, 0, 0, 0
+    for name, ort_value in zip(outputs, got):
+        ours, theirs = torch.from_numpy(ort_value).float(), reference[name].float()
+        row_diff = (ours - theirs).abs().amax(-1)
+        diff = max(diff, float(row_diff.max()))
+        picked = ours.argmax(-1)
+        margin = theirs.amax(-1) - theirs.gather(-1, picked.unsqueeze(-1)).squeeze(-1)
+        same, tie = picked == theirs.argmax(-1), margin <= 2 * row_diff.flatten().median()
+        if "attention_mask" in inputs and same.dim() == 2 and same.shape == inputs["attention_mask"].shape:
+            real = inputs["attention_mask"].bool()  # token heads: compare real tokens only
+            same, tie = same[real], tie[real]
+        agree, rows, ties = agree + int(same.sum()), rows + same.numel(), ties + int((~same & tie).sum())
+    return {"max_abs_diff": diff, "fidelity": agree / max(rows, 1), "num_samples": rows, "near_ties": ties}
+
+
+def _save_processor(source: Path | None, processor, output_dir: Path) -> None:
+    if processor is not None:
+        processor.save_pretrained(str(output_dir))
+        return
+    if source is None:
+        return
+    from transformers import AutoImageProcessor, AutoTokenizer
+
+    for loader in (AutoTokenizer, AutoImageProcessor):
+        try:
+            loader.from_pretrained(str(source)).save_pretrained(str(output_dir))
+            return
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    logger.warning("No tokenizer or image processor in %s; the ONNX folder has none.", source)
+
+
+def export_onnx(
+    model_or_dir: nn.Module | str | Path,
+    output_dir: str | Path,
+    *,
+    processor=None,
+    inputs: dict[str, Tensor] | None = None,
+    num_samples: int = 32,
+    sequence_length: int = 32,
+    dynamic_activations: DynamicActivations = "torch",
+) -> ExportReport:
+    """Export a stage output (folder or loaded model) to ``output_dir/model.onnx`` and verify it on ORT.
+
+    processor: tokenizer / image processor to save beside the model (default: the one in the source folder).
+    inputs: sample inputs to verify on (default: ``num_samples`` seeded random rows of ``sequence_length``
+    tokens with ragged padding, or random images).
+    dynamic_activations: ``int8_dynamic`` layers quantize activations per call as torch does (``"torch"``, 7-bit
+    range: ORT reproduces the PyTorch model) or with ORT's fused 8-bit DynamicQuantizeLinear (``"ort"``).
+    """
+    if dynamic_activations not in get_args(DynamicActivations):
+        choices = list(get_args(DynamicActivations))
+        raise ExportError(f"dynamic_activations={dynamic_activations!r} is not supported; choose one of {choices}.")
+    require_onnx()
+    import onnx
+
+    source = None if isinstance(model_or_dir, nn.Module) else Path(model_or_dir)
+    model = model_or_dir.eval() if source is None else load_for_export(source)
+    names = input_names(model, processor)
+    check = sample_inputs(model, names, batch=num_samples, length=sequence_length, seed=2)
+    if inputs is not None:
+        missing = [name for name in names if name not in inputs]
+        if missing:
+            raise ExportError(f"inputs lack {missing}, which the exported model takes; pass all of {names}.")
+        check = {name: inputs[name] for name in names}
+    example = sample_inputs(model, names, batch=2, length=min(16, sequence_length), seed=1)
+    outputs = head_outputs(model, example)
+    quantized = is_quantized(model)
+    float_model, plan = float_stand_ins(model) if quantized else (model, {})
+    proto = _export_proto(float_model, names, outputs, example)
+    if plan:
+        proto = rewrite_quantized(proto, plan, dynamic_activations)
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    onnx_path = output_dir / ONNX_NAME
+    onnx.save_model(proto, str(onnx_path))
+    onnx.checker.check_model(str(onnx_path))
+
+    checked = verify(_ort_session(onnx_path), model, check, outputs)
+    passed = checked["fidelity"] >= INT8_MIN_FIDELITY if quantized else checked["max_abs_diff"] <= FP32_MAX_DIFF
+    report = ExportReport(
+        onnx_path=str(onnx_path), precision=_precision(model, plan), inputs=names, outputs=outputs, **checked,
+        passed=passed, onnx_mb=onnx_path.stat().st_size / 2**20,
+        quantized_layers={name: kind for name, (kind, _) in plan.items()},
+    )  # fmt: skip
+    stored = {**asdict(report), "onnx_path": ONNX_NAME}  # relative: the folder is pushed as is
+    (output_dir / REPORT_NAME).write_text(json.dumps(stored, indent=2) + "\n")
+    _save_config(model, output_dir)
+    _save_processor(source, processor, output_dir)
+    _write_readme(source, output_dir, report)
+    if source is not None:
+        copy_extra(source, output_dir)
+    print(report.summary())
+    if not passed:
+        logger.warning("ONNX Runtime does not reproduce the PyTorch model closely: %s", report.summary())
+    return report
+
+
+def _precision(model: nn.Module, plan: dict) -> str:
+    if not plan:
+        return "int8_embeddings" if is_quantized(model) else "fp32"
+    kinds = sorted({kind for kind, _ in plan.values()})
+    return kinds[0] if len(kinds) == 1 else "+".join(kinds)
+
+
+def _save_config(model: nn.Module, output_dir: Path) -> None:
+    """config.json without the quantization entry: the ONNX graph carries the quantization itself."""
+    config = model.config.to_dict()
+    config.pop("quantization_config", None)
+    (output_dir / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+
+def card_section(report: ExportReport) -> str:
+    """The README section describing the ONNX file, its inputs and its measured agreement with PyTorch."""
+    feeds = ", ".join(f'"{n}": ...' for n in report.inputs)
+    count = len(report.quantized_layers)
+    layers = f" ({count} int8/int4 layers as in the PyTorch checkpoint)" if count else ""
+    return f"""
+## ONNX
+
+`{Path(report.onnx_path).name}`: {report.precision}{layers}, opset {report.opset}, dynamic batch and sequence
+length, {report.onnx_mb:.1f} MB. Checked on ONNX Runtime against the PyTorch model on {report.num_samples} sample
+rows: max |diff| {report.max_abs_diff:.2e}, argmax agreement {report.fidelity:.4f}, {report.near_ties} near ties
+(details in `{REPORT_NAME}`).
+
+```python
+import onnxruntime as ort
+session = ort.InferenceSession("{Path(report.onnx_path).name}")
+{", ".join(report.outputs)}, = session.run({report.outputs!r}, {{{feeds}}})  # numpy arrays
+```
+"""  # noqa: E501
+
+
+def _write_readme(source: Path | None, output_dir: Path, report: ExportReport) -> None:
+    base = source / "README.md" if source is not None else None
+    text = base.read_text() if base is not None and base.is_file() else "# ONNX export (hf_compress)\n"
+    marker = "\n## ONNX\n"
+    text = text.split(marker)[0].rstrip("\n") + "\n"
+    (output_dir / "README.md").write_text(text + card_section(report))
+
+
+def check_onnx_folder(folder: Path, onnx_files: list[str]) -> None:
+    """What `push` checks in an export folder: the ONNX files pass the ONNX checker (needs the onnx extra)."""
+    try:
+        import onnx
+    except ImportError as err:  # FileNotFoundError: the CLI's one-line, exit-2 class for a folder it cannot push
+        raise FileNotFoundError(f"Checking {folder} needs onnx: pip install 'hf-compress[onnx]'.") from err
+
+    for name in onnx_files:
+        try:
+            onnx.checker.check_model(str(folder / name))
+        except (onnx.checker.ValidationError, OSError) as err:
+            raise FileNotFoundError(f"{folder / name} is not a valid ONNX model: {str(err).splitlines()[0]}") from err
+
+
+def copy_extra(source: Path, output_dir: Path, names=("recipe.resolved.yaml",)) -> None:
+    for name in names:
+        if (source / name).is_file():
+            shutil.copy2(source / name, output_dir / name)

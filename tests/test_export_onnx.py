@@ -1,0 +1,279 @@
+"""ONNX export: fp32 and int8 exports reproduce the PyTorch model on ONNX Runtime; bad input fails in one line."""
+
+import json
+import sys
+
+import numpy as np
+import pytest
+import torch
+from conftest import VOCAB, bert_config, vit_config
+
+ort = pytest.importorskip("onnxruntime")
+onnx = pytest.importorskip("onnx")
+pytest.importorskip("onnxscript")
+
+from transformers import (  # noqa: E402
+    BertForQuestionAnswering,
+    BertForSequenceClassification,
+    BertForTokenClassification,
+    BertModel,
+    BertTokenizerFast,
+    ViTForImageClassification,
+)
+
+from hf_compress import QuantizationConfig, quantize, slice_model  # noqa: E402
+from hf_compress.cli import check_push_folder, main  # noqa: E402
+from hf_compress.export import ExportError, export_onnx  # noqa: E402
+from hf_compress.export.onnx import sample_inputs, verify  # noqa: E402
+from hf_compress.models.structure import model_structure  # noqa: E402
+from hf_compress.prune.masks import StructureMasks, keep_top  # noqa: E402
+from hf_compress.quant.modules import (  # noqa: E402
+    Int4WeightOnlyLinear,
+    Int8DynamicLinear,
+    Int8StaticLinear,
+    Int8WeightOnlyLinear,
+)
+
+FP32_TOL = 1e-4
+SMALL = dict(num_hidden_layers=2)  # the exporter traces every layer: two keep the tests fast
+
+
+def _bert(cls=BertForSequenceClassification, **overrides):
+    torch.manual_seed(0)
+    return cls(bert_config(**SMALL, **overrides)).eval()
+
+
+def _vit():
+    torch.manual_seed(0)
+    return ViTForImageClassification(vit_config(**SMALL)).eval()
+
+
+def _pruned():
+    model = _bert()
+    masks = StructureMasks.full(model_structure(model))
+    g = torch.Generator().manual_seed(0)
+    masks.load_state_dict({"hidden": keep_top(torch.randn(32, generator=g), masks.hidden, 16),
+                           "heads": keep_top(torch.randn(2, 4, generator=g), masks.heads, 2),
+                           "ffn": keep_top(torch.randn(2, 64, generator=g), masks.ffn, 40)})  # fmt: skip
+    return slice_model(model, masks).eval()
+
+
+def _ort_vs_torch(path, model, inputs, outputs):
+    """Max |diff| and argmax agreement on inputs of another shape than the export's (dynamic axes)."""
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = session.run(outputs, {k: v.numpy() for k, v in inputs.items()})
+    with torch.no_grad():
+        ref = model(**inputs)
+    diff = max(float((torch.from_numpy(g) - ref[n]).abs().max()) for g, n in zip(got, outputs))
+    agree = min(float((torch.from_numpy(g).argmax(-1) == ref[n].argmax(-1)).float().mean())
+                for g, n in zip(got, outputs))  # fmt: skip
+    return diff, agree
+
+
+FP32_CASES = {
+    "bert-sequence": (_bert, ["logits"]),
+    "bert-token": (lambda: _bert(BertForTokenClassification), ["logits"]),
+    "bert-qa": (lambda: _bert(BertForQuestionAnswering, num_labels=2), ["start_logits", "end_logits"]),
+    "bert-pruned": (_pruned, ["logits"]),
+    "vit-image": (_vit, ["logits"]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(FP32_CASES))
+def test_fp32_export_matches_pytorch(tmp_path, name):
+    build, outputs = FP32_CASES[name]
+    model = build()
+    report = export_onnx(model, tmp_path)
+    assert report.precision == "fp32" and report.outputs == outputs and report.passed
+    assert report.max_abs_diff <= FP32_TOL and report.fidelity == 1.0
+    stored = json.loads((tmp_path / "onnx_export.json").read_text())
+    assert stored["max_abs_diff"] == report.max_abs_diff and stored["num_samples"] >= 32
+    for batch, length in ((1, 7), (5, 20)):  # shapes never seen by the exporter
+        diff, agree = _ort_vs_torch(tmp_path / "model.onnx", model, sample_inputs(model, report.inputs, batch, length),
+                                    outputs)  # fmt: skip
+        assert diff <= FP32_TOL and agree == 1.0
+    assert "## ONNX" in (tmp_path / "README.md").read_text()
+    assert "quantization_config" not in json.loads((tmp_path / "config.json").read_text())
+
+
+def _calibration(model, n=3):
+    names = ["pixel_values"] if hasattr(model.config, "image_size") else ["input_ids", "attention_mask"]
+    return [sample_inputs(model, names, 4, 12, seed=10 + i) for i in range(n)]
+
+
+INT8_CASES = {  # name -> (model, method, an op each quantized layer has once, dynamic_activations)
+    "bert-int8_dynamic": (_bert, "int8_dynamic", "QuantizeLinear", "torch"),
+    "bert-int8_dynamic-ort": (_bert, "int8_dynamic", "DynamicQuantizeLinear", "ort"),
+    "bert-int8_static": (_bert, "int8_static", "QuantizeLinear", "torch"),
+    "bert-int8_weight_only": (_bert, "int8_weight_only", None, "torch"),
+    "bert-int4_weight_only": (_bert, "int4_weight_only", "MatMulNBits", "torch"),
+    "vit-int8_static": (_vit, "int8_static", "QuantizeLinear", "torch"),
+    "pruned-int8_dynamic": (_pruned, "int8_dynamic", "MatMulInteger", "torch"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(INT8_CASES))
+def test_quantized_export_carries_the_same_decisions(tmp_path, name):
+    build, method, op, dynamic = INT8_CASES[name]
+    model = build()
+    config = QuantizationConfig(method=method, group_size=16, keep_fp32=["classifier"])
+    quantized = quantize(model, config, _calibration(model) if method == "int8_static" else None)
+    report = export_onnx(quantized, tmp_path / "onnx", dynamic_activations=dynamic)
+    assert report.precision == method and report.passed and report.fidelity >= 0.99
+    if dynamic == "torch":  # the same integer arithmetic as fbgemm: only float rounding differs
+        assert report.max_abs_diff <= 1e-4
+    kinds = (Int8DynamicLinear, Int8StaticLinear, Int8WeightOnlyLinear, Int4WeightOnlyLinear)
+    expected = {n for n, m in quantized.named_modules() if isinstance(m, kinds)}
+    assert set(report.quantized_layers) == expected and "classifier" not in expected
+    graph = onnx.load(str(tmp_path / "onnx" / "model.onnx")).graph
+    ops = [n.op_type for n in graph.node]
+    if op:
+        assert ops.count(op) == len(expected)
+    weights = {i.name: i for i in graph.initializer}
+    some_layer = sorted(expected)[0]
+    stored = weights[f"{some_layer}.weight_q4" if method == "int4_weight_only" else f"{some_layer}.weight_q"]
+    assert stored.data_type in (onnx.TensorProto.INT8, onnx.TensorProto.UINT8)  # the checkpoint's integers
+    layer = quantized.get_submodule(some_layer)
+    scale = onnx.numpy_helper.to_array(weights[f"{some_layer}.weight_scale"]).reshape(-1).copy()
+    torch.testing.assert_close(torch.from_numpy(scale), layer.weight_scale.reshape(-1), rtol=0, atol=0)
+    if method == "int8_static":
+        x_scale = onnx.numpy_helper.to_array(weights[f"{some_layer}.input_scale"])
+        assert x_scale.item() == float(layer.input_scale)
+    # the classifier was kept in fp32 and stays a float MatMul / Gemm on its float weight
+    assert not any(i.startswith("classifier") and i.endswith("_q") for i in weights)
+    stored_bytes = sum(onnx.numpy_helper.to_array(i).nbytes for i in graph.initializer)
+    assert stored_bytes < 0.5 * sum(p.numel() * 4 for p in build().parameters())  # the weights stay integers
+
+
+def test_disagreements_on_near_ties_are_counted_apart():
+    class Session:
+        def run(self, names, feeds):
+            return [np.array([[1.0, 0.0], [0.49, 0.50], [0.0, 0.2]], dtype=np.float32)]
+
+    reference = torch.tensor([[1.0, 0.0], [0.50, 0.49], [3.0, 0.0]])
+    checked = verify(Session(), lambda **inputs: {"logits": reference}, {"x": torch.zeros(3)}, ["logits"])
+    assert checked["fidelity"] == pytest.approx(1 / 3) and checked["num_samples"] == 3
+    assert checked["near_ties"] == 1  # row 2: margin 0.01 within 2 x the median difference; row 3: a real error
+    assert checked["max_abs_diff"] == pytest.approx(3.0)
+
+
+def test_unknown_dynamic_activation_mode_is_refused(tmp_path):
+    with pytest.raises(ExportError, match=r"dynamic_activations='fast' is not supported; choose one of"):
+        export_onnx(_bert(), tmp_path, dynamic_activations="fast")
+
+
+def test_int4_group_size_that_ort_cannot_run_is_refused(tmp_path):
+    quantized = quantize(_bert(), QuantizationConfig(method="int4_weight_only", group_size=8))
+    with pytest.raises(ExportError, match="MatMulNBits needs a power of two >= 16"):
+        export_onnx(quantized, tmp_path)
+
+
+def _tokenizer(tmp_path):
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [f"w{i}" for i in range(VOCAB - 5)]
+    (tmp_path / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    return BertTokenizerFast(vocab_file=str(tmp_path / "vocab.txt"))
+
+
+def test_cli_exports_a_stage_folder_with_its_tokenizer_and_push_accepts_it(tmp_path, capsys):
+    model = quantize(_bert(), QuantizationConfig(method="int8_dynamic"))
+    model.save_pretrained(tmp_path / "stage")
+    _tokenizer(tmp_path).save_pretrained(tmp_path / "stage")
+    (tmp_path / "stage" / "README.md").write_text("# my stage\n\nnumbers\n")
+    assert main(["export", str(tmp_path / "stage"), "--format", "onnx", "--output-dir", str(tmp_path / "out")]) == 0
+    assert "fidelity" in capsys.readouterr().out
+    out = tmp_path / "out"
+    assert (out / "tokenizer.json").is_file() or (out / "vocab.txt").is_file()
+    readme = (out / "README.md").read_text()
+    assert readme.startswith("# my stage") and "## ONNX" in readme and "int8_dynamic" in readme
+    files = check_push_folder(out)
+    assert "model.onnx" in files and "onnx_export.json" in files
+    (out / "model.onnx").write_bytes(b"not onnx")
+    with pytest.raises(FileNotFoundError, match="is not a valid ONNX model"):
+        check_push_folder(out)
+
+
+def test_cli_rejects_a_folder_that_is_not_a_model(tmp_path, capsys):
+    (tmp_path / "notes.txt").write_text("hello")
+    assert main(["export", str(tmp_path), "--output-dir", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "is not a model folder (no config.json)" in err and len(err.splitlines()) == 1
+    assert main(["export", str(tmp_path / "missing")]) == 2
+    assert "is not a folder" in capsys.readouterr().err
+
+
+def test_cli_rejects_a_model_without_a_task_head(tmp_path, capsys):
+    BertModel(bert_config(**SMALL)).save_pretrained(tmp_path / "base")
+    capsys.readouterr()
+    assert main(["export", str(tmp_path / "base"), "--output-dir", str(tmp_path / "out")]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("hf-compress: error:")]
+    assert len(errors) == 1 and "has no supported task head" in errors[0]
+
+
+@torch.library.custom_op("hfc_test::opaque", mutates_args=())
+def _opaque(x: torch.Tensor) -> torch.Tensor:
+    return x.clone()
+
+
+@_opaque.register_fake
+def _(x):
+    return torch.empty_like(x)
+
+
+class _OpaqueHead(BertForSequenceClassification):
+    def forward(self, **kwargs):
+        out = super().forward(**kwargs)
+        out["logits"] = _opaque(out["logits"])
+        return out
+
+
+def test_an_operation_onnx_cannot_express_is_a_one_line_error(tmp_path):
+    torch.manual_seed(0)
+    model = _OpaqueHead(bert_config(**SMALL)).eval()
+    with pytest.raises(ExportError, match=r"torch.onnx.export cannot export _OpaqueHead: .*") as info:
+        export_onnx(model, tmp_path)
+    assert "\n" not in str(info.value)
+
+
+def test_missing_extra_names_the_install_command(tmp_path, monkeypatch, capsys):
+    _bert().save_pretrained(tmp_path / "stage")
+    capsys.readouterr()
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import onnxruntime -> ImportError
+    with pytest.raises(ExportError, match=r"needs onnxruntime: pip install 'hf-compress\[onnx\]'"):
+        export_onnx(tmp_path / "stage", tmp_path / "out")
+    assert main(["export", str(tmp_path / "stage"), "--output-dir", str(tmp_path / "out")]) == 2
+    assert "pip install 'hf-compress[onnx]'" in capsys.readouterr().err
+
+
+def _family(name):
+    import transformers as T
+
+    small = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64)
+    torch.manual_seed(0)
+    if name == "roberta":
+        config = T.RobertaConfig(vocab_size=VOCAB, max_position_embeddings=70, **small)
+        return T.RobertaForSequenceClassification(config)
+    if name == "distilbert":
+        config = T.DistilBertConfig(vocab_size=VOCAB, dim=32, n_layers=2, n_heads=4, hidden_dim=64)
+        return T.DistilBertForSequenceClassification(config)
+    if name == "electra":
+        return T.ElectraForSequenceClassification(T.ElectraConfig(vocab_size=VOCAB, embedding_size=32, **small))
+    return T.DeiTForImageClassification(T.DeiTConfig(image_size=16, patch_size=4, num_channels=1, **small))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["roberta", "distilbert", "electra", "deit"])
+def test_other_encoder_families_export_as_is(tmp_path, name):
+    """Families beyond the BERT / ViT test matrix: fp32 and int8_dynamic exports match PyTorch too."""
+    model = _family(name).eval()
+    report = export_onnx(model, tmp_path / "fp32")
+    assert report.passed and report.max_abs_diff <= FP32_TOL
+    quantized = quantize(model, QuantizationConfig(method="int8_dynamic"))
+    report = export_onnx(quantized, tmp_path / "int8")
+    assert report.passed and report.fidelity >= 0.99 and report.quantized_layers
+
+
+def test_verification_inputs_must_cover_the_model_inputs(tmp_path):
+    with pytest.raises(
+        ExportError, match=r"inputs lack \['attention_mask', 'token_type_ids'\], which the exported model takes"
+    ):
+        export_onnx(_bert(), tmp_path, inputs={"input_ids": torch.ones(2, 5, dtype=torch.long)})
