@@ -48,6 +48,7 @@ bench: install-bench
 	$(PY) -m benchmarks distill
 	$(PY) -m benchmarks prune
 	$(PY) -m benchmarks quant
+	$(PY) -m benchmarks rnn
 	$(PY) -m benchmarks onnx
 	$(PY) -m benchmarks report
 
