@@ -113,8 +113,8 @@ def torch_pruning_student(teacher, shape: dict, example: dict) -> tuple[object, 
 HOMODISTIL_ATTENTION = dict(attention_weight=1.0)
 
 
-def run(quick: bool, steps: int, kind: str, wider: bool = True, attention: bool = True) -> dict:
-    shape = SHAPES[kind]
+def _teacher_and_data(kind: str, quick: bool):
+    """(teacher, train set, test set, collator) of one half, shared by `run` and `ablation`."""
     if kind == "text":
         teacher_path = common.text_teacher()
         tokenizer = AutoTokenizer.from_pretrained(teacher_path)
@@ -127,6 +127,12 @@ def run(quick: bool, steps: int, kind: str, wider: bool = True, attention: bool 
         data = common.fmnist_data(train_limit=256 if quick else 20000, test_limit=256 if quick else None)
         train_set, test, collator = data["train"], data["test"], None
         teacher = AutoModelForImageClassification.from_pretrained(teacher_path).eval()
+    return teacher, train_set, test, collator
+
+
+def run(quick: bool, steps: int, kind: str, wider: bool = True, attention: bool = True) -> dict:
+    shape = SHAPES[kind]
+    teacher, train_set, test, collator = _teacher_and_data(kind, quick)
     steps = 4 if quick else steps
     end = max(2, int(0.6 * steps))
     entries = {}
@@ -199,18 +205,7 @@ def ablation(quick: bool, steps: int, kind: str, variants: list[str]) -> dict:
     for key in variants:
         ablation_settings(key, steps, kind)  # unknown names fail before any training
     shape = SHAPES[kind]
-    if kind == "text":
-        teacher_path = common.text_teacher()
-        tokenizer = AutoTokenizer.from_pretrained(teacher_path)
-        data = common.rt_data(tokenizer, train_limit=256 if quick else None)
-        train_set, test = data["train"], data["test"].select(range(128)) if quick else data["test"]
-        collator = DataCollatorWithPadding(tokenizer)
-        teacher = AutoModelForSequenceClassification.from_pretrained(teacher_path).eval()
-    else:
-        teacher_path = common.vision_teacher(epochs=2.0, train_limit=20000)
-        data = common.fmnist_data(train_limit=256 if quick else 20000, test_limit=256 if quick else None)
-        train_set, test, collator = data["train"], data["test"], None
-        teacher = AutoModelForImageClassification.from_pretrained(teacher_path).eval()
+    teacher, train_set, test, collator = _teacher_and_data(kind, quick)
     steps = 4 if quick else steps
     end = max(2, int(0.6 * steps))
     teacher_acc = common.evaluate_accuracy(teacher, test, collator)

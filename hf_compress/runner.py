@@ -34,6 +34,7 @@ from .card import write_model_card
 from .data import demo_model_path, load_fashion_mnist, load_rotten_tomatoes
 from .data.labels import resolve_labels
 from .distill import DistillationTrainer, make_student, rnn_stage
+from .json_args import JsonTrainingArgs
 from .prune import HomoDistilTrainer
 from .quant import quantize
 from .recipes import Recipe, Stage
@@ -247,18 +248,9 @@ def load_processor(ctx: Context) -> None:
 # ---- stages --------------------------------------------------------------------------------------------------
 
 
-class FinetuneTrainer(Trainer):
+class FinetuneTrainer(JsonTrainingArgs, Trainer):
     """The stock Trainer, with the training arguments saved as JSON instead of the pickled training_args.bin
     (as the distillation trainers do)."""
-
-    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
-        super()._save(output_dir, state_dict)
-        output_dir = output_dir or self.args.output_dir
-        pickle_path = os.path.join(output_dir, "training_args.bin")
-        if self.args.should_save and os.path.isfile(pickle_path):
-            os.remove(pickle_path)
-            with open(os.path.join(output_dir, "training_args.json"), "w") as handle:
-                handle.write(self.args.to_json_string())
 
 
 def _last_complete_checkpoint(work_dir: Path) -> str | None:

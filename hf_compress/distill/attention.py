@@ -28,6 +28,28 @@ def call_count() -> int:
     return _CALLS[0]
 
 
+def _attend(
+    module: nn.Module,
+    query: Tensor,
+    key: Tensor,
+    value: Tensor,
+    attention_mask: Tensor | None,
+    scaling: float | None,
+    dropout: float,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Eager attention: the output (B, L, H, d), the pre-softmax scores ``q k^T * scaling`` before the padding
+    mask (B, H, L, L) and the softmax probabilities before dropout (B, H, L, L)."""
+    _CALLS[0] += 1
+    if scaling is None:
+        scaling = query.size(-1) ** -0.5
+    scores = torch.matmul(query, key.transpose(2, 3)) * scaling
+    masked = scores if attention_mask is None else scores + attention_mask
+    probs = nn.functional.softmax(masked, dim=-1, dtype=torch.float32).to(query.dtype)
+    dropped = nn.functional.dropout(probs, p=dropout, training=module.training)
+    output = torch.matmul(dropped, value).transpose(1, 2).contiguous()
+    return output, scores, probs
+
+
 def kd_attention_forward(
     module: nn.Module,
     query: Tensor,
@@ -42,15 +64,7 @@ def kd_attention_forward(
 
     Returns the attention output (B, L, H, d) and the pre-dropout probabilities (B, H, L, L).
     """
-    _CALLS[0] += 1
-    if scaling is None:
-        scaling = query.size(-1) ** -0.5
-    scores = torch.matmul(query, key.transpose(2, 3)) * scaling
-    if attention_mask is not None:
-        scores = scores + attention_mask
-    probs = nn.functional.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
-    dropped = nn.functional.dropout(probs, p=dropout, training=module.training)
-    output = torch.matmul(dropped, value).transpose(1, 2).contiguous()
+    output, _, probs = _attend(module, query, key, value, attention_mask, scaling, dropout)
     return output, probs
 
 
@@ -66,14 +80,7 @@ def kd_attention_scores_forward(
 ) -> tuple[Tensor, Tensor]:
     """As `kd_attention_forward`, but returns the pre-softmax scores (B, H, L, L), unmasked, in place of the
     probabilities (padded keys are excluded by the loss's mask)."""
-    _CALLS[0] += 1
-    if scaling is None:
-        scaling = query.size(-1) ** -0.5
-    scores = torch.matmul(query, key.transpose(2, 3)) * scaling
-    masked = scores if attention_mask is None else scores + attention_mask
-    probs = nn.functional.softmax(masked, dim=-1, dtype=torch.float32).to(query.dtype)
-    dropped = nn.functional.dropout(probs, p=dropout, training=module.training)
-    output = torch.matmul(dropped, value).transpose(1, 2).contiguous()
+    output, scores, _ = _attend(module, query, key, value, attention_mask, scaling, dropout)
     return output, scores
 
 

@@ -13,6 +13,7 @@ from transformers import PreTrainedModel, Trainer, TrainerCallback
 from transformers.modeling_outputs import SequenceClassifierOutput
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
+from ..json_args import JsonTrainingArgs
 from . import attention, losses
 from .attention import ATTN_IMPLEMENTATION, ATTN_SCORES_IMPLEMENTATION
 from .checks import check_compatibility, enable_attention_outputs, head_kind, is_regression, load_teacher
@@ -33,7 +34,7 @@ class _ZeroGradAfterStep(TrainerCallback):
         self.module.zero_grad(set_to_none=True)
 
 
-class DistillationTrainer(Trainer):
+class DistillationTrainer(JsonTrainingArgs, Trainer):
     """Train ``model`` (the student) to imitate ``teacher_model`` under a `DistillationConfig`.
 
     The teacher is frozen (``requires_grad_(False)``, ``eval()``), run under ``torch.no_grad()`` and placed by
@@ -509,16 +510,6 @@ class DistillationTrainer(Trainer):
                 "resume_from_checkpoint."
             )
         self._projections.load_state_dict(load_state_file(path, device=str(self.args.device)))
-
-    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
-        """As the Trainer saves, but the training arguments go to JSON instead of a pickle (training_args.bin)."""
-        super()._save(output_dir, state_dict)
-        output_dir = output_dir or self.args.output_dir
-        pickle_path = os.path.join(output_dir, "training_args.bin")
-        if self.args.should_save and os.path.isfile(pickle_path):
-            os.remove(pickle_path)
-            with open(os.path.join(output_dir, "training_args.json"), "w") as handle:
-                handle.write(self.args.to_json_string())
 
 
 def _check_cached_only(args: DistillationConfig, train_dataset) -> None:
