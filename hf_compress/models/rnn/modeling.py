@@ -85,16 +85,20 @@ class RNNStudentForSequenceClassification(RNNStudentPreTrainedModel):
 
     def encode(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
         """(B, L) ids -> per-token states (B, L, dirs * H), the real-token mask (B, L), pooled (B, dirs * H)."""
-        if attention_mask is None:
-            attention_mask = torch.ones_like(input_ids)
-        ids, mask = left_align(input_ids, attention_mask)
-        lengths = mask.sum(dim=1).clamp_min(1)  # an all-padding row still runs one (padding) step
-        embedded = self.dropout(self.embeddings(ids))
-        packed = pack_padded_sequence(embedded, lengths.cpu(), batch_first=True, enforce_sorted=False)
-        packed_out, final = self.rnn(packed)
-        states, _ = pad_packed_sequence(packed_out, batch_first=True, total_length=ids.shape[1])
-        mask = mask & (torch.arange(ids.shape[1], device=ids.device)[None, :] < lengths[:, None])
-        mask[:, 0] |= ~mask.any(dim=1)
+        if attention_mask is None or bool(attention_mask.all()):
+            # No padding (one text, or a batch of equal lengths): the same result without packing, which costs
+            # more than the recurrence itself at batch 1.
+            ids, mask = input_ids, torch.ones_like(input_ids, dtype=torch.bool)
+            states, final = self.rnn(self.dropout(self.embeddings(ids)))
+        else:
+            ids, mask = left_align(input_ids, attention_mask)
+            lengths = mask.sum(dim=1).clamp_min(1)  # an all-padding row still runs one (padding) step
+            embedded = self.dropout(self.embeddings(ids))
+            packed = pack_padded_sequence(embedded, lengths.cpu(), batch_first=True, enforce_sorted=False)
+            packed_out, final = self.rnn(packed)
+            states, _ = pad_packed_sequence(packed_out, batch_first=True, total_length=ids.shape[1])
+            mask = mask & (torch.arange(ids.shape[1], device=ids.device)[None, :] < lengths[:, None])
+            mask[:, 0] |= ~mask.any(dim=1)
         pooling = self.config.pooling
         if pooling == "max":
             pooled = states.masked_fill(~mask[..., None], float("-inf")).amax(dim=1)
