@@ -43,6 +43,9 @@ class OrtModel:
 
         options = ort.SessionOptions()
         options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+        # ORT's idle threads spin by default and steal the cores from the torch model timed next in the same
+        # interleaved round (the control then drifts off 1.00x); torch's own pool does not hold them that way.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.inputs = [i.name for i in self.session.get_inputs()]
         self.path = Path(path)
