@@ -15,6 +15,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from ..json_args import JsonTrainingArgs
 from . import attention, losses
+from .accumulation import accumulated_positions, accumulation_scales
 from .attention import ATTN_IMPLEMENTATION, ATTN_SCORES_IMPLEMENTATION
 from .checks import check_compatibility, enable_attention_outputs, head_kind, is_regression, load_teacher
 from .config import DistillationConfig
@@ -218,7 +219,12 @@ class DistillationTrainer(JsonTrainingArgs, Trainer):
         if args.attention_weight > 0:
             terms["attention_loss"] = self._attention_loss(student_out.attentions, teacher_out.attentions, token_mask)
 
-        scales = self._accumulation_scales(inputs, token_mask) if model.training else {}
+        attention_kind = "tokens" if args.attention_loss_type == "kl" else "pairs"
+        scales = (
+            accumulation_scales(inputs, self._position_totals, attention_kind, self._token_level)
+            if model.training
+            else {}
+        )
         loss = sum(weights[name] * value * scales.get(name, 1.0) for name, value in terms.items())
         if model.training and not torch.isfinite(loss.detach()):
             values = ", ".join(f"{k}={v.item():.4g}" for k, v in terms.items())
@@ -244,53 +250,12 @@ class DistillationTrainer(JsonTrainingArgs, Trainer):
             "embedding_loss": args.embedding_weight,
         }
 
-    # ---- gradient accumulation: token-level terms over the whole accumulated batch ----------------------
-
-    def _positions(self, inputs: dict[str, Any]) -> dict[str, int]:
-        """How many positions each kind of token-level term averages over in one micro-batch."""
-        ids = inputs.get("input_ids")
-        attention_mask = inputs.get("attention_mask")
-        if attention_mask is not None:
-            lengths = attention_mask.long().sum(-1)
-        elif ids is not None:
-            lengths = torch.full((ids.shape[0],), ids.shape[-1])
-        else:  # images: every patch counts, the same number in every micro-batch
-            return {}
-        labels = inputs.get("labels")
-        labelled = int(labels.ne(-100).sum()) if labels is not None and labels.dim() == 2 else int(lengths.sum())
-        return {"tokens": int(lengths.sum()), "pairs": int(lengths.pow(2).sum()), "labelled": labelled}
+    # ---- gradient accumulation: token-level terms over the whole accumulated batch (see accumulation.py) ----
 
     def get_batch_samples(self, epoch_iterator, num_batches, device):
         batch_samples, num_items_in_batch = super().get_batch_samples(epoch_iterator, num_batches, device)
-        totals: dict[str, int] = {}
-        for batch in batch_samples:
-            for kind, count in self._positions(batch).items():
-                totals[kind] = totals.get(kind, 0) + count
-        self._position_totals = {**totals, "micro_batches": len(batch_samples)} if totals else None
+        self._position_totals = accumulated_positions(batch_samples)
         return batch_samples, num_items_in_batch
-
-    def _accumulation_scales(self, inputs: dict[str, Any], token_mask: Tensor | None) -> dict[str, float]:
-        """Factor turning each token-level micro-batch mean into ``micro-batch sum / accumulated count``, times
-        the number of micro-batches (the Trainer divides the loss by it)."""
-        totals = self._position_totals
-        if not totals or totals["micro_batches"] < 2:
-            return {}
-        local = self._positions(inputs)
-        if not local:
-            return {}
-
-        def scale(kind: str) -> float:
-            return local[kind] * totals["micro_batches"] / max(totals[kind], 1)
-
-        attention_kind = "tokens" if self.args.attention_loss_type == "kl" else "pairs"
-        scales = {
-            "hidden_loss": scale("tokens"),
-            "embedding_loss": scale("tokens"),
-            "attention_loss": scale(attention_kind),
-        }
-        if self._token_level:
-            scales["kd_loss"] = scales["hard_label_loss"] = scale("labelled")
-        return scales
 
     def _set_signature_columns_if_needed(self):
         """Keep the cached teacher-logit column when the Trainer drops the columns the student does not take."""
