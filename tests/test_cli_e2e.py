@@ -1,6 +1,5 @@
 """A tiny recipe through every stage, on local CSV files and a tiny BERT saved in the test: offline, fast."""
 
-import csv
 import json
 import os
 import sys
@@ -8,35 +7,19 @@ import sys
 import pytest
 import torch
 import yaml
-from conftest import VOCAB, bert_config
-from transformers import AutoModelForSequenceClassification, BertForSequenceClassification, BertTokenizerFast
+from conftest import bert_config
+from tiny_assets import make_assets
+from transformers import AutoModelForSequenceClassification, BertForSequenceClassification
 
 import hf_compress.runner as runner
 from hf_compress.cli import check_push_folder
 from hf_compress.cli import main as cli_main
 from hf_compress.recipes import load_recipe
 
-WORDS = [f"w{i}" for i in range(VOCAB - 5)]
-
 
 @pytest.fixture(scope="module")
 def assets(tmp_path_factory):
-    root = tmp_path_factory.mktemp("assets")
-    tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]
-    tokenizer = BertTokenizerFast(vocab={t: i for i, t in enumerate(tokens)})
-    torch.manual_seed(0)
-    model = BertForSequenceClassification(bert_config(num_labels=2))
-    model.save_pretrained(root / "teacher")
-    tokenizer.save_pretrained(root / "teacher")
-    g = torch.Generator().manual_seed(0)
-    for split, n in (("train", 48), ("validation", 16), ("test", 16)):
-        with open(root / f"{split}.csv", "w", newline="") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(["text", "label"])
-            for _ in range(n):
-                ids = torch.randint(0, len(WORDS), (6,), generator=g).tolist()
-                writer.writerow([" ".join(WORDS[i] for i in ids), int(ids[0] % 2)])
-    return root
+    return make_assets(tmp_path_factory.mktemp("assets"))
 
 
 def write_recipe(assets, path, **stage_overrides):

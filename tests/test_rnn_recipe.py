@@ -1,37 +1,17 @@
 """The distill stage with an RNN student spec, augmentation and cached teacher logits, end to end on tiny assets."""
 
-import csv
-
 import pytest
-import torch
 import yaml
-from conftest import VOCAB, bert_config
-from transformers import AutoModelForSequenceClassification, BertForSequenceClassification, BertTokenizerFast
+from tiny_assets import make_assets
+from transformers import AutoModelForSequenceClassification
 
 from hf_compress.recipes import RecipeError, load_recipe, parse_recipe
 from hf_compress.runner import run_recipe
 
-WORDS = [f"w{i}" for i in range(VOCAB - 5)]
-
 
 @pytest.fixture(scope="module")
 def assets(tmp_path_factory):
-    root = tmp_path_factory.mktemp("rnn-assets")
-    tokenizer = BertTokenizerFast(
-        vocab={t: i for i, t in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS])}
-    )
-    torch.manual_seed(0)
-    BertForSequenceClassification(bert_config(num_labels=2)).save_pretrained(root / "teacher")
-    tokenizer.save_pretrained(root / "teacher")
-    g = torch.Generator().manual_seed(0)
-    for split, n in (("train", 24), ("validation", 8), ("test", 8)):
-        with open(root / f"{split}.csv", "w", newline="") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(["text", "label"])
-            for _ in range(n):
-                ids = torch.randint(0, len(WORDS), (6,), generator=g).tolist()
-                writer.writerow([" ".join(WORDS[i] for i in ids), int(ids[0] % 2)])
-    return root
+    return make_assets(tmp_path_factory.mktemp("rnn-assets"), n_train=24, n_eval=8)
 
 
 def recipe(assets, **distill):

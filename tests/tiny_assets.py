@@ -1,5 +1,6 @@
 """A tiny BERT teacher with a tokenizer and small CSV splits on disk, and a recipe over them: shared by the
-hardening, fuzz and kill -9 tests (the runner reads local folders and files, as a user's recipe does)."""
+hardening, fuzz, kill -9, CLI end-to-end and RNN-recipe tests (the runner reads local folders and files, as a
+user's recipe does)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from transformers import BertForSequenceClassification, BertTokenizerFast
 WORDS = [f"w{i}" for i in range(VOCAB - 5)]
 
 
-def make_assets(root: Path, n_train: int = 48) -> Path:
+def make_assets(root: Path, n_train: int = 48, n_eval: int = 16) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]
     tokenizer = BertTokenizerFast(vocab={t: i for i, t in enumerate(tokens)})
@@ -22,7 +23,7 @@ def make_assets(root: Path, n_train: int = 48) -> Path:
     BertForSequenceClassification(bert_config(num_labels=2)).save_pretrained(root / "teacher")
     tokenizer.save_pretrained(root / "teacher")
     g = torch.Generator().manual_seed(0)
-    for split, n in (("train", n_train), ("validation", 16), ("test", 16)):
+    for split, n in (("train", n_train), ("validation", n_eval), ("test", n_eval)):
         rows = []
         for _ in range(n):
             ids = torch.randint(0, len(WORDS), (6,), generator=g).tolist()
