@@ -38,7 +38,7 @@ from .json_args import JsonTrainingArgs
 from .prune import HomoDistilTrainer
 from .quant import quantize
 from .recipes import Recipe, Stage
-from .validation import RecipeError, inside, looks_local, public
+from .validation import RecipeError, check_task_matches, inside, looks_local, public
 
 logger = logging.getLogger(__name__)
 DONE_NAME = "hf_compress_stage.json"
@@ -221,13 +221,7 @@ def check_teacher_task(ctx: Context) -> None:
         config = AutoConfig.from_pretrained(_teacher_path(ctx))
     except OSError as err:
         raise RecipeError(f"teacher.source {spec.source!r} cannot be loaded ({err}); fix the path or id.") from err
-    vision = getattr(config, "image_size", None) is not None and getattr(config, "num_channels", None) is not None
-    if vision != (task == "image-classification"):
-        kind = "vision" if vision else "text"
-        raise RecipeError(
-            f"teacher.source {spec.source!r} is a {kind} model ({config.model_type}) but data.task is {task!r}; "
-            f"set data.task: {'image' if vision else 'text'}-classification or use a matching teacher."
-        )
+    check_task_matches(config, task, f"teacher.source {spec.source!r}", f" ({config.model_type})")
 
 
 def load_processor(ctx: Context) -> None:

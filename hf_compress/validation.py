@@ -186,12 +186,18 @@ def _check_teacher_config(where: str, config: dict | None, task: str) -> None:
             f"{where}: teacher.config hidden_size={hidden} is not a multiple of num_attention_heads={heads}; "
             "choose a head count that divides the width."
         )
-    vision = getattr(built, "image_size", None) is not None and getattr(built, "num_channels", None) is not None
+    check_task_matches(built, task, f"{where}: teacher.config ({model_type})")
+
+
+def check_task_matches(config, task: str, teacher: str, detail: str = "") -> None:
+    """A vision config (``image_size`` and ``num_channels``) needs ``task: image-classification``, a text one a
+    text task; ``teacher`` names the teacher in the message, ``detail`` follows "is a text / vision model"."""
+    vision = getattr(config, "image_size", None) is not None and getattr(config, "num_channels", None) is not None
     if vision != (task == "image-classification"):
         kind = "vision" if vision else "text"
         raise RecipeError(
-            f"{where}: teacher.config ({model_type}) is a {kind} model but data.task is {task!r}; set data.task "
-            f"to {'image' if vision else 'text'}-classification or use a {'text' if vision else 'vision'} teacher."
+            f"{teacher} is a {kind} model{detail} but data.task is {task!r}; set data.task to "
+            f"{'image' if vision else 'text'}-classification or use a {'text' if vision else 'vision'} teacher."
         )
 
 
