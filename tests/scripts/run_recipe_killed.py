@@ -3,7 +3,6 @@
 
 import argparse
 import os
-import signal
 import sys
 from pathlib import Path
 
@@ -11,20 +10,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
-from transformers import TrainerCallback  # noqa: E402
+from train_tiny import KillAt  # noqa: E402  (same folder: the script's own directory is on sys.path)
 
 import hf_compress.runner as runner  # noqa: E402
 from hf_compress.cli import main  # noqa: E402
-
-
-class KillAt(TrainerCallback):
-    def __init__(self, step):
-        self.step = step
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step == self.step:
-            os.kill(os.getpid(), signal.SIGKILL)
-
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
