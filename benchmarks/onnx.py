@@ -7,6 +7,7 @@ teacher, measured interleaved in one process (same thread count for torch and OR
 agreement with the torch fp32 teacher on the test set, and the export's own check against its PyTorch model.
 
     python -m benchmarks onnx            # ~10 min on 2 cores once the teacher and HomoDistil model are cached
+    python -m benchmarks onnx --frontier # the pruned rows use the depth + width model of `prune --frontier`
     python -m benchmarks onnx --quick    # 200 test rows, 5 timing repetitions; trains nothing it cannot find
                                          # cached (untrained head / 4-step HomoDistil: accuracy is meaningless)
 """
@@ -29,7 +30,7 @@ from hf_compress.data import demo_model_path
 from hf_compress.export import export_onnx
 
 from . import common
-from .prune import HOMODISTIL_CACHE, SHAPES, TRAINING
+from .prune import FRONTIER_CACHE, HOMODISTIL_CACHE, SHAPES, TRAINING
 
 PEER = "ORT quantize_dynamic of the teacher (peer)"
 REFERENCE = "torch fp32 teacher"
@@ -76,8 +77,17 @@ def _teacher(quick: bool) -> tuple[str, bool]:
     return str(out), False
 
 
-def _homodistil(teacher, data, collator, quick: bool):
-    """The prune benchmark's HomoDistil model (cached by `python -m benchmarks prune`), else trained here."""
+def _homodistil(teacher, data, collator, quick: bool, frontier: bool = False):
+    """The prune benchmark's HomoDistil model (cached by `python -m benchmarks prune`), else trained here; with
+    ``frontier`` the depth + width model cached by `python -m benchmarks prune --frontier` (never trained here)."""
+    if frontier:
+        if not (FRONTIER_CACHE / "config.json").is_file():
+            raise SystemExit(f"No frontier model in {FRONTIER_CACHE}: run `python -m benchmarks prune --frontier`.")
+        model = AutoModelForSequenceClassification.from_pretrained(FRONTIER_CACHE).eval()
+        return (
+            model,
+            f"cached frontier model ({model.config.num_hidden_layers} layers, hidden {model.config.hidden_size})",
+        )
     if (HOMODISTIL_CACHE / "config.json").is_file():
         return AutoModelForSequenceClassification.from_pretrained(HOMODISTIL_CACHE).eval(), "cached"
     quick_cache = common.CACHE / "homodistil-minilm-rt-quick"  # a 4-step plumbing model, never the real one
@@ -108,14 +118,14 @@ def _logits(model, dataset, collator) -> torch.Tensor:
     return torch.cat(out)
 
 
-def run(quick: bool) -> dict:
+def run(quick: bool, frontier: bool = False) -> dict:
     teacher_path, trained = _teacher(quick)
     tokenizer = AutoTokenizer.from_pretrained(teacher_path)
     data = common.rt_data(tokenizer)
     collator = DataCollatorWithPadding(tokenizer)
     test = data["test"].select(range(200)) if quick else data["test"]
     teacher = AutoModelForSequenceClassification.from_pretrained(teacher_path).eval()
-    pruned, pruned_source = _homodistil(teacher, data, collator, quick)
+    pruned, pruned_source = _homodistil(teacher, data, collator, quick, frontier)
     work = Path(tempfile.mkdtemp(prefix="onnx-bench-"))
     int8 = QuantizationConfig(method="int8_dynamic")
     teacher_int8, pruned_int8 = quantize(copy.deepcopy(teacher), int8), quantize(copy.deepcopy(pruned), int8)
@@ -195,10 +205,16 @@ def report(result: dict) -> str:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument(
+        "--frontier",
+        action="store_true",
+        help="use the depth + width model of `python -m benchmarks prune --frontier` as the HomoDistil model",
+    )
     args = parser.parse_args(argv)
     common.setup()
-    result = run(args.quick)
-    path = common.write_json("onnx-quick" if args.quick else "onnx", {"suite": "onnx", "argv": argv, **result})
+    result = run(args.quick, args.frontier)
+    name = "onnx-frontier" if args.frontier else "onnx"
+    path = common.write_json(f"{name}-quick" if args.quick else name, {"suite": "onnx", "argv": argv, **result})
     print(report(result))
     print(f"\nwrote {path}")
 

@@ -83,10 +83,11 @@ def _args(out: str, epochs: float, max_steps: int, settings: dict, batch: int = 
                               **settings)  # fmt: skip
 
 
-def train_student(teacher, data: Dataset, settings: dict, collator, epochs: float, max_steps: int, live: bool):
+def train_student(teacher, data: Dataset, settings: dict, collator, epochs: float, max_steps: int, live: bool,
+                  student_spec: dict = STUDENT):  # fmt: skip
     """A fresh BiLSTM trained on ``data``: from the stored logits, or (``live``) with a teacher forward per step."""
     torch.manual_seed(0)
-    student = rnn_student_from_teacher(teacher, **STUDENT)
+    student = rnn_student_from_teacher(teacher, **student_spec)
     if live:
         data = data.remove_columns("teacher_logits")
     trainer = DistillationTrainer(model=student, teacher_model=teacher if live else None,
@@ -120,7 +121,9 @@ def real_length_ratios(teacher, models: dict, test: Dataset, collator, batch_siz
     return result
 
 
-def run(quick: bool, epochs: float, train_limit: int | None, copies: int, live_steps: int) -> dict:
+def run(quick: bool, epochs: float, train_limit: int | None, copies: int, live_steps: int,
+        hidden_size: int = STUDENT["hidden_size"]) -> dict:  # fmt: skip
+    spec = {**STUDENT, "hidden_size": hidden_size}
     teacher_path, teacher_note = _teacher(quick)
     tokenizer = AutoTokenizer.from_pretrained(teacher_path)
     data = common.rt_data(tokenizer, train_limit=train_limit)
@@ -131,8 +134,9 @@ def run(quick: bool, epochs: float, train_limit: int | None, copies: int, live_s
 
     entries = {}
     for name, (which, settings) in VARIANTS.items():
-        student, seconds, steps = train_student(teacher, sets[which], settings, collator, epochs,
-                                                max_steps=4 if quick else -1, live=False)  # fmt: skip
+        steps = 4 if quick else -1
+        student, seconds, steps = train_student(teacher, sets[which], settings, collator, epochs, steps,
+                                                live=False, student_spec=spec)  # fmt: skip
         entries[name] = {"model": student, "compress_s": seconds, "steps": steps, "transfer_rows": len(sets[which])}
         print(f"[rnn] {name}: {steps} steps in {seconds:.0f}s", flush=True)
     best = entries["BiLSTM: KD + augmentation"]
@@ -143,7 +147,8 @@ def run(quick: bool, epochs: float, train_limit: int | None, copies: int, live_s
     # Training speed: the same KD + augmentation steps from the stored logits and with a live teacher.
     per_step = {}
     for live in (False, True):
-        _, seconds, steps = train_student(teacher, sets["augmented"], KD, collator, epochs, live_steps, live=live)
+        _, seconds, steps = train_student(teacher, sets["augmented"], KD, collator, epochs, live_steps, live=live,
+                                          student_spec=spec)  # fmt: skip
         per_step["live" if live else "cached"] = seconds / steps
     projected_live = per_step["live"] * best["steps"]
     training = {
@@ -169,7 +174,8 @@ def run(quick: bool, epochs: float, train_limit: int | None, copies: int, live_s
             row[f"lat_{key}"] = ratios.get(row["model"], 1.0)
         row["speedup_1x128"] = 1 / row["lat_1x128"]
     return {"teacher": teacher_note, "rows": rows, "training": training, "real_length_teacher_ms": {
-        k: v["__teacher_ms__"] for k, v in real.items()}, "copies": copies, "epochs": epochs}  # fmt: skip
+        k: v["__teacher_ms__"] for k, v in real.items()}, "copies": copies, "epochs": epochs,
+            "student": spec}  # fmt: skip
 
 
 def report(result: dict) -> str:
@@ -178,7 +184,9 @@ def report(result: dict) -> str:
         ("lat_real_1x", "latency real 1/batch (ratio)"),
     ]
     columns = common.columns(extra=extra, after="lat_1x128")
-    lines = [f"### Text: {result['teacher']} -> one-layer BiLSTM (Tang et al. 2019)\n",
+    spec = result.get("student", STUDENT)
+    student = f"{spec['hidden_size']} units per direction, {spec['embedding_size']}-wide embeddings"
+    lines = [f"### Text: {result['teacher']} -> one-layer BiLSTM (Tang et al. 2019), {student}\n",
              common.markdown_table(result["rows"], columns)]  # fmt: skip
     t = result["training"]
     lines.append(
@@ -201,12 +209,14 @@ def main(argv=None) -> None:
     parser.add_argument("--copies", type=int, default=2, help="augmented copies per original (default 2)")
     parser.add_argument("--live-steps", type=int, default=None, help="steps timed with a live teacher (default 30)")
     parser.add_argument("--threads", type=int, default=common.THREADS, help="torch threads (default 2)")
+    parser.add_argument("--hidden-size", type=int, default=STUDENT["hidden_size"],
+                        help="BiLSTM units per direction (default: Tang et al.'s 150)")  # fmt: skip
     parser.add_argument("--name", help="JSON file name under benchmarks/results/<date>/ (default rnn)")
     args = parser.parse_args(argv)
     common.setup(threads=args.threads)
     train_limit = args.train_limit or (96 if args.quick else 3000)
     live_steps = args.live_steps or (3 if args.quick else 30)
-    result = run(args.quick, args.epochs, train_limit, args.copies, live_steps)
+    result = run(args.quick, args.epochs, train_limit, args.copies, live_steps, args.hidden_size)
     payload = {"suite": "rnn", "argv": argv, "quick": args.quick, "text": result}
     path = common.write_json(args.name or ("rnn-quick" if args.quick else "rnn"), payload)
     print(report(result))
