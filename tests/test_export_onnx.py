@@ -21,7 +21,13 @@ from transformers import (  # noqa: E402
     ViTForImageClassification,
 )
 
-from hf_compress import QuantizationConfig, quantize, slice_model  # noqa: E402
+from hf_compress import (  # noqa: E402
+    QuantizationConfig,
+    RNNStudentConfig,
+    RNNStudentForSequenceClassification,
+    quantize,
+    slice_model,
+)
 from hf_compress.cli import check_push_folder, main  # noqa: E402
 from hf_compress.export import ExportError, export_onnx  # noqa: E402
 from hf_compress.export.onnx import sample_inputs, verify  # noqa: E402
@@ -270,6 +276,31 @@ def test_other_encoder_families_export_as_is(tmp_path, name):
     quantized = quantize(model, QuantizationConfig(method="int8_dynamic"))
     report = export_onnx(quantized, tmp_path / "int8")
     assert report.passed and report.fidelity >= 0.99 and report.quantized_layers
+
+
+def _rnn(cell: str, pooling: str) -> RNNStudentForSequenceClassification:
+    torch.manual_seed(0)
+    config = RNNStudentConfig(vocab_size=VOCAB, embedding_size=8, hidden_size=6, num_layers=2, num_labels=3,
+                              classifier_hidden_size=5, dropout=0.0, cell=cell, pooling=pooling)  # fmt: skip
+    return RNNStudentForSequenceClassification(config).eval()
+
+
+@pytest.mark.parametrize(("cell", "pooling"), [("lstm", "max"), ("gru", "last"), ("rnn", "mean")])
+def test_rnn_student_exports_and_matches_on_padded_batches(tmp_path, cell, pooling):
+    model = _rnn(cell, pooling)
+    report = export_onnx(model, tmp_path / "fp32")
+    assert report.precision == "fp32" and report.passed
+    assert report.max_abs_diff <= FP32_TOL and report.fidelity == 1.0
+    ids = torch.randint(1, VOCAB, (4, 9), generator=torch.Generator().manual_seed(1))
+    mask = torch.ones_like(ids)
+    mask[1, :4], mask[2, 6:], mask[3] = 0, 0, 0  # left padding, right padding, nothing but padding
+    diff, agree = _ort_vs_torch(tmp_path / "fp32" / "model.onnx", model,
+                                {"input_ids": ids * mask, "attention_mask": mask}, ["logits"])  # fmt: skip
+    assert diff <= FP32_TOL and agree == 1.0
+    quantized = quantize(model, QuantizationConfig(method="int8_dynamic"))
+    report = export_onnx(quantized, tmp_path / "int8")
+    assert report.precision == "int8_dynamic" and report.passed and report.fidelity >= 0.99
+    assert "pre_classifier" in report.quantized_layers and report.max_abs_diff <= 1e-4
 
 
 def test_verification_inputs_must_cover_the_model_inputs(tmp_path):

@@ -18,6 +18,7 @@ from hf_compress import (
     rnn_student_from_teacher,
 )
 from hf_compress.data import demo_model_path
+from hf_compress.models.rnn import modeling
 from hf_compress.models.rnn.reference import reference_forward
 
 CELLS = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
@@ -181,3 +182,27 @@ def test_quantize_round_trip(tmp_path, method):
     reloaded = AutoModelForSequenceClassification.from_pretrained(tmp_path)
     assert type(reloaded.classifier).__name__ == type(model.classifier).__name__
     assert torch.equal(reloaded(ids).logits, quantized)
+
+
+@pytest.mark.parametrize("cell", sorted(CELLS))
+@pytest.mark.parametrize("pooling", ["max", "mean", "last"])
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_the_export_path_equals_the_packed_run(monkeypatch, cell, pooling, bidirectional):
+    """Under torch.onnx.export the model runs unpacked (the exporter cannot trace packing): same logits and
+    per-token states on left / right padding, holes and an all-padding row."""
+    model = student(cell=cell, pooling=pooling, bidirectional=bidirectional)
+    ids = torch.randint(1, VOCAB, (5, 9))
+    mask = torch.ones_like(ids)
+    mask[1, :4] = 0  # left padding
+    mask[2, 6:] = 0  # right padding
+    mask[3, 2:4] = 0  # a hole
+    mask[4] = 0  # nothing but padding
+    with torch.no_grad():
+        packed = model(ids, mask, output_hidden_states=True)
+        monkeypatch.setattr(torch.onnx, "is_in_onnx_export", lambda: True)
+        monkeypatch.setattr(modeling, "pack_padded_sequence", None)  # the export path must not pack
+        unpacked = model(ids, mask, output_hidden_states=True)
+    torch.testing.assert_close(unpacked.logits, packed.logits, atol=1e-6, rtol=0)
+    _, real, _ = model.encode(ids, mask)
+    states = [out.hidden_states[0].masked_fill(~real[..., None], 0) for out in (packed, unpacked)]
+    torch.testing.assert_close(states[1], states[0], atol=1e-6, rtol=0)

@@ -3,13 +3,16 @@
 The recurrent layers are torch's fused ``nn.RNN`` / ``nn.LSTM`` / ``nn.GRU`` over packed sequences, so padding
 never changes the output: a row gives the same logits alone or padded in a batch, whatever side it is padded on.
 `reference.py` holds the same recurrences written out from their equations, tested equal to these kernels.
+
+Under ``torch.onnx.export`` (which cannot trace packing) the same result comes from unpacked one-direction runs:
+the backward direction reads each row's real tokens reversed in place, so padding never reaches a real position.
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import _VF, Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from transformers import PreTrainedModel
 from transformers import initialization as init
@@ -26,8 +29,20 @@ def left_align(input_ids: Tensor, attention_mask: Tensor) -> tuple[Tensor, Tenso
     Left padding (or holes) would otherwise feed padding into the recurrence before the real tokens.
     """
     mask = attention_mask.bool()
-    order = torch.argsort((~mask).to(torch.int8), dim=1, stable=True)
-    return input_ids.gather(1, order), mask.gather(1, order)
+    real = mask.long()
+    # Stable partition without a sort (ONNX-exportable): real tokens keep their order at the front, padding after.
+    destination = torch.where(mask, real.cumsum(1) - 1, real.sum(1, keepdim=True) + (1 - real).cumsum(1) - 1)
+    return input_ids.scatter(1, destination, input_ids), mask.scatter(1, destination, mask)
+
+
+def reverse_rows(values: Tensor, lengths: Tensor) -> Tensor:
+    """(B, L, D) -> each row's first ``lengths[b]`` positions reversed in place, the rest (padding) untouched."""
+    positions = torch.arange(values.shape[1], device=values.device)[None, :]
+    index = torch.where(positions < lengths[:, None], lengths[:, None] - 1 - positions, positions)
+    return values.gather(1, index[..., None].expand_as(values))
+
+
+_KERNELS = {"rnn": _VF.rnn_tanh, "lstm": _VF.lstm, "gru": _VF.gru}
 
 
 class RNNStudentPreTrainedModel(PreTrainedModel):
@@ -85,7 +100,14 @@ class RNNStudentForSequenceClassification(RNNStudentPreTrainedModel):
 
     def encode(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
         """(B, L) ids -> per-token states (B, L, dirs * H), the real-token mask (B, L), pooled (B, dirs * H)."""
-        if attention_mask is None or bool(attention_mask.all()):
+        if torch.onnx.is_in_onnx_export():
+            if attention_mask is None:
+                attention_mask = torch.ones_like(input_ids)
+            ids, mask = left_align(input_ids, attention_mask)
+            lengths = mask.sum(dim=1).clamp_min(1)
+            states, final = self._unpacked(self.embeddings(ids), lengths)
+            mask = mask | ((torch.arange(ids.shape[1], device=ids.device)[None, :] == 0) & ~mask.any(1, keepdim=True))
+        elif attention_mask is None or bool(attention_mask.all()):
             # No padding (one text, or a batch of equal lengths): the same result without packing, which costs
             # more than the recurrence itself at batch 1.
             ids, mask = input_ids, torch.ones_like(input_ids, dtype=torch.bool)
@@ -109,6 +131,34 @@ class RNNStudentForSequenceClassification(RNNStudentPreTrainedModel):
             top = h_n.view(self.config.num_layers, self.config.num_directions, ids.shape[0], -1)[-1]
             pooled = top.transpose(0, 1).reshape(ids.shape[0], -1)
         return states, mask, pooled
+
+    def _unpacked(self, embedded: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+        """Inference without packing, equal to the packed run at every real position (ONNX export path).
+
+        embedded (B, L, E) right-padded, lengths (B,) -> states (B, L, dirs * H) and h_n (layers * dirs, B, H)
+        as the packed run returns them (each direction's state after its last real token)."""
+        config, rnn = self.config, self.rnn
+        kernel = _KERNELS[config.cell]
+        inputs, finals = embedded, []
+        last = (lengths - 1)[:, None, None]
+        for layer in range(config.num_layers):
+            outputs = []
+            for direction in range(config.num_directions):
+                suffix = f"_l{layer}" + ("_reverse" if direction else "")
+                names = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+                weights = [getattr(rnn, f"{name}{suffix}") for name in names]
+                state = inputs.new_zeros(1, inputs.shape[0], config.hidden_size)
+                hx = (state, state) if config.cell == "lstm" else state
+                x = reverse_rows(inputs, lengths) if direction else inputs
+                out = kernel(x, hx, weights, True, 1, 0.0, False, False, True)[0]
+                if direction:  # back in reading order; its final state sits at position 0
+                    out = reverse_rows(out, lengths)
+                    finals.append(out[:, 0])
+                else:  # the forward final state is the one after each row's last real token
+                    finals.append(out.gather(1, last.expand(-1, 1, out.shape[-1])).squeeze(1))
+                outputs.append(out)
+            inputs = torch.cat(outputs, dim=-1)
+        return inputs, torch.stack(finals)
 
     def forward(
         self,
