@@ -14,6 +14,7 @@ import copy
 import statistics
 import tempfile
 import time
+from pathlib import Path
 
 import torch
 from datasets import Dataset
@@ -39,6 +40,7 @@ VARIANTS = {  # name -> (transfer set, loss settings)
     "BiLSTM: labels only": ("original", dict(kd_weight=0.0, hard_label_weight=1.0)),
 }
 INT8 = "BiLSTM: KD + augmentation, int8"
+ORT = {"BiLSTM: KD + augmentation, ONNX Runtime fp32": False, "BiLSTM: KD + augmentation, int8, ONNX Runtime": True}
 
 
 def _teacher(quick: bool) -> tuple[str, str]:
@@ -121,6 +123,42 @@ def real_length_ratios(teacher, models: dict, test: Dataset, collator, batch_siz
     return result
 
 
+def ort_rows(teacher, best, int8, tokenizer, test: Dataset, collator, quick: bool) -> list[dict]:
+    """The KD + augmentation student (and its int8) exported with `export_onnx` and run on ONNX Runtime: accuracy,
+    export check, latency ratios to the teacher (interleaved, their own rounds); [] without the onnx extra."""
+    try:
+        from hf_compress.export import export_onnx
+
+        from .onnx import OrtModel, _logits
+    except ImportError as err:
+        print(f"[rnn] no ONNX Runtime rows: {err}", flush=True)
+        return []
+    work = Path(tempfile.mkdtemp(prefix="rnn-onnx-"))
+    sessions, exports = {}, {}
+    for index, (name, quantized) in enumerate(ORT.items()):
+        report = export_onnx(int8 if quantized else best, work / str(index), processor=tokenizer)
+        exports[name] = {"export_max_diff": report.max_abs_diff, "export_fidelity": report.fidelity,
+                         "size_mb": report.onnx_mb}  # fmt: skip
+        sessions[name] = OrtModel(work / str(index) / "model.onnx")
+    latency = common.latency_ratios(teacher, sessions, reps=5 if quick else 20)
+    real = {
+        f"real_{batch}x": real_length_ratios(teacher, sessions, test, collator, batch, 64 if quick else rows_)
+        for batch, rows_ in ((32, 512), (1, 128))
+    }
+    labels = torch.tensor(test["labels"])
+    teacher_acc = float((_logits(teacher, test, collator).argmax(-1) == labels).float().mean())
+    rows = []
+    for name, session in sessions.items():
+        acc = float((_logits(session, test, collator).argmax(-1) == labels).float().mean())
+        lat = latency[name]
+        rows.append({"model": name, "accuracy": acc, "pct_teacher": 100 * acc / teacher_acc,
+                     "lat_8x128": lat["8x128"], "lat_1x128": lat["1x128"], "speedup_8x128": 1 / lat["8x128"],
+                     "speedup_1x128": 1 / lat["1x128"], **{f"lat_{k}": v[name] for k, v in real.items()},
+                     **exports[name]})  # fmt: skip
+        print(f"[rnn] {name}: acc {acc:.4f} 8x128 {lat['8x128']:.3f} 1x128 {lat['1x128']:.3f}", flush=True)
+    return rows
+
+
 def run(quick: bool, epochs: float, train_limit: int | None, copies: int, live_steps: int,
         hidden_size: int = STUDENT["hidden_size"]) -> dict:  # fmt: skip
     spec = {**STUDENT, "hidden_size": hidden_size}
@@ -173,6 +211,7 @@ def run(quick: bool, epochs: float, train_limit: int | None, copies: int, live_s
         for key, ratios in real.items():
             row[f"lat_{key}"] = ratios.get(row["model"], 1.0)
         row["speedup_1x128"] = 1 / row["lat_1x128"]
+    rows += ort_rows(teacher, best["model"], int8, tokenizer, test, collator, quick)
     return {"teacher": teacher_note, "rows": rows, "training": training, "real_length_teacher_ms": {
         k: v["__teacher_ms__"] for k, v in real.items()}, "copies": copies, "epochs": epochs,
             "student": spec}  # fmt: skip
