@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 from pathlib import Path
 
-from . import common
+from . import common, targets
 
 COMMANDS = {
     "distill-text": "python -m benchmarks distill --only text",
@@ -22,6 +23,8 @@ COMMANDS = {
     "quant-vision": "python -m benchmarks quant --only vision",
     "rnn": "python -m benchmarks rnn",
     "onnx": "python -m benchmarks onnx",
+    "onnx-frontier": "python -m benchmarks onnx --frontier",
+    "prune-frontier": "python -m benchmarks prune --frontier",
 }
 
 
@@ -237,10 +240,11 @@ def build(results_dir: Path, output: Path) -> str:
             continue
         sections.append(f"## {name}\n\nCommand: `{command}`\n\n{body}\n")
     sections.append(shortfalls(results))
+    sections.append(targets.section(results))
     points = pareto_points(results)
     if points:
         for path in plot(points, results_dir):
-            sections.append(f"![{path.stem}]({path.relative_to(output.parent)})\n")
+            sections.append(f"![{path.stem}]({os.path.relpath(path, output.resolve().parent)})\n")
     text = "\n".join(sections)
     output.write_text(text)
     return text

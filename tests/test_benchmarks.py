@@ -8,7 +8,7 @@ import torch
 from conftest import bert_config, image_dataset, text_dataset, vit_config
 from transformers import BertForSequenceClassification, ViTForImageClassification
 
-from benchmarks import common, distill, prune, quant, report
+from benchmarks import common, distill, prune, quant, report, targets
 from hf_compress import QuantizationConfig, quantize
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -95,3 +95,36 @@ def test_report_reads_results_written_before_the_shared_columns():
 def test_markdown_table_formats_numbers():
     table = common.markdown_table([{"a": "x", "b": 0.123456, "c": 1234.5}], [("a", "A"), ("b", "B"), ("c", "C")])
     assert table.splitlines()[2] == "| x | 0.123 | 1234.5 |"
+
+
+def _frontier(pct: float, speed8: float, speed1: float, int8_speed: float) -> dict:
+    rows = [dict(model="teacher", accuracy=0.8, pct_teacher=100.0, lat_8x128=1.0, lat_1x128=1.0, speedup_8x128=1.0)]
+    for suffix, speed in (("", speed8), (" + int8_dynamic", int8_speed)):
+        rows.append(dict(model=f"HomoDistil, s{suffix}", accuracy=0.8 * pct / 100, pct_teacher=pct,
+                         lat_8x128=1 / speed, lat_1x128=1 / speed1, speedup_8x128=speed))  # fmt: skip
+    return {"frontier": True, "rows": rows}
+
+
+@pytest.mark.parametrize(
+    ("pct", "speed8", "speed1", "int8_speed", "verdicts"),
+    [
+        (97.5, 3.2, 2.6, 4.1, ["met", "met"]),
+        (96.9, 3.2, 2.6, 4.1, ["NOT met", "NOT met"]),  # accuracy short by 0.1 point
+        (97.5, 3.2, 2.4, 3.9, ["NOT met", "NOT met"]),  # batch 1 and int8 speed short
+    ],
+)
+def test_targets_judge_the_retention_frontier(pct, speed8, speed1, int8_speed, verdicts):
+    lines = targets.retention({"prune-frontier": _frontier(pct, speed8, speed1, int8_speed)})
+    line = next(line for line in lines if line.startswith("- HomoDistil, s"))
+    assert [part.split("**")[1] for part in line.split("; + int8")] == verdicts
+    assert "vision: not measured" in lines[-1]
+
+
+def test_targets_judge_vision_and_missing_suites():
+    rows = [dict(model="HomoDistil (PLATON, cubic)", accuracy=0.80),
+            dict(model="truncated student + KD", accuracy=0.79),
+            dict(model="one-shot magnitude prune + KD", accuracy=0.805)]  # fmt: skip
+    lines = targets.retention({"prune-vision": {"rows": rows}})
+    assert lines[-1].endswith("**NOT met**") and "+1.00 points over truncated" in lines[-1]
+    text = targets.section({})
+    assert text.count("not measured") == 4  # frontier, vision, rnn, onnx

@@ -1,0 +1,91 @@
+"""Every performance target of the open issues, judged against the newest results: met, or missed by how much.
+
+Used by `benchmarks.report` for the "Targets" section of RESULTS.md. Each function takes the results of one
+day (``{json stem: payload}``) and returns markdown lines; a suite that was not run says so instead.
+"""
+
+from __future__ import annotations
+
+from .prune import FRONTIER_TARGET, frontier_verdicts
+
+
+def _verdict(met: bool) -> str:
+    return "**met**" if met else "**NOT met**"
+
+
+def retention(results: dict[str, dict]) -> list[str]:
+    """Issue 12: text frontier (>= 97 % at >= 3x / 2.5x within 3 epochs, + int8 >= 4x); vision: HomoDistil above
+    truncated + KD and one-shot + KD at the same shape and steps."""
+    lines = ["### Retention (text: >= 97 % of the teacher at >= 3x (8x128) and >= 2.5x (1x128) within 3 epochs; "
+             f"pruned + int8 >= {FRONTIER_TARGET['int8_speedup_8x128']:.0f}x at >= 97 %)\n"]  # fmt: skip
+    frontier = results.get("prune-frontier")
+    lines += (
+        frontier_verdicts(frontier) if frontier else ["- not measured: run `python -m benchmarks prune --frontier`"]
+    )
+    vision = {r["model"]: r["accuracy"] for r in results.get("prune-vision", {}).get("rows", [])}
+    homodistil = vision.get("HomoDistil (PLATON, cubic)")
+    if homodistil is None:
+        lines.append("- vision: not measured (`python -m benchmarks prune --only vision`)")
+        return lines
+    others = {k: vision[k] for k in ("truncated student + KD", "one-shot magnitude prune + KD") if k in vision}
+    margins = ", ".join(f"{100 * (homodistil - v):+.2f} points over {k} ({v:.4f})" for k, v in others.items())
+    met = all(homodistil > v for v in others.values())
+    lines.append(f"- vision: HomoDistil {homodistil:.4f}, {margins}: {_verdict(met)}")
+    return lines
+
+
+def rnn(results: dict[str, dict]) -> list[str]:
+    """Issue 14: the KD + augmentation BiLSTM >= 10x faster at 1x128, 8x128 and real lengths, >= 93 % of the
+    teacher, >= 2 points above labels only; each measured run (hidden size) on its own line."""
+    lines = ["### BiLSTM student (>= 10x faster at 1x128, 8x128 and real lengths; >= 93 %; >= 2 points over "
+             "labels only)\n"]  # fmt: skip
+    runs = {k: v for k, v in results.items() if k.startswith("rnn")}
+    if not runs:
+        return lines + ["- not measured: run `python -m benchmarks rnn`"]
+    for name, payload in sorted(runs.items()):
+        result = payload["text"]
+        rows = {r["model"]: r for r in result["rows"]}
+        hidden = result.get("student", {}).get("hidden_size", 150)
+        for model in ("BiLSTM: KD + augmentation", "BiLSTM: KD + augmentation, ONNX Runtime fp32"):
+            row = rows.get(model)
+            if row is None:
+                continue
+            speeds = {k: 1 / row[f"lat_{k}"] for k in ("8x128", "1x128", "real_32x", "real_1x")}
+            gain = 100 * (row["accuracy"] - rows["BiLSTM: labels only"]["accuracy"])
+            met = min(speeds.values()) >= 10 and row["pct_teacher"] >= 93 and gain >= 2
+            shown = ", ".join(f"{v:.1f}x at {k.replace('real_', 'real lengths ')}" for k, v in speeds.items())
+            lines.append(f"- {name} ({hidden} units), {model}: {row['pct_teacher']:.1f} % of the teacher, "
+                         f"{gain:+.1f} points over labels only; {shown}: {_verdict(met)}")  # fmt: skip
+    return lines
+
+
+def onnx(results: dict[str, dict]) -> list[str]:
+    """Issue 15: pruned + int8 on ORT >= 5x at 8x128 and 1x128; our int8 at least as fast as ORT's own
+    quantize_dynamic at equal or better fidelity."""
+    lines = ["### ONNX Runtime (pruned + int8 on ORT >= 5x at 8x128 and 1x128; our int8 >= ORT quantize_dynamic)\n"]
+    runs = {k: v for k, v in results.items() if k.startswith("onnx")}
+    if not runs:
+        return lines + ["- not measured: run `python -m benchmarks onnx`"]
+    for name, payload in sorted(runs.items()):
+        rows = {r["model"]: r for r in payload["rows"]}
+        pruned = [r for k, r in rows.items() if k.startswith("ORT int8 HomoDistil")]
+        best = max(pruned, key=lambda r: min(r["speedup_8x128"], r["speedup_1x128"]))
+        met = best["speedup_8x128"] >= 5 and best["speedup_1x128"] >= 5
+        pct = 100 * best["accuracy"] / rows["torch fp32 teacher"]["accuracy"]
+        lines.append(f"- {name} ({payload['homodistil']}): {best['model']}: {best['speedup_8x128']:.2f}x / "
+                     f"{best['speedup_1x128']:.2f}x, {pct:.1f} % of the teacher: {_verdict(met)}")  # fmt: skip
+        peer = rows.get("ORT quantize_dynamic of the teacher (peer)")
+        ours = rows.get("ORT int8 teacher (hf_compress int8_dynamic, ORT 8-bit activations)")
+        if peer and ours:
+            met = ours["lat_8x128"] <= peer["lat_8x128"] * 1.02 and ours["lat_1x128"] <= peer["lat_1x128"] * 1.02
+            met = met and ours["agree_teacher"] >= peer["agree_teacher"]
+            lines.append(f"- {name}: our int8 on ORT {ours['lat_8x128']:.3f} / {ours['lat_1x128']:.3f} of the "
+                         f"teacher's time, agreement {ours['agree_teacher']:.3f}; ORT quantize_dynamic "
+                         f"{peer['lat_8x128']:.3f} / {peer['lat_1x128']:.3f}, agreement {peer['agree_teacher']:.3f} "
+                         f"(within 2 % counts as equal): {_verdict(met)}")  # fmt: skip
+    return lines
+
+
+def section(results: dict[str, dict]) -> str:
+    parts = ["## Targets of the open issues\n", *retention(results), "", *rnn(results), "", *onnx(results)]
+    return "\n".join(parts) + "\n"
