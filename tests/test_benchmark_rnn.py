@@ -35,3 +35,28 @@ def test_report_has_every_row_and_the_training_times():
     text = rnn.report({"teacher": "t", "rows": rows, "training": training, "copies": 2})
     assert rnn.INT8 in text and "0.050" in text and "(5.0x)" in text and "30 rows" in text
     assert "latency real lengths 32/batch" in text.splitlines()[2] and common.columns()[0][1] == "model"
+
+
+def test_ort_rows_face_the_faster_teacher_runtime():
+    import pytest
+
+    pytest.importorskip("onnxruntime")
+    from hf_compress import quantize
+
+    teacher, tokenizer = tiny()
+    test = text_dataset(8, num_labels=2, padded=False)
+    student = rnn_student_from_teacher(teacher, hidden_size=4).eval()
+    collator = DataCollatorWithPadding(tokenizer)
+    rows = {r["model"]: r for r in rnn.ort_rows(teacher, student, quantize(student), tokenizer, test, collator, True)}
+    assert set(rows) == {rnn.ORT_TEACHER, *rnn.ORT}
+    for name in rnn.ORT:
+        row, ort_teacher = rows[name], rows[rnn.ORT_TEACHER]
+        assert row["export_fidelity"] >= 0.99 and 0 <= row["accuracy"] <= 1
+        for shape in rnn.SHAPES:  # the ratio to the faster teacher is never smaller than the one to torch's
+            expected = row[f"lat_{shape}"] / min(1.0, ort_teacher[f"lat_{shape}"])
+            assert row[f"fastest_teacher_{shape}"] == expected >= row[f"lat_{shape}"]
+    text = rnn.report({"teacher": "t", "rows": list(rows.values()), "copies": 2, "training": {
+        "train_rows": 8, "transfer_rows": 8, "augment_s": 0, "label_s": 0, "s_per_step_cached": 1,
+        "s_per_step_live": 1, "live_over_cached": 1, "kd_aug_train_s_cached": 1,
+        "kd_aug_train_s_cached_incl_labelling": 1, "kd_aug_train_s_live_projected": 1}})  # fmt: skip
+    assert "faster of the two teacher runtimes" in text
