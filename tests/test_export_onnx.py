@@ -101,6 +101,28 @@ def test_fp32_export_matches_pytorch(tmp_path, name):
         assert diff <= FP32_TOL and agree == 1.0
     assert "## ONNX" in (tmp_path / "README.md").read_text()
     assert "quantization_config" not in json.loads((tmp_path / "config.json").read_text())
+    ops = {n.op_type for n in onnx.load(str(tmp_path / "model.onnx")).graph.node}
+    if name.startswith("bert"):  # ORT's transformer fusions: one Attention kernel per layer, in the saved graph
+        assert report.fused_ops["Attention"] == 2 and {"Attention", "SkipLayerNormalization"} <= ops
+    else:
+        assert "SkipLayerNormalization" in ops and "Attention" not in ops
+    assert stored["fused_ops"] == report.fused_ops
+
+
+def test_fusion_can_be_turned_off_and_a_fused_graph_that_fails_the_check_is_not_kept(tmp_path, monkeypatch):
+    from hf_compress.export import onnx as export_module
+
+    plain = export_onnx(_bert(), tmp_path / "plain", optimize=False)
+    assert plain.fused_ops == {} and "Attention" not in {n.op_type for n in onnx.load(plain.onnx_path).graph.node}
+    torch.manual_seed(1)
+    other = onnx.load(plain.onnx_path)  # a graph of the right interface but other weights: fails the check
+    for init in other.graph.initializer:
+        if init.name.endswith("classifier.bias") or "dense.bias" in init.name:
+            init.CopyFrom(onnx.numpy_helper.from_array(onnx.numpy_helper.to_array(init) + 1.0, init.name))
+    monkeypatch.setattr(export_module, "fuse", lambda proto, model, quantized: (other, {"Attention": 2}))
+    report = export_onnx(_bert(), tmp_path / "kept")
+    assert report.passed and report.fused_ops == {} and report.max_abs_diff <= FP32_TOL
+    assert not list((tmp_path / "kept").glob("fused-*"))
 
 
 def _calibration(model, n=3):
@@ -136,6 +158,7 @@ def test_quantized_export_carries_the_same_decisions(tmp_path, name):
     ops = [n.op_type for n in graph.node]
     if op:
         assert ops.count(op) == len(expected)
+    assert "Attention" not in ops  # attention fusion would pack fp32 Q/K/V: off for quantized graphs
     weights = {i.name: i for i in graph.initializer}
     some_layer = sorted(expected)[0]
     stored = weights[f"{some_layer}.weight_q4" if method == "int4_weight_only" else f"{some_layer}.weight_q"]

@@ -26,6 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from ..models.arch import modality_of
+from .fusion import eager_attention, fuse, optimizer_type
 from .quantized import DynamicActivations, ExportError, float_stand_ins, is_quantized, rewrite_quantized
 
 ONNX_NAME = "model.onnx"
@@ -54,12 +55,14 @@ class ExportReport:
     onnx_mb: float
     opset: int = OPSET
     quantized_layers: dict[str, str] = field(default_factory=dict)
+    fused_ops: dict[str, int] = field(default_factory=dict)  # ORT's fused kernels in the graph (`fusion.py`)
 
     def summary(self) -> str:
         verdict = "ok" if self.passed else "CHECK FAILED"
         return (f"{self.onnx_path}: {self.precision}, max |diff| {self.max_abs_diff:.2e}, fidelity "
                 f"{self.fidelity:.4f} on {self.num_samples} samples ({self.near_ties} near ties), "
-                f"{self.onnx_mb:.1f} MB ({verdict})")  # fmt: skip
+                f"{self.onnx_mb:.1f} MB" + (f", fused: {self.fused_ops}" if self.fused_ops else "") +
+                f" ({verdict})")  # fmt: skip
 
 
 def require_onnx() -> None:
@@ -237,6 +240,7 @@ def export_onnx(
     num_samples: int = 32,
     sequence_length: int = 32,
     dynamic_activations: DynamicActivations = "torch",
+    optimize: bool = True,
 ) -> ExportReport:
     """Export a stage output (folder or loaded model) to ``output_dir/model.onnx`` and verify it on ORT.
 
@@ -245,6 +249,8 @@ def export_onnx(
     tokens with ragged padding, or random images).
     dynamic_activations: ``int8_dynamic`` layers quantize activations per call as torch does (``"torch"``, 7-bit
     range: ORT reproduces the PyTorch model) or with ORT's fused 8-bit DynamicQuantizeLinear (``"ort"``).
+    optimize: for BERT- and ViT-family encoders, export eager attention and apply ONNX Runtime's transformer
+    fusions (`fusion.py`); the fused graph is kept only if it passes the same check as the plain one.
     """
     if dynamic_activations not in get_args(DynamicActivations):
         choices = list(get_args(DynamicActivations))
@@ -265,7 +271,9 @@ def export_onnx(
     outputs = head_outputs(model, example)
     quantized = is_quantized(model)
     float_model, plan = float_stand_ins(model) if quantized else (model, {})
-    proto = _export_proto(float_model, names, outputs, example)
+    fusable = optimize and optimizer_type(model) is not None
+    with eager_attention(float_model) if fusable else contextlib.nullcontext():
+        proto = _export_proto(float_model, names, outputs, example)
     graph_inputs = {i.name for i in proto.graph.input}
     names = [name for name in names if name in graph_inputs]  # e.g. token_type_ids, which the RNN student ignores
     if plan:
@@ -277,11 +285,14 @@ def export_onnx(
     onnx.checker.check_model(str(onnx_path))
 
     checked = verify(_ort_session(onnx_path), model, check, outputs)
-    passed = checked["fidelity"] >= INT8_MIN_FIDELITY if quantized else checked["max_abs_diff"] <= FP32_MAX_DIFF
+    passed = _passes(checked, quantized)
+    fused_ops: dict[str, int] = {}
+    if fusable and passed:
+        checked, fused_ops = _try_fusion(proto, model, bool(plan), onnx_path, check, outputs, checked)
     report = ExportReport(
         onnx_path=str(onnx_path), precision=_precision(model, plan), inputs=names, outputs=outputs, **checked,
         passed=passed, onnx_mb=onnx_path.stat().st_size / 2**20,
-        quantized_layers={name: kind for name, (kind, _) in plan.items()},
+        quantized_layers={name: kind for name, (kind, _) in plan.items()}, fused_ops=fused_ops,
     )  # fmt: skip
     stored = {**asdict(report), "onnx_path": ONNX_NAME}  # relative: the folder is pushed as is
     (output_dir / REPORT_NAME).write_text(json.dumps(stored, indent=2) + "\n")
@@ -294,6 +305,33 @@ def export_onnx(
     if not passed:
         logger.warning("ONNX Runtime does not reproduce the PyTorch model closely: %s", report.summary())
     return report
+
+
+def _passes(checked: dict, quantized: bool) -> bool:
+    return checked["fidelity"] >= INT8_MIN_FIDELITY if quantized else checked["max_abs_diff"] <= FP32_MAX_DIFF
+
+
+def _try_fusion(proto, model, quantized: bool, onnx_path: Path, check, outputs, plain: dict):
+    """Fuse the graph with ORT's optimizer; keep it in ``onnx_path`` only if it passes the plain graph's bar (and,
+    quantized, agrees with PyTorch at least as often). Returns (the kept graph's check, {fused op: count})."""
+    import onnx
+
+    try:
+        fused, stats = fuse(proto, model, quantized)
+    except Exception as err:  # the optimizer's pattern matchers raise many kinds; the plain graph stays
+        logger.info("ONNX Runtime's optimizer could not fuse %s (%s); keeping the plain graph.", onnx_path, err)
+        return plain, {}
+    if not stats:
+        return plain, {}
+    candidate = onnx_path.with_name("fused-" + onnx_path.name)
+    onnx.save_model(fused, str(candidate))
+    checked = verify(_ort_session(candidate), model, check, outputs)
+    if _passes(checked, quantized) and checked["fidelity"] >= plain["fidelity"]:
+        candidate.replace(onnx_path)
+        return checked, stats
+    candidate.unlink()
+    logger.info("The fused graph of %s fails the check (%s); keeping the plain graph.", onnx_path, checked)
+    return plain, {}
 
 
 def _precision(model: nn.Module, plan: dict) -> str:
@@ -315,6 +353,9 @@ def card_section(report: ExportReport) -> str:
     feeds = ", ".join(f'"{n}": ...' for n in report.inputs)
     count = len(report.quantized_layers)
     layers = f" ({count} int8/int4 layers as in the PyTorch checkpoint)" if count else ""
+    if report.fused_ops:
+        layers += ", fused by ONNX Runtime's transformer optimizer (" + ", ".join(
+            f"{count} {name}" for name, count in report.fused_ops.items()) + ")"  # fmt: skip
     return f"""
 ## ONNX
 

@@ -1,0 +1,72 @@
+"""ONNX Runtime's transformer fusions applied to an exported encoder graph.
+
+ORT runs the graph torch's exporter writes op by op: for BERT that is ~670 nodes, and on a 2-core AVX2 CPU it is
+slower than torch (whose SDPA kernel is fused). ORT's own offline optimizer (`onnxruntime.transformers`) rewrites
+the graph into its fused kernels -- ``Attention``, ``EmbedLayerNormalization``, ``SkipLayerNormalization``,
+``BiasGelu`` -- when it recognises the pattern, which it does for the *eager* attention graph (the SDPA graph's
+NaN guard hides the attention pattern). So a fusable model is exported with eager attention and then fused.
+
+Quantized graphs keep the checkpoint's int8 Q/K/V MatMuls: attention fusion (which would pack fp32 Q/K/V weights
+into one fp32 ``Attention`` op, a different quantization) is off for them; the other fusions apply. The caller
+verifies the fused graph against PyTorch like any export and keeps the unfused one if the check fails.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+
+from torch import nn
+
+logger = logging.getLogger(__name__)
+
+# config.model_type -> the model_type of ORT's optimizer whose fusions match its graph
+OPTIMIZER_TYPES = {
+    "bert": "bert",
+    "roberta": "bert",
+    "xlm-roberta": "bert",
+    "camembert": "bert",
+    "electra": "bert",
+    "vit": "vit",
+    "deit": "vit",
+}
+
+
+def optimizer_type(model: nn.Module) -> str | None:
+    """ORT optimizer model_type for this model, or None (no fusion: RNN student, unknown families)."""
+    config = getattr(model, "config", None)
+    return OPTIMIZER_TYPES.get(getattr(config, "model_type", None))
+
+
+@contextlib.contextmanager
+def eager_attention(model: nn.Module) -> Iterator[None]:
+    """Run ``model`` with eager attention inside the block (the graph ORT's attention fusion recognises)."""
+    config = model.config
+    before = getattr(config, "_attn_implementation", None)
+    if before in (None, "eager") or not hasattr(model, "set_attn_implementation"):
+        yield
+        return
+    model.set_attn_implementation("eager")
+    try:
+        yield
+    finally:
+        model.set_attn_implementation(before)
+
+
+def fuse(proto, model: nn.Module, quantized: bool):
+    """(fused ModelProto, {fused op: count}) -- ``({}, None)``-like ``(proto, {})`` when ORT fused nothing."""
+    from onnxruntime.transformers.fusion_options import FusionOptions
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    model_type = optimizer_type(model)
+    options = FusionOptions(model_type)
+    if quantized:
+        options.enable_attention = False  # the checkpoint's int8 Q/K/V stay as they are
+    config = model.config
+    with contextlib.redirect_stdout(None):
+        fused = optimize_model(proto, model_type=model_type, num_heads=getattr(config, "num_attention_heads", 0),
+                               hidden_size=getattr(config, "hidden_size", 0), optimization_options=options,
+                               opt_level=0)  # fmt: skip
+    stats = {name: count for name, count in fused.get_fused_operator_statistics().items() if count}
+    return fused.model, stats
