@@ -33,6 +33,7 @@ from . import common
 from .prune import FRONTIER_CACHE, HOMODISTIL_CACHE, SHAPES, TRAINING
 
 PEER = "ORT quantize_dynamic of the teacher (peer)"
+FUSED_PEER = "ORT optimizer + quantize_dynamic of the teacher (peer)"  # what an optimum user would do
 REFERENCE = "torch fp32 teacher"
 
 
@@ -129,7 +130,8 @@ def run(quick: bool, frontier: bool = False) -> dict:
     work = Path(tempfile.mkdtemp(prefix="onnx-bench-"))
     int8 = QuantizationConfig(method="int8_dynamic")
     teacher_int8, pruned_int8 = quantize(copy.deepcopy(teacher), int8), quantize(copy.deepcopy(pruned), int8)
-    sources = {  # name -> (model to export, how int8_dynamic layers quantize activations)
+    sources = {  # name -> (model to export, how int8_dynamic layers quantize activations[, ORT fusions])
+        "ORT fp32 teacher, no ORT fusions": (teacher, "torch", False),
         "ORT fp32 teacher": (teacher, "torch"),
         "ORT int8 teacher (hf_compress int8_dynamic)": (teacher_int8, "torch"),
         "ORT int8 teacher (hf_compress int8_dynamic, ORT 8-bit activations)": (teacher_int8, "ort"),
@@ -140,20 +142,23 @@ def run(quick: bool, frontier: bool = False) -> dict:
     batch = collator([test[i] for i in range(min(64, len(test)))])  # the export checks on real sentences
     check = {k: v for k, v in batch.items() if k != "labels"}
     entries, exports = {}, {}
-    for index, (name, (model, dynamic)) in enumerate(sources.items()):
+    for index, (name, (model, dynamic, *fusions)) in enumerate(sources.items()):
         start = time.perf_counter()
         report = export_onnx(model, work / str(index), processor=tokenizer, inputs=check,
-                             dynamic_activations=dynamic)  # fmt: skip
+                             dynamic_activations=dynamic, optimize=fusions[0] if fusions else True)  # fmt: skip
         exports[name] = {"export_s": time.perf_counter() - start, "export_max_diff": report.max_abs_diff,
                          "export_fidelity": report.fidelity, "size_mb": report.onnx_mb}  # fmt: skip
         entries[name] = OrtModel(work / str(index) / "model.onnx")
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    start = time.perf_counter()
-    peer_path = work / "peer.onnx"
-    quantize_dynamic(str(work / "0" / "model.onnx"), str(peer_path), weight_type=QuantType.QInt8)
-    exports[PEER] = {"export_s": time.perf_counter() - start, "size_mb": peer_path.stat().st_size / 2**20}
-    entries[PEER] = OrtModel(peer_path)
+    # the peers: ORT's quantizer on the plain export (torch.onnx.export + quantize_dynamic) and on the graph
+    # fused by ORT's transformer optimizer (optimum's optimize-then-quantize; Attention becomes QAttention)
+    for peer, source in ((PEER, "0"), (FUSED_PEER, "1")):
+        start = time.perf_counter()
+        peer_path = work / f"peer-{source}.onnx"
+        quantize_dynamic(str(work / source / "model.onnx"), str(peer_path), weight_type=QuantType.QInt8)
+        exports[peer] = {"export_s": time.perf_counter() - start, "size_mb": peer_path.stat().st_size / 2**20}
+        entries[peer] = OrtModel(peer_path)
     entries["torch int8 teacher (hf_compress int8_dynamic)"] = teacher_int8
     entries["torch HomoDistil + int8_dynamic"] = pruned_int8
 
