@@ -114,7 +114,6 @@ def test_fusion_can_be_turned_off_and_a_fused_graph_that_fails_the_check_is_not_
 
     plain = export_onnx(_bert(), tmp_path / "plain", optimize=False)
     assert plain.fused_ops == {} and "Attention" not in {n.op_type for n in onnx.load(plain.onnx_path).graph.node}
-    torch.manual_seed(1)
     other = onnx.load(plain.onnx_path)  # a graph of the right interface but other weights: fails the check
     for init in other.graph.initializer:
         if init.name.endswith("classifier.bias") or "dense.bias" in init.name:
@@ -123,6 +122,12 @@ def test_fusion_can_be_turned_off_and_a_fused_graph_that_fails_the_check_is_not_
     report = export_onnx(_bert(), tmp_path / "kept")
     assert report.passed and report.fused_ops == {} and report.max_abs_diff <= FP32_TOL
     assert not list((tmp_path / "kept").glob("fused-*"))
+    broken = onnx.load(plain.onnx_path)  # a fused graph ORT cannot even load: the plain graph stays, no leftovers
+    broken.graph.node[0].op_type = "NoSuchOp"
+    monkeypatch.setattr(export_module, "fuse", lambda proto, model, quantized: (broken, {"Attention": 2}))
+    report = export_onnx(_bert(), tmp_path / "broken")
+    assert report.passed and report.fused_ops == {} and (tmp_path / "broken" / "onnx_export.json").is_file()
+    assert not list((tmp_path / "broken").glob("fused-*"))
 
 
 def _calibration(model, n=3):

@@ -55,12 +55,16 @@ def eager_attention(model: nn.Module) -> Iterator[None]:
 
 
 def fuse(proto, model: nn.Module, quantized: bool):
-    """(fused ModelProto, {fused op: count}) -- ``({}, None)``-like ``(proto, {})`` when ORT fused nothing."""
+    """(fused ModelProto, {fused op: count}); the count is empty when ORT fused nothing. ``quantized``: the
+    graph has int8 / int4 linear layers (attention fusion off)."""
     from onnxruntime.transformers.fusion_options import FusionOptions
     from onnxruntime.transformers.optimizer import optimize_model
 
     model_type = optimizer_type(model)
     options = FusionOptions(model_type)
+    # The 2-D mask as it is: ORT's default turns it into a valid length (attend to [0, sum(mask))), which is
+    # wrong for left padding and holes.
+    options.use_raw_attention_mask(True)
     if quantized:
         options.enable_attention = False  # the checkpoint's int8 Q/K/V stay as they are
     config = model.config

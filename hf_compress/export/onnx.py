@@ -115,7 +115,8 @@ def input_names(model: nn.Module, processor=None) -> list[str]:
 
 
 def sample_inputs(model: nn.Module, names: list[str], batch: int, length: int, seed: int = 0) -> dict[str, Tensor]:
-    """Seeded random inputs: token ids with padding (ragged lengths) and two segments, or images."""
+    """Seeded random inputs: token ids with padding (ragged lengths; right, left and a hole) and two segments,
+    or images."""
     g = torch.Generator().manual_seed(seed)
     config = model.config
     if names == ["pixel_values"]:
@@ -126,6 +127,10 @@ def sample_inputs(model: nn.Module, names: list[str], batch: int, length: int, s
     lengths = torch.randint(max(1, length // 2), length + 1, (batch,), generator=g)
     lengths[0] = length
     mask = (torch.arange(length)[None, :] < lengths[:, None]).long()
+    # every third row left-padded and every fifth with a hole: a graph that assumes right padding fails the check
+    mask[2::3] = mask[2::3].flip(1)
+    if length > 3:
+        mask[4::5, 1] = 0
     inputs = {"input_ids": ids * mask, "attention_mask": mask}
     if "token_type_ids" in names:
         inputs["token_type_ids"] = (torch.arange(length)[None, :] >= lengths[:, None] // 2).long() * mask
@@ -288,7 +293,9 @@ def export_onnx(
     passed = _passes(checked, quantized)
     fused_ops: dict[str, int] = {}
     if fusable and passed:
-        checked, fused_ops = _try_fusion(proto, model, bool(plan), onnx_path, check, outputs, checked)
+        checked, fused_ops = _try_fusion(proto, model, bool(plan), quantized, onnx_path, check, outputs, checked)
+        kept = {i.name for i in onnx.load(str(onnx_path), load_external_data=False).graph.input}
+        names = [name for name in names if name in kept]  # the optimizer may prune an input it made unused
     report = ExportReport(
         onnx_path=str(onnx_path), precision=_precision(model, plan), inputs=names, outputs=outputs, **checked,
         passed=passed, onnx_mb=onnx_path.stat().st_size / 2**20,
@@ -311,26 +318,26 @@ def _passes(checked: dict, quantized: bool) -> bool:
     return checked["fidelity"] >= INT8_MIN_FIDELITY if quantized else checked["max_abs_diff"] <= FP32_MAX_DIFF
 
 
-def _try_fusion(proto, model, quantized: bool, onnx_path: Path, check, outputs, plain: dict):
+def _try_fusion(proto, model, int8_layers: bool, quantized: bool, onnx_path: Path, check, outputs, plain: dict):
     """Fuse the graph with ORT's optimizer; keep it in ``onnx_path`` only if it passes the plain graph's bar (and,
     quantized, agrees with PyTorch at least as often). Returns (the kept graph's check, {fused op: count})."""
     import onnx
 
-    try:
-        fused, stats = fuse(proto, model, quantized)
-    except Exception as err:  # the optimizer's pattern matchers raise many kinds; the plain graph stays
-        logger.info("ONNX Runtime's optimizer could not fuse %s (%s); keeping the plain graph.", onnx_path, err)
-        return plain, {}
-    if not stats:
-        return plain, {}
     candidate = onnx_path.with_name("fused-" + onnx_path.name)
-    onnx.save_model(fused, str(candidate))
-    checked = verify(_ort_session(candidate), model, check, outputs)
-    if _passes(checked, quantized) and checked["fidelity"] >= plain["fidelity"]:
-        candidate.replace(onnx_path)
-        return checked, stats
-    candidate.unlink()
-    logger.info("The fused graph of %s fails the check (%s); keeping the plain graph.", onnx_path, checked)
+    try:
+        fused, stats = fuse(proto, model, int8_layers)
+        if not stats:
+            return plain, {}
+        onnx.save_model(fused, str(candidate))
+        checked = verify(_ort_session(candidate), model, check, outputs)
+        if _passes(checked, quantized) and checked["fidelity"] >= plain["fidelity"]:
+            candidate.replace(onnx_path)
+            return checked, stats
+        logger.info("The fused graph of %s fails the check (%s); keeping the plain graph.", onnx_path, checked)
+    except Exception as err:  # the optimizer's matchers and ORT's kernels raise many kinds; the plain graph stays
+        logger.info("ONNX Runtime's fusions failed on %s (%s); keeping the plain graph.", onnx_path, err)
+    finally:
+        candidate.unlink(missing_ok=True)
     return plain, {}
 
 
