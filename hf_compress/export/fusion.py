@@ -57,6 +57,7 @@ def eager_attention(model: nn.Module) -> Iterator[None]:
 def fuse(proto, model: nn.Module, quantized: bool):
     """(fused ModelProto, {fused op: count}); the count is empty when ORT fused nothing. ``quantized``: the
     graph has int8 / int4 linear layers (attention fusion off)."""
+    import onnx
     from onnxruntime.transformers.fusion_options import FusionOptions
     from onnxruntime.transformers.optimizer import optimize_model
 
@@ -73,4 +74,9 @@ def fuse(proto, model: nn.Module, quantized: bool):
                                hidden_size=getattr(config, "hidden_size", 0), optimization_options=options,
                                opt_level=0)  # fmt: skip
     stats = {name: count for name, count in fused.get_fused_operator_statistics().items() if count}
-    return fused.model, stats
+    proto = fused.model
+    domains = {node.domain for node in proto.graph.node if node.domain}
+    declared = {opset.domain for opset in proto.opset_import}
+    for domain in sorted(domains - declared):  # ORT runs without it; ONNX tools (shape inference) need it
+        proto.opset_import.append(onnx.helper.make_opsetid(domain, 1))
+    return proto, stats
