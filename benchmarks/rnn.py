@@ -114,10 +114,14 @@ def real_length_ratios(teacher, models: dict, test: Dataset, collator, batch_siz
     totals = {name: [] for name in everyone}
     for model in everyone.values():
         model.eval()(**batches[0])
-    for batch in batches:
-        for name, model in everyone.items():
+    names = list(everyone)
+    for index, batch in enumerate(batches):
+        # rotate who goes first: the model timed right after the teacher finds the caches cold, and on one-row
+        # batches that alone made the first-listed student look 2x slower than its identical siblings
+        shift = index % len(names)
+        for name in names[shift:] + names[:shift]:
             start = time.perf_counter()
-            model(**batch)
+            everyone[name](**batch)
             totals[name].append(time.perf_counter() - start)
     reference = sum(totals["__teacher__"])
     result = {name: sum(t) / reference for name, t in totals.items() if name != "__teacher__"}
