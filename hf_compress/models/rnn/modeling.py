@@ -122,10 +122,11 @@ class RNNStudentForSequenceClassification(RNNStudentPreTrainedModel):
             mask = mask & (torch.arange(ids.shape[1], device=ids.device)[None, :] < lengths[:, None])
             mask[:, 0] |= ~mask.any(dim=1)
         pooling = self.config.pooling
+        unpadded = attention_mask is None or ids is input_ids  # nothing to mask out (saves two ops at batch 1)
         if pooling == "max":
-            pooled = states.masked_fill(~mask[..., None], float("-inf")).amax(dim=1)
+            pooled = states.amax(dim=1) if unpadded else states.masked_fill(~mask[..., None], float("-inf")).amax(1)
         elif pooling == "mean":
-            pooled = (states * mask[..., None]).sum(dim=1) / mask.sum(dim=1, keepdim=True)
+            pooled = states.mean(dim=1) if unpadded else (states * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
         else:  # the final state of the top layer, each direction (the backward one has read the whole row)
             h_n = final[0] if isinstance(final, tuple) else final  # LSTM returns (h_n, c_n)
             top = h_n.view(self.config.num_layers, self.config.num_directions, ids.shape[0], -1)[-1]
