@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import argparse
 import copy
+import datetime
+import json
 import tempfile
 import time
 
@@ -325,6 +327,20 @@ def frontier_report(result: dict) -> str:
     return "\n".join(lines)
 
 
+def merge_ablation(name: str, result: dict, argv) -> tuple[dict, list]:
+    """Today's ablation JSON ``name`` with ``result``'s variant rows added (a re-run variant replaces its row);
+    refuses tables of other steps or shapes, whose rows would not be comparable."""
+    path = common.RESULTS / datetime.date.today().isoformat() / f"{name}.json"
+    if not path.is_file():
+        return result, [argv]
+    old = json.loads(path.read_text())
+    if (old["steps"], old["shape"], old["kind"]) != (result["steps"], result["shape"], result["kind"]):
+        raise SystemExit(f"{path} was measured at other steps / shape; run without --append to replace it.")
+    new = {row["variant"]: row for row in result["rows"][1:]}
+    rows = [row for row in old["rows"] if row["variant"] not in new] + list(new.values())
+    return {**result, "rows": rows}, old.get("commands", [old.get("argv")]) + [argv]
+
+
 def ablation_report(result: dict) -> str:
     kind, shape = result["kind"], result["shape"]
     head = (
@@ -390,6 +406,11 @@ def main(argv=None) -> None:
         "--frontier", action="store_true", help="depth + width HomoDistil within --epochs (the retention target)"
     )
     parser.add_argument("--epochs", type=float, default=3.0, help="--frontier: epochs of the training split")
+    parser.add_argument(
+        "--append",
+        action="store_true",
+        help="--ablation: add these variants to today's ablation table (same steps and shape) instead of replacing it",
+    )
     args = parser.parse_args(argv)
     common.setup()
     if args.frontier:
@@ -404,7 +425,10 @@ def main(argv=None) -> None:
         for kind in [args.only] if args.only else sorted(SHAPES):
             result = ablation(args.quick, args.steps, kind, variants)
             name = "prune-ablation" + ("-vision" if kind == "vision" else "") + ("-quick" if args.quick else "")
-            path = common.write_json(name, {"suite": "prune", "argv": argv, **result})
+            commands = [argv]
+            if args.append:
+                result, commands = merge_ablation(name, result, argv)
+            path = common.write_json(name, {"suite": "prune", "argv": argv, "commands": commands, **result})
             print(ablation_report(result))
             print(f"\nwrote {path}")
         return

@@ -219,9 +219,10 @@ def build(results_dir: Path, output: Path) -> str:
     for name, payload in results.items():
         argv = payload.get("argv")
         suite = payload.get("suite", name)
+        runs = [a for a in payload.get("commands") or [argv] if a]  # several when runs were merged (--append)
         command = (
-            f"python -m benchmarks {suite} {shlex.join(argv)}"
-            if argv
+            "` then `".join(f"python -m benchmarks {suite} {shlex.join(a)}" for a in runs)
+            if runs
             else COMMANDS.get(name, f"python -m benchmarks {name}")
         )
         if name.startswith("distill"):

@@ -128,3 +128,22 @@ def test_targets_judge_vision_and_missing_suites():
     assert lines[-1].endswith("**NOT met**") and "+1.00 points over truncated" in lines[-1]
     text = targets.section({})
     assert text.count("not measured") == 4  # frontier, vision, rnn, onnx
+
+
+def test_ablation_append_merges_variants_of_the_same_setting(tmp_path, monkeypatch):
+    import datetime
+
+    monkeypatch.setattr(common, "RESULTS", tmp_path)
+    shape = prune.SHAPES["text"]
+
+    def result(*variants, steps=300):
+        rows = [dict(variant="", model="teacher")] + [dict(variant=v, model=v, accuracy=0.5) for v in variants]
+        return {"kind": "text", "steps": steps, "shape": shape, "rows": rows}
+
+    day = tmp_path / datetime.date.today().isoformat()
+    day.mkdir()
+    (day / "prune-ablation.json").write_text(json.dumps({**result("base", "attention"), "argv": ["a"]}))
+    merged, commands = prune.merge_ablation("prune-ablation", result("attention", "window"), ["b"])
+    assert [r["variant"] for r in merged["rows"]] == ["", "base", "attention", "window"] and commands == [["a"], ["b"]]
+    with pytest.raises(SystemExit, match="other steps"):
+        prune.merge_ablation("prune-ablation", result("window", steps=100), ["c"])
