@@ -56,7 +56,8 @@ TRAINING = {  # per half: batch size and learning rate (same for every variant)
 }
 HOMODISTIL = "HomoDistil (PLATON, cubic)"
 # Ablation variants: HomoDistil at SHAPES[kind] with KD + hidden KD (the suite's base objective), plus one change
-# each, all at the same steps. key -> (row label, HomoDistilConfig overrides); "{end}" stands for max_steps.
+# each, all at the same steps. key -> (row label, HomoDistilConfig overrides); "{end}" stands for max_steps,
+# "{0.3}" for that fraction of it.
 ABLATIONS = {
     "base": ("base: KD + hidden KD", {}),
     "attention": ("+ attention KD (kl, kept heads)", dict(attention_weight=1.0)),
@@ -72,6 +73,10 @@ ABLATIONS = {
     "labels": ("+ label loss throughout (hard_label_weight=1)", dict(hard_label_weight=1.0)),
     "window": ("+ PLATON window deltaT=10", dict(importance_window=10)),
     "no_recovery": ("no recovery phase (targets reached at the last step)", dict(prune_end_step="{end}")),
+    "early_end": (
+        "+ attention KD, targets reached at 30 % of the steps (longer recovery)",
+        dict(attention_weight=1.0, prune_end_step="{0.3}"),
+    ),
     "depth": ("+ depth: 4 of 6 layers as well (smaller, so faster: not the same shape)", dict(target_num_layers=4)),
     "all": (
         "all additions: attention KD + label signal + deltaT=10",
@@ -213,7 +218,12 @@ def ablation_settings(key: str, steps: int, kind: str) -> dict:
         raise SystemExit(f"Unknown ablation variant {key!r}; choose from {sorted(ABLATIONS)}.")
     end = max(2, int(0.6 * steps))
     settings = dict(SHAPES[kind], prune_start_step=0, prune_end_step=end, prune_every=max(1, end // 20))
-    settings.update({k: steps if v == "{end}" else v for k, v in ABLATIONS[key][1].items()})
+    for name, value in ABLATIONS[key][1].items():
+        if isinstance(value, str) and value.startswith("{"):
+            value = steps if value == "{end}" else max(1, int(float(value[1:-1]) * steps))
+        settings[name] = value
+    if "prune_end_step" in ABLATIONS[key][1]:
+        settings["prune_every"] = max(1, settings["prune_end_step"] // 20)
     return settings
 
 

@@ -25,6 +25,8 @@ def test_every_ablation_variant_trains_a_tiny_model(tmp_path, key):
     assert trainer.pruner.finished
     if key == "no_recovery":
         assert args.prune_end_step == 6
+    if key == "early_end":  # 30 % of 6 steps
+        assert args.prune_end_step == 1
 
 
 def test_unknown_ablation_variant_is_an_error():
