@@ -31,6 +31,13 @@ def retention(results: dict[str, dict]) -> list[str]:
     margins = ", ".join(f"{100 * (homodistil - v):+.2f} points over {k} ({v:.4f})" for k, v in others.items())
     met = all(homodistil > v for v in others.values())
     lines.append(f"- vision: HomoDistil {homodistil:.4f}, {margins}: {_verdict(met)}")
+    tried = [r for r in results.get("prune-ablation-vision", {}).get("rows", []) if r.get("variant")]
+    if tried:
+        best = max(tried, key=lambda r: r["accuracy"])
+        low, gap = min(r["accuracy"] for r in tried), 100 * (best["accuracy"] - max(others.values()))
+        lines.append(f"- vision, what was tried (ablation table above, same steps): {len(tried)} HomoDistil variants "
+                     f"at {low:.4f}-{best['accuracy']:.4f}; the best ({best['variant']}) is {gap:+.2f} points from "
+                     "the best other method")  # fmt: skip
     return lines
 
 

@@ -126,6 +126,10 @@ def test_targets_judge_vision_and_missing_suites():
             dict(model="one-shot magnitude prune + KD", accuracy=0.805)]  # fmt: skip
     lines = targets.retention({"prune-vision": {"rows": rows}})
     assert lines[-1].endswith("**NOT met**") and "+1.00 points over truncated" in lines[-1]
+    tried = [dict(variant="", accuracy=0.81), dict(variant="base", accuracy=0.795),
+             dict(variant="window", accuracy=0.8)]  # fmt: skip
+    lines = targets.retention({"prune-vision": {"rows": rows}, "prune-ablation-vision": {"rows": tried}})
+    assert "2 HomoDistil variants at 0.7950-0.8000; the best (window) is -0.50 points" in lines[-1]
     text = targets.section({})
     assert text.count("not measured") == 4  # frontier, vision, rnn, onnx
 
