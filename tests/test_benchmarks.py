@@ -74,7 +74,7 @@ def test_every_suite_reports_with_plots(tmp_path, measured):
         assert section in text
     assert "python -m benchmarks prune --only vision" in text and "python -m benchmarks quant --only vision" in text
     assert "latency 8 images (ratio)" in text and "peak MB (8x128)" in text and "Int8 kernel ceiling" in text
-    assert "Text (MiniLM-L6): 5.50x at batch 8" in text and "**met**" in text
+    assert "Text (MiniLM-L6), HomoDistil + int8_dynamic: 5.50x at batch 8" in text and "**met**" in text
     for png in ("pareto.png", "size.png", "pareto-vision.png", "size-vision.png"):
         assert (results / png).read_bytes()[:8] == PNG
         assert f"]({png}" in text.replace("results/2026-01-01/", "")
