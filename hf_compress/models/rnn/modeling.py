@@ -100,33 +100,32 @@ class RNNStudentForSequenceClassification(RNNStudentPreTrainedModel):
 
     def encode(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
         """(B, L) ids -> per-token states (B, L, dirs * H), the real-token mask (B, L), pooled (B, dirs * H)."""
-        if torch.onnx.is_in_onnx_export():
+        exporting = torch.onnx.is_in_onnx_export()  # the exporter cannot trace packing, nor a data-dependent if
+        padded = exporting or not (attention_mask is None or bool(attention_mask.all()))
+        if padded:
             if attention_mask is None:
                 attention_mask = torch.ones_like(input_ids)
             ids, mask = left_align(input_ids, attention_mask)
-            lengths = mask.sum(dim=1).clamp_min(1)
-            states, final = self._unpacked(self.embeddings(ids), lengths)
-            mask = mask | ((torch.arange(ids.shape[1], device=ids.device)[None, :] == 0) & ~mask.any(1, keepdim=True))
-        elif attention_mask is None or bool(attention_mask.all()):
-            # No padding (one text, or a batch of equal lengths): the same result without packing, which costs
-            # more than the recurrence itself at batch 1.
-            ids, mask = input_ids, torch.ones_like(input_ids, dtype=torch.bool)
-            states, final = self.rnn(self.dropout(self.embeddings(ids)))
-        else:
-            ids, mask = left_align(input_ids, attention_mask)
             lengths = mask.sum(dim=1).clamp_min(1)  # an all-padding row still runs one (padding) step
             embedded = self.dropout(self.embeddings(ids))
-            packed = pack_padded_sequence(embedded, lengths.cpu(), batch_first=True, enforce_sorted=False)
-            packed_out, final = self.rnn(packed)
-            states, _ = pad_packed_sequence(packed_out, batch_first=True, total_length=ids.shape[1])
-            mask = mask & (torch.arange(ids.shape[1], device=ids.device)[None, :] < lengths[:, None])
-            mask[:, 0] |= ~mask.any(dim=1)
+            if exporting:
+                states, final = self._unpacked(embedded, lengths)
+            else:
+                packed = pack_padded_sequence(embedded, lengths.cpu(), batch_first=True, enforce_sorted=False)
+                packed_out, final = self.rnn(packed)
+                states, _ = pad_packed_sequence(packed_out, batch_first=True, total_length=ids.shape[1])
+            first = torch.arange(ids.shape[1], device=ids.device)[None, :] == 0
+            mask = mask | (first & ~mask.any(dim=1, keepdim=True))  # that padding step is what an empty row pools
+        else:
+            # No padding (one text, or a batch of equal lengths): the same result without packing, which costs
+            # more than the recurrence itself at batch 1, and without masking ops in the pooling.
+            ids, mask = input_ids, torch.ones_like(input_ids, dtype=torch.bool)
+            states, final = self.rnn(self.dropout(self.embeddings(ids)))
         pooling = self.config.pooling
-        unpadded = attention_mask is None or ids is input_ids  # nothing to mask out (saves two ops at batch 1)
         if pooling == "max":
-            pooled = states.amax(dim=1) if unpadded else states.masked_fill(~mask[..., None], float("-inf")).amax(1)
+            pooled = states.masked_fill(~mask[..., None], float("-inf")).amax(1) if padded else states.amax(dim=1)
         elif pooling == "mean":
-            pooled = states.mean(dim=1) if unpadded else (states * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
+            pooled = (states * mask[..., None]).sum(1) / mask.sum(1, keepdim=True) if padded else states.mean(dim=1)
         else:  # the final state of the top layer, each direction (the backward one has read the whole row)
             h_n = final[0] if isinstance(final, tuple) else final  # LSTM returns (h_n, c_n)
             top = h_n.view(self.config.num_layers, self.config.num_directions, ids.shape[0], -1)[-1]
