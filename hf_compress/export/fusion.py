@@ -14,12 +14,9 @@ verifies the fused graph against PyTorch like any export and keeps the unfused o
 from __future__ import annotations
 
 import contextlib
-import logging
 from collections.abc import Iterator
 
 from torch import nn
-
-logger = logging.getLogger(__name__)
 
 # config.model_type -> the model_type of ORT's optimizer whose fusions match its graph
 OPTIMIZER_TYPES = {

@@ -279,8 +279,6 @@ def export_onnx(
     fusable = optimize and optimizer_type(model) is not None
     with eager_attention(float_model) if fusable else contextlib.nullcontext():
         proto = _export_proto(float_model, names, outputs, example)
-    graph_inputs = {i.name for i in proto.graph.input}
-    names = [name for name in names if name in graph_inputs]  # e.g. token_type_ids, which the RNN student ignores
     if plan:
         proto = rewrite_quantized(proto, plan, dynamic_activations)
     output_dir = Path(output_dir)
@@ -293,9 +291,12 @@ def export_onnx(
     passed = _passes(checked, quantized)
     fused_ops: dict[str, int] = {}
     if fusable and passed:
-        checked, fused_ops = _try_fusion(proto, model, bool(plan), quantized, onnx_path, check, outputs, checked)
-        kept = {i.name for i in onnx.load(str(onnx_path), load_external_data=False).graph.input}
-        names = [name for name in names if name in kept]  # the optimizer may prune an input it made unused
+        proto, checked, fused_ops = _try_fusion(proto, model, bool(plan), quantized, onnx_path, check, outputs,
+                                                checked)  # fmt: skip
+    # the inputs of the graph kept: the exporter drops what the model ignores (token_type_ids for the RNN student)
+    # and the optimizer may prune an input its fusions made unused
+    graph_inputs = {i.name for i in proto.graph.input}
+    names = [name for name in names if name in graph_inputs]
     report = ExportReport(
         onnx_path=str(onnx_path), precision=_precision(model, plan), inputs=names, outputs=outputs, **checked,
         passed=passed, onnx_mb=onnx_path.stat().st_size / 2**20,
@@ -320,25 +321,25 @@ def _passes(checked: dict, quantized: bool) -> bool:
 
 def _try_fusion(proto, model, int8_layers: bool, quantized: bool, onnx_path: Path, check, outputs, plain: dict):
     """Fuse the graph with ORT's optimizer; keep it in ``onnx_path`` only if it passes the plain graph's bar (and,
-    quantized, agrees with PyTorch at least as often). Returns (the kept graph's check, {fused op: count})."""
+    quantized, agrees with PyTorch at least as often). Returns (the kept graph, its check, {fused op: count})."""
     import onnx
 
     candidate = onnx_path.with_name("fused-" + onnx_path.name)
     try:
         fused, stats = fuse(proto, model, int8_layers)
         if not stats:
-            return plain, {}
+            return proto, plain, {}
         onnx.save_model(fused, str(candidate))
         checked = verify(_ort_session(candidate), model, check, outputs)
         if _passes(checked, quantized) and checked["fidelity"] >= plain["fidelity"]:
             candidate.replace(onnx_path)
-            return checked, stats
+            return fused, checked, stats
         logger.info("The fused graph of %s fails the check (%s); keeping the plain graph.", onnx_path, checked)
     except Exception as err:  # the optimizer's matchers and ORT's kernels raise many kinds; the plain graph stays
         logger.info("ONNX Runtime's fusions failed on %s (%s); keeping the plain graph.", onnx_path, err)
     finally:
         candidate.unlink(missing_ok=True)
-    return plain, {}
+    return proto, plain, {}
 
 
 def _precision(model: nn.Module, plan: dict) -> str:
