@@ -156,11 +156,11 @@ def ort_rows(teacher, best, int8, tokenizer, test: Dataset, collator, quick: boo
     }
     labels = torch.tensor(test["labels"])
     teacher_acc = float((_logits(teacher, test, collator).argmax(-1) == labels).float().mean())
+    ort_teacher = {**latency[ORT_TEACHER], **{k: v[ORT_TEACHER] for k, v in real.items()}}
     rows = []
     for name, session in sessions.items():
         acc = float((_logits(session, test, collator).argmax(-1) == labels).float().mean())
         lat = {**latency[name], **{k: v[name] for k, v in real.items()}}
-        ort_teacher = {**latency[ORT_TEACHER], **{k: v[ORT_TEACHER] for k, v in real.items()}}
         fastest = {f"fastest_teacher_{k}": lat[k] / min(1.0, ort_teacher[k]) for k in SHAPES}
         rows.append({"model": name, "accuracy": acc, "pct_teacher": 100 * acc / teacher_acc,
                      "lat_8x128": lat["8x128"], "lat_1x128": lat["1x128"], "speedup_8x128": 1 / lat["8x128"],
@@ -183,8 +183,8 @@ def run(quick: bool, epochs: float, train_limit: int | None, copies: int, live_s
 
     entries = {}
     for name, (which, settings) in VARIANTS.items():
-        steps = 4 if quick else -1
-        student, seconds, steps = train_student(teacher, sets[which], settings, collator, epochs, steps,
+        max_steps = 4 if quick else -1
+        student, seconds, steps = train_student(teacher, sets[which], settings, collator, epochs, max_steps,
                                                 live=False, student_spec=spec)  # fmt: skip
         entries[name] = {"model": student, "compress_s": seconds, "steps": steps, "transfer_rows": len(sets[which])}
         print(f"[rnn] {name}: {steps} steps in {seconds:.0f}s", flush=True)
