@@ -198,18 +198,34 @@ def run(quick: bool, steps: int, kind: str, wider: bool = True, attention: bool 
     except ImportError as err:
         print(f"[prune {kind}] skipping {PEER}: {err}", flush=True)
 
-    start = time.perf_counter()
-    int8 = quantize(copy.deepcopy(entries[HOMODISTIL]["model"]), QuantizationConfig(method="int8_dynamic"))
-    entries["HomoDistil + int8_dynamic"] = {
-        "model": int8,
-        "compress_s": entries[HOMODISTIL]["compress_s"] + time.perf_counter() - start,
-        "shape": entries[HOMODISTIL]["shape"],
-        "reload": common.reload_check(int8),
-    }
+    int8 = _int8_entry(entries[HOMODISTIL])
+    entries["HomoDistil + int8_dynamic"] = {**int8, "reload": common.reload_check(int8["model"])}
     rows = common.measure(teacher, entries, test, collator, reps=5 if quick else 20, teacher_name="teacher")
     rows[0].update(shape=_shape(teacher), reload=common.reload_check(teacher))
     objective = "KD + hidden KD" + (" (+ attention KD for the HomoDistilTrainer rows)" if attention else "")
     return {"kind": kind, "rows": rows, "steps": steps, "prune_end_step": end, "shape": shape, "objective": objective}
+
+
+def _train_homodistil(teacher, train_set, collator, kind: str, steps: int, settings: dict):
+    """(sliced model on sdpa attention, training seconds) of one HomoDistil run with the suite's objective (KD +
+    hidden KD) and ``settings`` (shape, schedule, the variant's change); shared by `ablation` and `frontier`."""
+    kwargs = common.train_kwargs(tempfile.mkdtemp(), max_steps=steps, warmup_steps=20, temperature=2.0,
+                                 kd_weight=1.0, hidden_weight=1.0, **TRAINING[kind])  # fmt: skip
+    trainer = HomoDistilTrainer(teacher_model=teacher, args=HomoDistilConfig(**kwargs, **settings),
+                                train_dataset=train_set, data_collator=collator)  # fmt: skip
+    start = time.perf_counter()
+    trainer.train()
+    seconds = time.perf_counter() - start
+    model = trainer.sliced_model().eval()
+    model.set_attn_implementation("sdpa")
+    return model, seconds
+
+
+def _int8_entry(entry: dict) -> dict:
+    """A measure() entry for ``entry``'s model quantized int8_dynamic, its compression time including the fp32's."""
+    start = time.perf_counter()
+    int8 = quantize(copy.deepcopy(entry["model"]), QuantizationConfig(method="int8_dynamic"))
+    return {**entry, "model": int8, "compress_s": entry["compress_s"] + time.perf_counter() - start}
 
 
 def ablation_settings(key: str, steps: int, kind: str) -> dict:
@@ -240,15 +256,7 @@ def ablation(quick: bool, steps: int, kind: str, variants: list[str]) -> dict:
     rows = [dict(model="teacher", variant="", accuracy=teacher_acc, pct_teacher=100.0, steps=0, compress_s=0.0)]
     for key in variants:
         label, settings = ABLATIONS[key][0], ablation_settings(key, steps, kind)
-        kwargs = common.train_kwargs(tempfile.mkdtemp(), max_steps=steps, warmup_steps=20, temperature=2.0,
-                                     kd_weight=1.0, hidden_weight=1.0, **TRAINING[kind])  # fmt: skip
-        trainer = HomoDistilTrainer(teacher_model=teacher, args=HomoDistilConfig(**kwargs, **settings),
-                                    train_dataset=train_set, data_collator=collator)  # fmt: skip
-        start = time.perf_counter()
-        trainer.train()
-        seconds = time.perf_counter() - start
-        model = trainer.sliced_model().eval()
-        model.set_attn_implementation("sdpa")
+        model, seconds = _train_homodistil(teacher, train_set, collator, kind, steps, settings)
         acc = common.evaluate_accuracy(model, test, collator)
         rows.append(dict(model=label, variant=key, accuracy=acc, pct_teacher=100 * acc / teacher_acc, steps=steps,
                          compress_s=seconds, shape=_shape(model)))  # fmt: skip
@@ -266,29 +274,16 @@ def frontier(quick: bool, epochs: float, kind: str = "text", recovery: float = 0
     end = max(2, int((1 - recovery) * steps))
     entries = {}
     for name, shape in FRONTIER[kind].items():
-        kwargs = common.train_kwargs(tempfile.mkdtemp(), max_steps=steps, warmup_steps=20, temperature=2.0,
-                                     kd_weight=1.0, hidden_weight=1.0, **TRAINING[kind])  # fmt: skip
-        args = HomoDistilConfig(**kwargs, **HOMODISTIL_ATTENTION, **shape, prune_start_step=0, prune_end_step=end,
-                                prune_every=max(1, end // 20))  # fmt: skip
-        trainer = HomoDistilTrainer(teacher_model=teacher, args=args, train_dataset=train_set, data_collator=collator)
-        start = time.perf_counter()
-        trainer.train()
-        seconds = time.perf_counter() - start
-        model = trainer.sliced_model().eval()
-        model.set_attn_implementation("sdpa")
+        settings = dict(HOMODISTIL_ATTENTION, **shape, prune_start_step=0, prune_end_step=end,
+                        prune_every=max(1, end // 20))  # fmt: skip
+        model, seconds = _train_homodistil(teacher, train_set, collator, kind, steps, settings)
         record = getattr(model.config, "hf_compress_teacher_layers", None) or {}
         layers = record.get("layers", list(range(model.config.num_hidden_layers)))
         entries[f"HomoDistil, {name}"] = {"model": model, "compress_s": seconds, "steps": steps,
                                           "shape": f"{len(layers)} layers {layers}: {_shape(model)}"}  # fmt: skip
         print(f"[prune frontier] {name}: {seconds:.0f}s", flush=True)
     for name in list(entries):
-        start = time.perf_counter()
-        int8 = quantize(copy.deepcopy(entries[name]["model"]), QuantizationConfig(method="int8_dynamic"))
-        entries[f"{name} + int8_dynamic"] = {
-            **entries[name],
-            "model": int8,
-            "compress_s": entries[name]["compress_s"] + time.perf_counter() - start,
-        }
+        entries[f"{name} + int8_dynamic"] = _int8_entry(entries[name])
     rows = common.measure(teacher, entries, test, collator, reps=5 if quick else 20, teacher_name="teacher")
     rows[0].update(shape=f"6 layers: {_shape(teacher)}", steps=0)
     best = max((r for r in rows[1:] if "int8" not in r["model"]), key=lambda r: r["accuracy"])
