@@ -44,3 +44,13 @@ def test_onnx_report_states_the_control_and_its_verdict():
     assert "Latency not trustworthy" in text
     result["control"]["8x128"] = 0.99
     assert "can be trusted" in onnx_bench.report(result)
+
+
+def test_frontier_without_its_cached_model_says_which_command_makes_it(tmp_path, monkeypatch):
+    import pytest
+
+    from benchmarks import onnx as onnx_bench
+
+    monkeypatch.setattr(onnx_bench, "FRONTIER_CACHE", tmp_path / "missing")
+    with pytest.raises(SystemExit, match=r"No frontier model in .*missing: run `python -m benchmarks prune --frontier`"):
+        onnx_bench._homodistil(None, None, None, quick=False, frontier=True)
