@@ -49,8 +49,7 @@ def test_onnx_report_states_the_control_and_its_verdict():
 def test_frontier_without_its_cached_model_says_which_command_makes_it(tmp_path, monkeypatch):
     import pytest
 
-    from benchmarks import onnx as onnx_bench
-
     monkeypatch.setattr(onnx_bench, "FRONTIER_CACHE", tmp_path / "missing")
-    with pytest.raises(SystemExit, match=r"No frontier model in .*missing: run `python -m benchmarks prune --frontier`"):
+    expected = r"No frontier model in .*missing: run `python -m benchmarks prune --frontier`"
+    with pytest.raises(SystemExit, match=expected):
         onnx_bench._homodistil(None, None, None, quick=False, frontier=True)
