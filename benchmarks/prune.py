@@ -77,6 +77,14 @@ ABLATIONS = {
         "+ attention KD, targets reached at 30 % of the steps (longer recovery)",
         dict(attention_weight=1.0, prune_end_step="{0.3}"),
     ),
+    "structure": (
+        "+ attention KD, structure-level scores (HomoDistil's |sum of w * grad| per structure)",
+        dict(attention_weight=1.0, importance_granularity="structure"),
+    ),
+    "magnitude": (
+        "+ attention KD, magnitude scores on the cubic schedule",
+        dict(attention_weight=1.0, importance="magnitude"),
+    ),
     "depth": ("+ depth: 4 of 6 layers as well (smaller, so faster: not the same shape)", dict(target_num_layers=4)),
     "all": (
         "all additions: attention KD + label signal + deltaT=10",

@@ -254,7 +254,8 @@ def test_saved_model_loads_without_hf_compress_and_matches(tmp_path, kind):
     torch.testing.assert_close(torch.tensor(loaded["logits"]), expected, rtol=1e-4, atol=1e-5)
 
 
-def test_resume_after_interruption_matches_uninterrupted_run(tmp_path):
+@pytest.mark.parametrize("granularity", ["weight", "structure"])
+def test_resume_after_interruption_matches_uninterrupted_run(tmp_path, granularity):
     class StopAt(TrainerCallback):
         def on_step_end(self, args, state, control, **kwargs):
             if state.global_step == 4:
@@ -263,7 +264,7 @@ def test_resume_after_interruption_matches_uninterrupted_run(tmp_path):
     def run(out, resume=None, callbacks=None):
         torch.manual_seed(0)
         teacher = BertForSequenceClassification(bert_config())
-        args = config(out, save_strategy="steps", save_steps=4, prune_every=1)
+        args = config(out, save_strategy="steps", save_steps=4, prune_every=1, importance_granularity=granularity)
         trainer = HomoDistilTrainer(
             teacher_model=teacher, args=args, train_dataset=text_dataset(64), callbacks=callbacks
         )
@@ -278,6 +279,8 @@ def test_resume_after_interruption_matches_uninterrupted_run(tmp_path):
     resumed = run(str(tmp_path / "b"), resume=str(checkpoint))
     for key in ("hidden", "heads", "ffn"):
         assert torch.equal(getattr(resumed.pruner.masks, key), getattr(straight.pruner.masks, key))
+    for key, value in straight.pruner.scores.state_dict().items():
+        torch.testing.assert_close(resumed.pruner.scores.state_dict()[key], value)
     for key, value in straight.model.state_dict().items():
         torch.testing.assert_close(resumed.model.state_dict()[key], value)
 
@@ -289,8 +292,10 @@ def test_resume_after_interruption_matches_uninterrupted_run(tmp_path):
         dict(importance="magnitude"),
         dict(pruning_schedule="oneshot", importance="magnitude"),
         dict(pruning_schedule="oneshot", importance="taylor", prune_start_step=2),
+        dict(importance_granularity="structure"),
+        dict(importance_granularity="structure", importance="taylor", importance_window=2),
     ],
-    ids=["taylor", "magnitude", "oneshot_magnitude", "oneshot_taylor"],
+    ids=["taylor", "magnitude", "oneshot_magnitude", "oneshot_taylor", "structure", "structure_taylor_window"],
 )
 def test_baselines_reach_the_targets(tmp_path, settings):
     torch.manual_seed(0)

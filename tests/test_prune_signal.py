@@ -14,7 +14,7 @@ from transformers import BertForMaskedLM, BertForSequenceClassification, Trainer
 from hf_compress import HomoDistilTrainer, slice_model
 from hf_compress.models.structure import model_structure
 from hf_compress.prune.masks import StructureMasks, keep_top
-from hf_compress.prune.scores import ImportanceScores, platon_update, structure_scores
+from hf_compress.prune.scores import ImportanceScores, StructureImportance, platon_update, structure_scores
 from hf_compress.prune.trainer import PRUNING_STATE_NAME
 
 
@@ -385,3 +385,93 @@ def test_label_signal_needs_a_head_and_labels(tmp_path):
     )
     with pytest.raises(ValueError, match="no labels.*importance_label_weight > 0 needs them too"):
         trainer.train()
+
+
+# ---- structure-level (group Taylor) importance -----------------------------------------------------------
+
+
+def _loss_and_grads(model, seed=3):
+    model.zero_grad()
+    batch = _batch(seed=seed)
+    loss = model(**batch, labels=torch.tensor([0, 1, 2, 0])).loss
+    loss.backward()
+    return batch
+
+
+def _scaled_loss_derivative(model, batch, owned: dict[str, torch.Tensor]) -> float:
+    """d/d alpha of the loss when the entries ``owned`` (param name -> 0/1 mask) are scaled by alpha, at 1."""
+    alpha = torch.ones((), requires_grad=True)
+    params = {
+        n: p.detach() * (1 + (alpha - 1) * owned[n]) if n in owned else p.detach() for n, p in model.named_parameters()
+    }
+    out = torch.func.functional_call(model, params, kwargs={**batch, "labels": torch.tensor([0, 1, 2, 0])})
+    (grad,) = torch.autograd.grad(out.loss, alpha)
+    return float(grad)
+
+
+def test_structure_sensitivity_is_the_first_order_loss_change_of_removing_the_structure():
+    torch.manual_seed(0)
+    model = BertForSequenceClassification(bert_config(num_hidden_layers=2))
+    structure = model_structure(model)
+    scores = StructureImportance(model, structure, "taylor", 0.0, 0.0)  # beta1 = 0: I_bar = this step's value
+    batch = _loss_and_grads(model)
+    assert scores.update()
+    got = scores.structure_scores()
+    layer, head, neuron, d = 1, 2, 5, structure.head_dim
+    prefix = f"bert.encoder.layer.{layer}."
+    owned = {}
+    for name in ("query", "key", "value"):
+        rows = torch.zeros(32, 32)
+        rows[head * d : (head + 1) * d] = 1
+        owned[prefix + f"attention.self.{name}.weight"] = rows
+        owned[prefix + f"attention.self.{name}.bias"] = rows[:, 0]
+    cols = torch.zeros(32, 32)
+    cols[:, head * d : (head + 1) * d] = 1
+    owned[prefix + "attention.output.dense.weight"] = cols
+    expected = abs(_scaled_loss_derivative(model, batch, owned))
+    assert float(got["heads"][layer, head]) == pytest.approx(expected, rel=1e-4, abs=1e-9)
+    assert expected > 1e-6  # a real signal, not two zeros
+    ffn_in, ffn_out = torch.zeros(64, 32), torch.zeros(32, 64)
+    ffn_in[neuron], ffn_out[:, neuron] = 1, 1
+    owned = {
+        prefix + "intermediate.dense.weight": ffn_in,
+        prefix + "intermediate.dense.bias": ffn_in[:, 0],
+        prefix + "output.dense.weight": ffn_out,
+    }
+    expected = abs(_scaled_loss_derivative(model, batch, owned))
+    assert float(got["ffn"][layer, neuron]) == pytest.approx(expected, rel=1e-4, abs=1e-9)
+
+
+def test_structure_sensitivity_lets_opposite_signs_cancel_where_the_weight_score_adds_them():
+    torch.manual_seed(0)
+    model = BertForSequenceClassification(bert_config(num_hidden_layers=1))
+    structure = model_structure(model)
+    per_structure = StructureImportance(model, structure, "taylor", 0.0, 0.0)
+    per_weight = ImportanceScores(model, "taylor", 0.0, 0.0)
+    _loss_and_grads(model)
+    for p in model.parameters():
+        p.grad.zero_()
+    query = model.bert.encoder.layer[0].attention.self.query
+    with torch.no_grad():  # head 0 owns rows 0..7: w * grad = +1 at one weight and -1 at another
+        query.weight.grad[0, 0] = 1 / query.weight[0, 0]
+        query.weight.grad[1, 0] = -1 / query.weight[1, 0]
+    assert per_structure.update() and per_weight.update()
+    assert float(per_structure.structure_scores()["heads"][0, 0]) == pytest.approx(0.0, abs=1e-6)
+    assert float(per_weight.structure_scores(structure)["heads"][0, 0]) == pytest.approx(2.0, rel=1e-5)
+
+
+def test_structure_scores_refuse_non_finite_gradients_and_magnitude():
+    torch.manual_seed(0)
+    model = BertForSequenceClassification(bert_config(num_hidden_layers=1))
+    scores = StructureImportance(model, model_structure(model), "platon", 0.85, 0.95)
+    _loss_and_grads(model)
+    assert scores.update()
+    kept = {k: v.clone() for k, v in scores.state_dict().items()}
+    model.bert.embeddings.word_embeddings.weight.grad[1, 0] = float("nan")
+    assert scores.update() is False and scores.skipped_steps == 1
+    for key, value in scores.state_dict().items():
+        assert torch.equal(value, kept[key])
+    with pytest.raises(ValueError, match="needs gradients"):
+        config("unused", importance="magnitude", importance_granularity="structure")
+    with pytest.raises(ValueError, match="importance_granularity"):
+        config("unused", importance_granularity="column")

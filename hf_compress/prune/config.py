@@ -10,6 +10,7 @@ from ..distill.config import DistillationConfig, check_choice
 
 PruningSchedule = Literal["cubic", "oneshot"]
 Importance = Literal["platon", "taylor", "magnitude"]
+ImportanceGranularity = Literal["weight", "structure"]
 
 
 @dataclass
@@ -70,6 +71,16 @@ class HomoDistilConfig(DistillationConfig):
             "choices": ["platon", "taylor", "magnitude"],
         },
     )
+    importance_granularity: str = field(
+        default="weight",
+        metadata={
+            "help": "'weight': PLATON's per-weight EMAs of |w * grad|, a structure scoring the sum over its weights; "
+            "'structure': HomoDistil's column score, the EMAs of |sum of w * grad over the structure's weights| (the "
+            "first-order loss change of removing it; per-weight noise cancels in the sum). Needs 'platon' or "
+            "'taylor'.",
+            "choices": ["weight", "structure"],
+        },
+    )
     importance_beta1: float = field(default=0.85, metadata={"help": "EMA factor of the sensitivity."})
     importance_beta2: float = field(default=0.95, metadata={"help": "EMA factor of the uncertainty."})
     importance_window: int = field(
@@ -92,6 +103,12 @@ class HomoDistilConfig(DistillationConfig):
         super().__post_init__()
         check_choice("pruning_schedule", self.pruning_schedule, PruningSchedule)
         check_choice("importance", self.importance, Importance)
+        check_choice("importance_granularity", self.importance_granularity, ImportanceGranularity)
+        if self.importance_granularity == "structure" and self.importance == "magnitude":
+            raise ValueError(
+                "importance_granularity='structure' sums signed w * grad over each structure, which needs gradients: "
+                "use importance='platon' or 'taylor', or importance_granularity='weight' for magnitude pruning."
+            )
         targets = (
             self.target_hidden_size,
             self.target_num_heads,

@@ -13,7 +13,7 @@ from ..models.structure import model_structure
 from .config import HomoDistilConfig
 from .masks import MaskHooks, StructureMasks, keep_top
 from .schedule import cubic_schedule, oneshot_schedule
-from .scores import ImportanceScores, structure_scores
+from .scores import ImportanceScores, StructureImportance
 from .slicing import check_ffn, check_shape, slice_model
 
 
@@ -65,9 +65,11 @@ class StructuredPruner:
                 f"The student has frozen parameters ({', '.join(frozen[:3])}{', ...' if len(frozen) > 3 else ''}); "
                 "pruning trains and scores every weight. Call model.requires_grad_(True) first."
             )
-        self.scores = ImportanceScores(
-            model, args.importance, args.importance_beta1, args.importance_beta2, args.importance_window
-        )
+        betas = (args.importance_beta1, args.importance_beta2, args.importance_window)
+        if args.importance_granularity == "structure":
+            self.scores = StructureImportance(model, s, args.importance, *betas)
+        else:
+            self.scores = ImportanceScores(model, args.importance, *betas)
         self._warned_noise = False
         self.global_step = 0
         pruned = {key: self.targets[key] < full[key] for key in ("hidden", "heads", "ffn")}
@@ -114,7 +116,7 @@ class StructuredPruner:
         if kept == self.masks.counts():
             return False
         self._warn_if_noise()
-        scores = structure_scores(self.structure, self.scores)
+        scores = self.scores.structure_scores(self.structure)
         # A layer's importance: the scores of the heads and FFN neurons it still keeps (CoFi-style depth pruning).
         layer_scores = (scores["heads"] * self.masks.heads).sum(1) + (scores["ffn"] * self.masks.ffn).sum(1)
         new = {

@@ -9,6 +9,12 @@ With ``window = ΔT > 1`` the sensitivity is first averaged over ΔT applied opt
 updated once per window with that average (PLATON's ``update_ipt_with_local_window``; its GLUE / SQuAD scripts
 use ΔT = 10). Only finite gradients of steps the optimizer really applied are folded in (`update` returns
 False for a step with an inf / NaN gradient), so one overflow can never turn the scores into NaN.
+
+Two granularities. ``weight`` (PLATON's unstructured form): EMAs per weight, a structure's score is the sum of its
+weights' ``I_bar * U_bar``. ``structure`` (`StructureImportance`, HomoDistil's column score
+``|Θ_j^T ∇_{Θ_j} L|``): each step, the *signed* products ``w * dL/dw`` of a structure's weights are summed
+first, which is the first-order change of the loss when the whole structure is removed, and the EMAs run on
+the absolute value of that sum. Per-weight noise of either sign cancels in the sum instead of adding up.
 """
 
 from __future__ import annotations
@@ -114,6 +120,10 @@ class ImportanceScores:
         weights = sum(float(p.detach().abs().sum()) for p in self.params.values())
         return total / max(weights, 1e-30)
 
+    def structure_scores(self, structure: ModelStructure) -> dict[str, Tensor]:
+        """Scores of every prunable structure (see `structure_scores`)."""
+        return structure_scores(structure, self)
+
     def of(self, module: nn.Module, param_name: str) -> Tensor | None:
         """The per-weight score of ``module.<param_name>`` (None when the module has no such parameter)."""
         param = getattr(module, param_name, None)
@@ -197,3 +207,126 @@ def structure_scores(structure: ModelStructure, scores: ImportanceScores) -> dic
                 neuron += bias[offset : offset + width].cpu()
         ffn.append(neuron)
     return {"hidden": hidden, "heads": torch.stack(heads), "ffn": torch.stack(ffn)}
+
+
+class _SignedSensitivity:
+    """``of(module, name)`` = the signed ``w * dL/dw`` of that parameter (0 without a gradient), so that
+    `structure_scores` sums a structure's first-order Taylor terms with their signs."""
+
+    def __init__(self, params: dict[int, nn.Parameter]) -> None:
+        self.params = params
+
+    def of(self, module: nn.Module, param_name: str) -> Tensor | None:
+        param = getattr(module, param_name, None)
+        if param is None or id(param) not in self.params:
+            return None
+        if param.grad is None:
+            return torch.zeros_like(param, dtype=torch.float32)
+        return param.detach().float() * param.grad.float()
+
+
+class StructureImportance:
+    """PLATON's smoothed sensitivity and uncertainty, per structure (``granularity="structure"``).
+
+    Sensitivity of a structure at one step: ``|sum over its weights of w * dL/dw|`` (HomoDistil's column score,
+    Molchanov et al.'s group Taylor term): the first-order loss change of removing it. ``I_bar``, ``U_bar`` and
+    the ΔT window work as in `ImportanceScores`, on the structure vectors ``hidden`` (D,), ``heads`` (L, H) and
+    ``ffn`` (L, F). Same interface as `ImportanceScores` for the pruner.
+    """
+
+    KEYS = ("hidden", "heads", "ffn")
+
+    def __init__(
+        self, model: nn.Module, structure: ModelStructure, kind: str, beta1: float, beta2: float, window: int = 1
+    ) -> None:
+        if kind not in ("platon", "taylor"):
+            raise ValueError(
+                f"Structure-level importance needs gradients ('platon' or 'taylor'), got {kind!r}; 'magnitude' is "
+                "a per-weight score (importance_granularity='weight')."
+            )
+        if window < 1:
+            raise ValueError(f"The importance window must be >= 1 step, got {window}.")
+        self.kind, self.beta1, self.beta2, self.window = kind, beta1, beta2, window
+        self.structure = structure
+        self.params = {id(p): p for p in model.parameters() if p.requires_grad}
+        empty = {k: v.zero_() for k, v in self._signed().items()}
+        self.i_bar = {k: v.clone() for k, v in empty.items()}
+        self.u_bar = {k: v.clone() for k, v in empty.items()} if kind == "platon" else {}
+        self.window_sum = {k: v.clone() for k, v in empty.items()} if window > 1 else {}
+        self.window_steps = 0
+        self.skipped_steps = 0
+        self.first_signal: float | None = None
+
+    needs_gradients = True
+
+    def _signed(self) -> dict[str, Tensor]:
+        return structure_scores(self.structure, _SignedSensitivity(self.params))
+
+    @torch.no_grad()
+    def update(self) -> bool:
+        """Fold in the current gradients; False, changing nothing, when a gradient holds inf / NaN."""
+        grads = [p.grad for p in self.params.values() if p.grad is not None]
+        if grads and not bool(torch.stack([g.isfinite().all() for g in grads]).all()):
+            self.skipped_steps += 1
+            return False
+        sensitivity = {k: v.abs() for k, v in self._signed().items()}
+        if self.window > 1:
+            for key, value in sensitivity.items():
+                self.window_sum[key] += value
+            self.window_steps += 1
+            if self.window_steps < self.window:
+                return True
+            sensitivity = {k: total / self.window_steps for k, total in self.window_sum.items()}
+            for total in self.window_sum.values():
+                total.zero_()
+            self.window_steps = 0
+        if self.first_signal is None:
+            self.first_signal = self._relative(sensitivity)
+        for key, value in sensitivity.items():
+            i_bar = self.beta1 * self.i_bar[key] + (1 - self.beta1) * value
+            self.i_bar[key] = i_bar
+            if self.kind == "platon":
+                self.u_bar[key] = self.beta2 * self.u_bar[key] + (1 - self.beta2) * (value - i_bar).abs()
+        return True
+
+    @torch.no_grad()
+    def signal(self) -> float | None:
+        """Smoothed structure sensitivity relative to the weights (~0: the scores are float noise)."""
+        return self._relative(self.i_bar)
+
+    def _relative(self, sensitivities: dict[str, Tensor]) -> float:
+        # Hidden channels are scored over every weight that reads or writes them: count their sum once.
+        total = float(sensitivities["hidden"].sum())
+        weights = sum(float(p.detach().abs().sum()) for p in self.params.values())
+        return total / max(weights, 1e-30)
+
+    def structure_scores(self, structure: ModelStructure | None = None) -> dict[str, Tensor]:
+        """``I_bar * U_bar`` (platon) or ``I_bar`` (taylor) of every structure."""
+        if self.kind == "taylor":
+            return {k: v.clone() for k, v in self.i_bar.items()}
+        return {k: self.i_bar[k] * self.u_bar[k] for k in self.KEYS}
+
+    def state_dict(self) -> dict[str, Tensor]:
+        state = {f"i_bar.{k}": t for k, t in self.i_bar.items()}
+        state.update({f"u_bar.{k}": t for k, t in self.u_bar.items()})
+        state.update({f"window_sum.{k}": t for k, t in self.window_sum.items()})
+        if self.window_sum:
+            state["window_steps"] = torch.tensor(self.window_steps)
+        return state
+
+    def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        for store, prefix in ((self.i_bar, "i_bar."), (self.u_bar, "u_bar."), (self.window_sum, "window_sum.")):
+            for key in store:
+                if prefix + key not in state:
+                    raise KeyError(
+                        f"The saved pruning state has no {prefix + key}: it belongs to another model or settings "
+                        "(importance_granularity)."
+                    )
+                saved = state[prefix + key]
+                if saved.shape != store[key].shape:
+                    raise ValueError(
+                        f"Saved {prefix + key} has shape {tuple(saved.shape)}, this model's {tuple(store[key].shape)}."
+                    )
+                store[key] = saved.to(store[key].dtype)
+        if self.window_sum:
+            self.window_steps = int(state.get("window_steps", 0))
