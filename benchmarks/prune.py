@@ -161,57 +161,87 @@ def _teacher_and_data(kind: str, quick: bool):
     return teacher, train_set, test, collator
 
 
-def run(quick: bool, steps: int, kind: str, wider: bool = True, attention: bool = True) -> dict:
+def run(
+    quick: bool, steps: int, kind: str, wider: bool = True, attention: bool = True, seeds: tuple[int, ...] = (0,)
+) -> dict:
+    """The pruning table of one half. With several ``seeds`` every half-width row is trained once per seed (the
+    same seed for every method): the rows keep the first seed's model (latency, size, reload) and add the
+    accuracy of each seed, their mean and standard deviation."""
     shape = SHAPES[kind]
     teacher, train_set, test, collator = _teacher_and_data(kind, quick)
     steps = 4 if quick else steps
     end = max(2, int(0.6 * steps))
     entries = {}
 
-    def make(trainer_cls, config_cls, model=None, **extra):
+    def make(trainer_cls, config_cls, model=None, seed=0, **extra):
         if attention and trainer_cls is HomoDistilTrainer:
             extra = {**HOMODISTIL_ATTENTION, **extra}
         kwargs = common.train_kwargs(tempfile.mkdtemp(), max_steps=steps, warmup_steps=20, temperature=2.0,
-                                     kd_weight=1.0, hidden_weight=1.0, **TRAINING[kind])  # fmt: skip
+                                     kd_weight=1.0, hidden_weight=1.0, **TRAINING[kind], seed=seed)  # fmt: skip
         return trainer_cls(model=model, teacher_model=teacher, args=config_cls(**kwargs, **extra),
                            train_dataset=train_set, data_collator=collator)  # fmt: skip
 
-    def train(name, trainer, extra_seconds=0.0):
+    def train(name, trainer, extra_seconds=0.0, seed=seeds[0]):
         start = time.perf_counter()
         trainer.train()
         seconds = time.perf_counter() - start + extra_seconds
         model = trainer.sliced_model() if isinstance(trainer, HomoDistilTrainer) else trainer.model
         model.set_attn_implementation("sdpa")
+        print(f"[prune {kind}] {name} (seed {seed}): {seconds:.0f}s", flush=True)
+        if seed != seeds[0]:  # a further seed: only its accuracy is kept
+            entries[name]["seed_accuracies"].append(common.evaluate_accuracy(model.eval(), test, collator))
+            return
         entries[name] = {"model": model.eval(), "compress_s": seconds, "shape": _shape(model),
-                         "reload": common.reload_check(model)}  # fmt: skip
-        print(f"[prune {kind}] {name}: {seconds:.0f}s", flush=True)
+                         "reload": common.reload_check(model), "seed_accuracies": []}  # fmt: skip
 
     every = max(1, end // 20)
-    train(HOMODISTIL, make(HomoDistilTrainer, HomoDistilConfig, **shape, prune_start_step=0, prune_end_step=end,
-                           prune_every=every))  # fmt: skip
-    if kind == "text" and not quick:
-        entries[HOMODISTIL]["model"].save_pretrained(HOMODISTIL_CACHE)
-    if wider:
-        train("HomoDistil, 3/4 width", make(HomoDistilTrainer, HomoDistilConfig, **WIDER[kind], prune_start_step=0,
-                                            prune_end_step=end, prune_every=every))  # fmt: skip
-    train("one-shot magnitude prune + KD", make(HomoDistilTrainer, HomoDistilConfig, **shape,
-                                                pruning_schedule="oneshot", importance="magnitude"))  # fmt: skip
-    truncated = truncated_student(teacher, shape)
-    train("truncated student + KD", make(DistillationTrainer, DistillationConfig, truncated))
-    try:
-        start = time.perf_counter()
-        pruned, reload = torch_pruning_student(teacher, shape, common.example_inputs(teacher, 2, 16))
-        train(PEER, make(DistillationTrainer, DistillationConfig, pruned), time.perf_counter() - start)
-        entries[PEER]["reload"] = reload
-    except ImportError as err:
-        print(f"[prune {kind}] skipping {PEER}: {err}", flush=True)
+    for seed in seeds:
+        train(HOMODISTIL, make(HomoDistilTrainer, HomoDistilConfig, **shape, prune_start_step=0, prune_end_step=end,
+                               prune_every=every, seed=seed), seed=seed)  # fmt: skip
+        if kind == "text" and not quick and seed == seeds[0]:
+            entries[HOMODISTIL]["model"].save_pretrained(HOMODISTIL_CACHE)
+        if wider and seed == seeds[0]:
+            train("HomoDistil, 3/4 width", make(HomoDistilTrainer, HomoDistilConfig, **WIDER[kind],
+                                                prune_start_step=0, prune_end_step=end, prune_every=every,
+                                                seed=seed))  # fmt: skip
+        train("one-shot magnitude prune + KD", make(HomoDistilTrainer, HomoDistilConfig, **shape, seed=seed,
+                                                    pruning_schedule="oneshot", importance="magnitude"),
+              seed=seed)  # fmt: skip
+        truncated = truncated_student(teacher, shape)
+        train("truncated student + KD", make(DistillationTrainer, DistillationConfig, truncated, seed=seed),
+              seed=seed)  # fmt: skip
+        try:
+            start = time.perf_counter()
+            pruned, reload = torch_pruning_student(teacher, shape, common.example_inputs(teacher, 2, 16))
+            train(PEER, make(DistillationTrainer, DistillationConfig, pruned, seed=seed),
+                  time.perf_counter() - start, seed=seed)  # fmt: skip
+            if seed == seeds[0]:
+                entries[PEER]["reload"] = reload
+        except ImportError as err:
+            print(f"[prune {kind}] skipping {PEER}: {err}", flush=True)
 
     int8 = _int8_entry(entries[HOMODISTIL])
     entries["HomoDistil + int8_dynamic"] = {**int8, "reload": common.reload_check(int8["model"])}
+    entries["HomoDistil + int8_dynamic"].pop("seed_accuracies")  # the fp32 model's seeds, not the int8's
     rows = common.measure(teacher, entries, test, collator, reps=5 if quick else 20, teacher_name="teacher")
     rows[0].update(shape=_shape(teacher), reload=common.reload_check(teacher))
+    for row in rows:
+        _seed_statistics(row)
     objective = "KD + hidden KD" + (" (+ attention KD for the HomoDistilTrainer rows)" if attention else "")
-    return {"kind": kind, "rows": rows, "steps": steps, "prune_end_step": end, "shape": shape, "objective": objective}
+    return {"kind": kind, "rows": rows, "steps": steps, "prune_end_step": end, "shape": shape, "objective": objective,
+            "seeds": list(seeds)}  # fmt: skip
+
+
+def _seed_statistics(row: dict) -> None:
+    """A row trained at several seeds: ``seed_accuracies`` (the first seed's, measured, first), their mean and
+    sample standard deviation. A row trained once loses the empty list."""
+    further = row.pop("seed_accuracies", [])
+    if not further:
+        return
+    accuracies = [row["accuracy"], *further]
+    mean = sum(accuracies) / len(accuracies)
+    sd = (sum((a - mean) ** 2 for a in accuracies) / (len(accuracies) - 1)) ** 0.5
+    row.update(seed_accuracies=accuracies, mean_accuracy=mean, sd_accuracy=sd)
 
 
 def _train_homodistil(teacher, train_set, collator, kind: str, steps: int, settings: dict):
@@ -388,6 +418,11 @@ def report(result: dict) -> str:
     rows = common.legacy_rows(result["rows"])
     columns = common.columns(vision=kind == "vision", extra=COLUMN_EXTRA)
     columns.insert([k for k, _ in columns].index("lat_1x128") + 1, ("speedup_8x128", "speed-up (batch 8)"))
+    if any("mean_accuracy" in r for r in rows):
+        rows = [_with_seed_columns(r) for r in rows]
+        at = [k for k, _ in columns].index("accuracy") + 1
+        seeds = ", ".join(str(s) for s in result.get("seeds", []))
+        columns[at:at] = [("per_seed", f"accuracy at seeds {seeds}"), ("mean_sd", "mean +- sd")]
     lines = [head, common.markdown_table(rows, columns)]
     reloads = [f"- {r['model']}: {r['reload']}" for r in rows if "reload" in r]
     if reloads:
@@ -396,11 +431,24 @@ def report(result: dict) -> str:
     return "\n".join(lines)
 
 
+def _with_seed_columns(row: dict) -> dict:
+    if "mean_accuracy" not in row:
+        return row
+    per_seed = " / ".join(f"{a:.4f}" for a in row["seed_accuracies"])
+    return {**row, "per_seed": per_seed, "mean_sd": f"{row['mean_accuracy']:.4f} +- {row['sd_accuracy']:.4f}"}
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--only", choices=sorted(SHAPES), help="run one half")
     parser.add_argument("--steps", type=int, default=300, help="training steps of every variant (default 300)")
+    parser.add_argument(
+        "--seeds",
+        default="0",
+        help="comma-separated training seeds of the half-width rows (default 0); with several, the table adds each "
+        "row's accuracy per seed, mean and standard deviation (latency and size come from the first seed's model)",
+    )
     parser.add_argument("--no-wider", action="store_true", help="leave out the second, 3/4-width HomoDistil row")
     parser.add_argument(
         "--no-attention-kd",
@@ -425,6 +473,12 @@ def main(argv=None) -> None:
         help="--ablation: add these variants to today's ablation table (same steps and shape) instead of replacing it",
     )
     args = parser.parse_args(argv)
+    try:
+        seeds = tuple(int(v) for v in args.seeds.split(",") if v.strip())
+    except ValueError:
+        parser.error(f"--seeds takes comma-separated integers, e.g. 0,1,2; got {args.seeds!r}")
+    if not seeds or len(set(seeds)) != len(seeds):
+        parser.error(f"--seeds needs at least one seed and no repeats; got {args.seeds!r}")
     common.setup()
     if args.frontier:
         result = frontier(args.quick, args.epochs)
@@ -446,7 +500,8 @@ def main(argv=None) -> None:
             print(f"\nwrote {path}")
         return
     for kind in [args.only] if args.only else sorted(SHAPES):
-        result = run(args.quick, args.steps, kind, wider=not args.no_wider, attention=not args.no_attention_kd)
+        result = run(args.quick, args.steps, kind, wider=not args.no_wider, attention=not args.no_attention_kd,
+                     seeds=seeds)  # fmt: skip
         name = f"prune-{kind}" if kind == "vision" else "prune"
         path = common.write_json(f"{name}-quick" if args.quick else name, {"suite": "prune", "argv": argv, **result})
         print(report(result))

@@ -22,15 +22,19 @@ def retention(results: dict[str, dict]) -> list[str]:
     lines += (
         frontier_verdicts(frontier) if frontier else ["- not measured: run `python -m benchmarks prune --frontier`"]
     )
-    vision = {r["model"]: r["accuracy"] for r in results.get("prune-vision", {}).get("rows", [])}
+    vision_result = results.get("prune-vision", {})
+    # With several training seeds the verdict compares means (one seed's difference is within seed noise)
+    vision = {r["model"]: r.get("mean_accuracy", r["accuracy"]) for r in vision_result.get("rows", [])}
     homodistil = vision.get("HomoDistil (PLATON, cubic)")
     if homodistil is None:
         lines.append("- vision: not measured (`python -m benchmarks prune --only vision`)")
         return lines
+    seeds = vision_result.get("seeds", [0])
     others = {k: vision[k] for k in ("truncated student + KD", "one-shot magnitude prune + KD") if k in vision}
     margins = ", ".join(f"{100 * (homodistil - v):+.2f} points over {k} ({v:.4f})" for k, v in others.items())
     met = all(homodistil > v for v in others.values())
-    lines.append(f"- vision: HomoDistil {homodistil:.4f}, {margins}: {_verdict(met)}")
+    over = f"mean of {len(seeds)} seeds " if len(seeds) > 1 else ""
+    lines.append(f"- vision: HomoDistil {over}{homodistil:.4f}, {margins}: {_verdict(met)}")
     tried = [r for r in results.get("prune-ablation-vision", {}).get("rows", []) if r.get("variant")]
     if tried:
         best = max(tried, key=lambda r: r["accuracy"])
