@@ -173,3 +173,16 @@ def test_ablation_append_merges_variants_of_the_same_setting(tmp_path, monkeypat
     assert [r["variant"] for r in merged["rows"]] == ["", "base", "attention", "window"] and commands == [["a"], ["b"]]
     with pytest.raises(SystemExit, match="other steps"):
         prune.merge_ablation("prune-ablation", result("window", steps=100), ["c"])
+
+
+def test_headline_counts_the_pruned_int8_model_on_onnx_runtime():
+    rows = [dict(model="torch fp32 teacher", accuracy=0.80, lat_8x128=1.0, lat_1x128=1.0),
+            dict(model="ORT int8 teacher (hf_compress int8_dynamic)", accuracy=0.80, lat_8x128=0.5, lat_1x128=0.5),
+            dict(model="ORT int8 HomoDistil (pruned + int8_dynamic)", accuracy=0.78, lat_8x128=0.25, lat_1x128=0.3),
+            dict(model="ORT int8 HomoDistil (pruned + int8_dynamic, ORT 8-bit activations)", accuracy=0.78,
+                 lat_8x128=0.16, lat_1x128=0.19)]  # fmt: skip
+    text = report.shortfalls({"onnx-frontier": {"text": {"rows": rows}}})
+    lines = [line for line in text.splitlines() if line.startswith("- ONNX Runtime (onnx-frontier)")]
+    assert len(lines) == 2  # the teacher's int8 row is not a pruned model
+    assert "4.00x at batch 8 (3.33x at batch 1)" in lines[0] and lines[0].endswith("**NOT met**.")
+    assert "6.25x at batch 8" in lines[1] and "97.5 %" in lines[1] and lines[1].endswith("**met**.")
