@@ -278,7 +278,7 @@ def markdown_table(rows: list[dict], columns: list[tuple[str, str]]) -> str:
     def fmt(value) -> str:
         if isinstance(value, float):
             return f"{value:.3f}" if abs(value) < 100 else f"{value:.1f}"
-        return str(value)
+        return str(value).replace("|", "\\|")  # a "|" in a label would end its cell
 
     lines = ["| " + " | ".join(h for _, h in columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(fmt(row.get(k, "")) for k, _ in columns) + " |" for row in rows]

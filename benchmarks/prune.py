@@ -78,7 +78,7 @@ ABLATIONS = {
         dict(attention_weight=1.0, prune_end_step="{0.3}"),
     ),
     "structure": (
-        "+ attention KD, structure-level scores (HomoDistil's |sum of w * grad| per structure)",
+        "+ attention KD, structure-level scores (HomoDistil's abs(sum of w * grad) per structure)",
         dict(attention_weight=1.0, importance_granularity="structure"),
     ),
     "magnitude": (
@@ -244,11 +244,11 @@ def _seed_statistics(row: dict) -> None:
     row.update(seed_accuracies=accuracies, mean_accuracy=mean, sd_accuracy=sd)
 
 
-def _train_homodistil(teacher, train_set, collator, kind: str, steps: int, settings: dict):
+def _train_homodistil(teacher, train_set, collator, kind: str, steps: int, settings: dict, seed: int = 0):
     """(sliced model on sdpa attention, training seconds) of one HomoDistil run with the suite's objective (KD +
     hidden KD) and ``settings`` (shape, schedule, the variant's change); shared by `ablation` and `frontier`."""
     kwargs = common.train_kwargs(tempfile.mkdtemp(), max_steps=steps, warmup_steps=20, temperature=2.0,
-                                 kd_weight=1.0, hidden_weight=1.0, **TRAINING[kind])  # fmt: skip
+                                 kd_weight=1.0, hidden_weight=1.0, **TRAINING[kind], seed=seed)  # fmt: skip
     trainer = HomoDistilTrainer(teacher_model=teacher, args=HomoDistilConfig(**kwargs, **settings),
                                 train_dataset=train_set, data_collator=collator)  # fmt: skip
     start = time.perf_counter()
@@ -281,9 +281,10 @@ def ablation_settings(key: str, steps: int, kind: str) -> dict:
     return settings
 
 
-def ablation(quick: bool, steps: int, kind: str, variants: list[str]) -> dict:
-    """HomoDistil at SHAPES[kind] once per variant, all at ``steps``: test accuracy, % of the teacher, wall time.
-    Every variant but ``depth`` ends at the same shape, so latency is the same and not measured."""
+def ablation(quick: bool, steps: int, kind: str, variants: list[str], seeds: tuple[int, ...] = (0,)) -> dict:
+    """HomoDistil at SHAPES[kind] once per variant (and seed), all at ``steps``: test accuracy, % of the teacher,
+    wall time. Every variant but ``depth`` ends at the same shape, so latency is the same and not measured. With
+    several seeds a row holds the first seed's accuracy and wall time, and the accuracy per seed, mean and sd."""
     for key in variants:
         ablation_settings(key, steps, kind)  # unknown names fail before any training
     shape = SHAPES[kind]
@@ -294,13 +295,21 @@ def ablation(quick: bool, steps: int, kind: str, variants: list[str]) -> dict:
     rows = [dict(model="teacher", variant="", accuracy=teacher_acc, pct_teacher=100.0, steps=0, compress_s=0.0)]
     for key in variants:
         label, settings = ABLATIONS[key][0], ablation_settings(key, steps, kind)
-        model, seconds = _train_homodistil(teacher, train_set, collator, kind, steps, settings)
-        acc = common.evaluate_accuracy(model, test, collator)
-        rows.append(dict(model=label, variant=key, accuracy=acc, pct_teacher=100 * acc / teacher_acc, steps=steps,
-                         compress_s=seconds, shape=_shape(model)))  # fmt: skip
-        print(f"[prune ablation {kind}] {label}: acc {acc:.4f} ({100 * acc / teacher_acc:.1f} %), {seconds:.0f}s",
-              flush=True)  # fmt: skip
-    return {"kind": kind, "ablation": True, "rows": rows, "steps": steps, "prune_end_step": end, "shape": shape}
+        for seed in seeds:
+            model, seconds = _train_homodistil(teacher, train_set, collator, kind, steps, settings, seed=seed)
+            acc = common.evaluate_accuracy(model, test, collator)
+            print(f"[prune ablation {kind}] {label} (seed {seed}): acc {acc:.4f} ({100 * acc / teacher_acc:.1f} %), "
+                  f"{seconds:.0f}s", flush=True)  # fmt: skip
+            if seed != seeds[0]:
+                rows[-1]["seed_accuracies"].append(acc)
+                continue
+            rows.append(dict(model=label, variant=key, accuracy=acc, pct_teacher=100 * acc / teacher_acc,
+                             steps=steps, compress_s=seconds, shape=_shape(model), seed_accuracies=[]))  # fmt: skip
+        _seed_statistics(rows[-1])
+        if "mean_accuracy" in rows[-1]:
+            rows[-1]["pct_teacher"] = 100 * rows[-1]["mean_accuracy"] / teacher_acc
+    return {"kind": kind, "ablation": True, "rows": rows, "steps": steps, "prune_end_step": end, "shape": shape,
+            "seeds": list(seeds)}  # fmt: skip
 
 
 def frontier(quick: bool, epochs: float, kind: str = "text", recovery: float = 0.4) -> dict:
@@ -393,7 +402,12 @@ def ablation_report(result: dict) -> str:
     )
     columns = [("model", "variant"), ("variant", "key"), ("accuracy", "accuracy"), ("pct_teacher", "% of teacher"),
                ("steps", "steps"), ("compress_s", "wall s")]  # fmt: skip
-    return "\n".join([head, common.markdown_table(result["rows"], columns)])
+    rows = result["rows"]
+    if any("mean_accuracy" in r for r in rows):
+        rows = [_with_seed_columns(r) for r in rows]
+        columns[3:3] = [("per_seed", "accuracy per seed"), ("mean_sd", "mean +- sd")]
+        head += "(with several seeds: % of teacher is the mean's; accuracy and wall s are the first seed's)\n"
+    return "\n".join([head, common.markdown_table(rows, columns)])
 
 
 COLUMN_EXTRA = [("shape", "hidden / heads / FFN")]
@@ -490,7 +504,7 @@ def main(argv=None) -> None:
     if args.ablation:
         variants = [v.strip() for v in args.variants.split(",") if v.strip()]
         for kind in [args.only] if args.only else sorted(SHAPES):
-            result = ablation(args.quick, args.steps, kind, variants)
+            result = ablation(args.quick, args.steps, kind, variants, seeds)
             name = "prune-ablation" + ("-vision" if kind == "vision" else "") + ("-quick" if args.quick else "")
             commands = [argv]
             if args.append:

@@ -95,6 +95,8 @@ def test_report_reads_results_written_before_the_shared_columns():
 def test_markdown_table_formats_numbers():
     table = common.markdown_table([{"a": "x", "b": 0.123456, "c": 1234.5}], [("a", "A"), ("b", "B"), ("c", "C")])
     assert table.splitlines()[2] == "| x | 0.123 | 1234.5 |"
+    piped = common.markdown_table([{"a": "abs |w * g|", "b": 1.0}], [("a", "A"), ("b", "B")])
+    assert piped.splitlines()[2] == "| abs \\|w * g\\| | 1.000 |"  # still two cells
 
 
 def _frontier(pct: float, speed8: float, speed1: float, int8_speed: float) -> dict:
