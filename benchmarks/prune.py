@@ -162,11 +162,18 @@ def _teacher_and_data(kind: str, quick: bool):
 
 
 def run(
-    quick: bool, steps: int, kind: str, wider: bool = True, attention: bool = True, seeds: tuple[int, ...] = (0,)
+    quick: bool,
+    steps: int,
+    kind: str,
+    wider: bool = True,
+    attention: bool = True,
+    seeds: tuple[int, ...] = (0,),
+    hard_labels: bool = False,
 ) -> dict:
     """The pruning table of one half. With several ``seeds`` every half-width row is trained once per seed (the
     same seed for every method): the rows keep the first seed's model (latency, size, reload) and add the
-    accuracy of each seed, their mean and standard deviation."""
+    accuracy of each seed, their mean and standard deviation. ``hard_labels``: every row also trains on the
+    labels (hard_label_weight=1), HomoDistil's own objective (KD plus the student's task loss)."""
     shape = SHAPES[kind]
     teacher, train_set, test, collator = _teacher_and_data(kind, quick)
     steps = 4 if quick else steps
@@ -177,7 +184,8 @@ def run(
         if attention and trainer_cls is HomoDistilTrainer:
             extra = {**HOMODISTIL_ATTENTION, **extra}
         kwargs = common.train_kwargs(tempfile.mkdtemp(), max_steps=steps, warmup_steps=20, temperature=2.0,
-                                     kd_weight=1.0, hidden_weight=1.0, **TRAINING[kind], seed=seed)  # fmt: skip
+                                     kd_weight=1.0, hidden_weight=1.0, **TRAINING[kind], seed=seed,
+                                     hard_label_weight=1.0 if hard_labels else 0.0)  # fmt: skip
         return trainer_cls(model=model, teacher_model=teacher, args=config_cls(**kwargs, **extra),
                            train_dataset=train_set, data_collator=collator)  # fmt: skip
 
@@ -227,7 +235,8 @@ def run(
     rows[0].update(shape=_shape(teacher), reload=common.reload_check(teacher))
     for row in rows:
         _seed_statistics(row)
-    objective = "KD + hidden KD" + (" (+ attention KD for the HomoDistilTrainer rows)" if attention else "")
+    objective = ("KD + hidden KD" + (" + label loss" if hard_labels else "")
+                 + (" (+ attention KD for the HomoDistilTrainer rows)" if attention else ""))  # fmt: skip
     return {"kind": kind, "rows": rows, "steps": steps, "prune_end_step": end, "shape": shape, "objective": objective,
             "seeds": list(seeds)}  # fmt: skip
 
@@ -463,6 +472,12 @@ def main(argv=None) -> None:
         help="comma-separated training seeds of the half-width rows (default 0); with several, the table adds each "
         "row's accuracy per seed, mean and standard deviation (latency and size come from the first seed's model)",
     )
+    parser.add_argument(
+        "--hard-labels",
+        action="store_true",
+        help="every row also trains on the labels (hard_label_weight=1: HomoDistil's objective of KD plus the "
+        "student's own loss); written as prune[-vision]-labels",
+    )
     parser.add_argument("--no-wider", action="store_true", help="leave out the second, 3/4-width HomoDistil row")
     parser.add_argument(
         "--no-attention-kd",
@@ -515,8 +530,8 @@ def main(argv=None) -> None:
         return
     for kind in [args.only] if args.only else sorted(SHAPES):
         result = run(args.quick, args.steps, kind, wider=not args.no_wider, attention=not args.no_attention_kd,
-                     seeds=seeds)  # fmt: skip
-        name = f"prune-{kind}" if kind == "vision" else "prune"
+                     seeds=seeds, hard_labels=args.hard_labels)  # fmt: skip
+        name = (f"prune-{kind}" if kind == "vision" else "prune") + ("-labels" if args.hard_labels else "")
         path = common.write_json(f"{name}-quick" if args.quick else name, {"suite": "prune", "argv": argv, **result})
         print(report(result))
         print(f"\nwrote {path}")

@@ -22,19 +22,13 @@ def retention(results: dict[str, dict]) -> list[str]:
     lines += (
         frontier_verdicts(frontier) if frontier else ["- not measured: run `python -m benchmarks prune --frontier`"]
     )
-    vision_result = results.get("prune-vision", {})
-    # With several training seeds the verdict compares means (one seed's difference is within seed noise)
-    vision = {r["model"]: r.get("mean_accuracy", r["accuracy"]) for r in vision_result.get("rows", [])}
-    homodistil = vision.get("HomoDistil (PLATON, cubic)")
-    if homodistil is None:
+    if "prune-vision" not in results:
         lines.append("- vision: not measured (`python -m benchmarks prune --only vision`)")
         return lines
-    seeds = vision_result.get("seeds", [0])
-    others = {k: vision[k] for k in ("truncated student + KD", "one-shot magnitude prune + KD") if k in vision}
-    margins = ", ".join(f"{100 * (homodistil - v):+.2f} points over {k} ({v:.4f})" for k, v in others.items())
-    met = all(homodistil > v for v in others.values())
-    over = f"mean of {len(seeds)} seeds " if len(seeds) > 1 else ""
-    lines.append(f"- vision: HomoDistil {over}{homodistil:.4f}, {margins}: {_verdict(met)}")
+    line, others = _vision_verdict(results["prune-vision"])
+    lines.append(f"- vision: {line}")
+    if "prune-vision-labels" in results:  # the same table with the label loss added to every row
+        lines.append(f"- vision (+ label loss for every row): {_vision_verdict(results['prune-vision-labels'])[0]}")
     tried = [r for r in results.get("prune-ablation-vision", {}).get("rows", []) if r.get("variant")]
     if tried:
         accuracy = {r["variant"]: r.get("mean_accuracy", r["accuracy"]) for r in tried}  # seed means where run
@@ -44,6 +38,19 @@ def retention(results: dict[str, dict]) -> list[str]:
                      f"at {low:.4f}-{accuracy[best]:.4f}; the best ({best}) is {gap:+.2f} points from the best other "
                      "method")  # fmt: skip
     return lines
+
+
+def _vision_verdict(result: dict) -> tuple[str, dict[str, float]]:
+    """(verdict line, the other methods' accuracies) of one vision pruning table. With several training seeds the
+    verdict compares means (one seed's half-point differences are within seed noise)."""
+    vision = {r["model"]: r.get("mean_accuracy", r["accuracy"]) for r in result.get("rows", [])}
+    homodistil = vision["HomoDistil (PLATON, cubic)"]
+    seeds = result.get("seeds", [0])
+    others = {k: vision[k] for k in ("truncated student + KD", "one-shot magnitude prune + KD") if k in vision}
+    margins = ", ".join(f"{100 * (homodistil - v):+.2f} points over {k} ({v:.4f})" for k, v in others.items())
+    met = all(homodistil > v for v in others.values())
+    over = f"mean of {len(seeds)} seeds " if len(seeds) > 1 else ""
+    return f"HomoDistil {over}{homodistil:.4f}, {margins}: {_verdict(met)}", others
 
 
 def rnn(results: dict[str, dict]) -> list[str]:

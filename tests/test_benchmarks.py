@@ -154,6 +154,11 @@ def test_vision_verdict_and_report_use_the_seed_means():
         and "+0.57 points over one-shot magnitude prune + KD (0.7843)" in line
         and line.endswith("**met**")
     )
+    labels = {**result, "rows": [dict(r) for r in rows]}
+    labels["rows"][1].update(mean_accuracy=0.78)
+    lines = targets.retention({"prune-vision": result, "prune-vision-labels": labels})
+    assert lines[-2] == line and lines[-1].startswith("- vision (+ label loss for every row): HomoDistil mean of 3")
+    assert lines[-1].endswith("**NOT met**")
     table = prune.report(result)
     assert "accuracy at seeds 0, 1, 2" in table and "0.7800 / 0.8000 / 0.7900" in table and "0.7900 +- 0.0100" in table
 
