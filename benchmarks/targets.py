@@ -22,13 +22,14 @@ def retention(results: dict[str, dict]) -> list[str]:
     lines += (
         frontier_verdicts(frontier) if frontier else ["- not measured: run `python -m benchmarks prune --frontier`"]
     )
-    if "prune-vision" not in results:
+    line, others = _vision_verdict(results.get("prune-vision", {}))
+    if line is None:
         lines.append("- vision: not measured (`python -m benchmarks prune --only vision`)")
         return lines
-    line, others = _vision_verdict(results["prune-vision"])
     lines.append(f"- vision: {line}")
-    if "prune-vision-labels" in results:  # the same table with the label loss added to every row
-        lines.append(f"- vision (+ label loss for every row): {_vision_verdict(results['prune-vision-labels'])[0]}")
+    labels = _vision_verdict(results.get("prune-vision-labels", {}))[0]  # the label loss added to every row
+    if labels:
+        lines.append(f"- vision (+ label loss for every row): {labels}")
     tried = [r for r in results.get("prune-ablation-vision", {}).get("rows", []) if r.get("variant")]
     if tried:
         accuracy = {r["variant"]: r.get("mean_accuracy", r["accuracy"]) for r in tried}  # seed means where run
@@ -40,11 +41,14 @@ def retention(results: dict[str, dict]) -> list[str]:
     return lines
 
 
-def _vision_verdict(result: dict) -> tuple[str, dict[str, float]]:
-    """(verdict line, the other methods' accuracies) of one vision pruning table. With several training seeds the
-    verdict compares means (one seed's half-point differences are within seed noise)."""
+def _vision_verdict(result: dict) -> tuple[str | None, dict[str, float]]:
+    """(verdict line, the other methods' accuracies) of one vision pruning table; (None, {}) without a HomoDistil
+    row. With several training seeds the verdict compares means (one seed's half-point differences are within
+    seed noise)."""
     vision = {r["model"]: r.get("mean_accuracy", r["accuracy"]) for r in result.get("rows", [])}
-    homodistil = vision["HomoDistil (PLATON, cubic)"]
+    homodistil = vision.get("HomoDistil (PLATON, cubic)")
+    if homodistil is None:
+        return None, {}
     seeds = result.get("seeds", [0])
     others = {k: vision[k] for k in ("truncated student + KD", "one-shot magnitude prune + KD") if k in vision}
     margins = ", ".join(f"{100 * (homodistil - v):+.2f} points over {k} ({v:.4f})" for k, v in others.items())
