@@ -35,31 +35,26 @@ def platon_update(
     return i_bar, u_bar
 
 
-class ImportanceScores:
-    """Running per-weight importance for every trainable parameter of a model.
+class _SmoothedSensitivity:
+    """PLATON's smoothing, shared by both granularities: per key (a parameter or a structure kind) a sensitivity
+    tensor is averaged over the ΔT window, then folded into ``I_bar`` and (``platon``) ``U_bar``. Subclasses give
+    the trainable parameters, the keys' tensors and how one step's sensitivity is computed."""
 
-    kind: ``platon`` (I_bar * U_bar), ``taylor`` (I_bar) or ``magnitude`` (|w|, needs no gradients).
-    """
-
-    def __init__(self, model: nn.Module, kind: str, beta1: float, beta2: float, window: int = 1) -> None:
+    def __init__(
+        self, kind: str, beta1: float, beta2: float, window: int, params: dict, like: dict[str, Tensor]
+    ) -> None:
+        """``like``: per key, a tensor with the shape and device of its sensitivity (a parameter, or a structure
+        vector on the CPU)."""
         if window < 1:
             raise ValueError(f"The importance window must be >= 1 step, got {window}.")
         self.kind, self.beta1, self.beta2, self.window = kind, beta1, beta2, window
-        self.params: dict[str, nn.Parameter] = {n: p for n, p in model.named_parameters() if p.requires_grad}
-        self._name_of = {id(p): n for n, p in self.params.items()}
+        self.params = params
         needs_state = kind in ("platon", "taylor")
-        self.i_bar = (
-            {n: torch.zeros_like(p, dtype=torch.float32) for n, p in self.params.items()} if needs_state else {}
-        )
-        self.u_bar = (
-            {n: torch.zeros_like(p, dtype=torch.float32) for n, p in self.params.items()} if kind == "platon" else {}
-        )
+        zeros = {k: torch.zeros_like(t, dtype=torch.float32) for k, t in like.items()} if needs_state else {}
+        self.i_bar = zeros
+        self.u_bar = {k: v.clone() for k, v in zeros.items()} if kind == "platon" else {}
         # Sum of the sensitivities of the current ΔT window (only kept when window > 1), and its length so far.
-        self.window_sum = (
-            {n: torch.zeros_like(p, dtype=torch.float32) for n, p in self.params.items()}
-            if needs_state and window > 1
-            else {}
-        )
+        self.window_sum = {k: v.clone() for k, v in zeros.items()} if window > 1 else {}
         self.window_steps = 0
         self.skipped_steps = 0  # updates refused for a non-finite gradient
         self.first_signal: float | None = None  # `signal` of the first scored step (the student as it started)
@@ -67,6 +62,12 @@ class ImportanceScores:
     @property
     def needs_gradients(self) -> bool:
         return self.kind != "magnitude"
+
+    def _sensitivity(self) -> dict[str, Tensor]:
+        raise NotImplementedError
+
+    def _relative(self, sensitivities: dict[str, Tensor]) -> float:
+        raise NotImplementedError
 
     @torch.no_grad()
     def update(self) -> bool:
@@ -80,32 +81,25 @@ class ImportanceScores:
         if grads and not bool(torch.stack([g.isfinite().all() for g in grads]).all()):
             self.skipped_steps += 1
             return False
-        sensitivity = {
-            n: torch.zeros_like(p, dtype=torch.float32) if p.grad is None else (p.float() * p.grad.float()).abs()
-            for n, p in self.params.items()
-        }
+        sensitivity = self._sensitivity()
         if self.window > 1:
-            for name, value in sensitivity.items():
-                self.window_sum[name] += value
+            for key, value in sensitivity.items():
+                self.window_sum[key] += value
             self.window_steps += 1
             if self.window_steps < self.window:
                 return True
-            sensitivity = {n: total / self.window_steps for n, total in self.window_sum.items()}
+            sensitivity = {k: total / self.window_steps for k, total in self.window_sum.items()}
             for total in self.window_sum.values():
                 total.zero_()
             self.window_steps = 0
         if self.first_signal is None:
-            self.first_signal = self._relative(sensitivity.values())
-        for name, value in sensitivity.items():
-            self._fold(name, value)
+            self.first_signal = self._relative(sensitivity)
+        for key, value in sensitivity.items():
+            i_bar = self.beta1 * self.i_bar[key] + (1 - self.beta1) * value  # see `platon_update`
+            self.i_bar[key] = i_bar
+            if self.kind == "platon":
+                self.u_bar[key] = self.beta2 * self.u_bar[key] + (1 - self.beta2) * (value - i_bar).abs()
         return True
-
-    def _fold(self, name: str, sensitivity: Tensor) -> None:
-        """One EMA step with an already computed sensitivity (see `platon_update`)."""
-        i_bar = self.beta1 * self.i_bar[name] + (1 - self.beta1) * sensitivity
-        self.i_bar[name] = i_bar
-        if self.kind == "platon":
-            self.u_bar[name] = self.beta2 * self.u_bar[name] + (1 - self.beta2) * (sensitivity - i_bar).abs()
 
     @torch.no_grad()
     def signal(self) -> float | None:
@@ -113,12 +107,57 @@ class ImportanceScores:
         |grad|. ~0 means the scores are float noise. None for ``magnitude`` (no gradients)."""
         if not self.needs_gradients:
             return None
-        return self._relative(self.i_bar.values())
+        return self._relative(self.i_bar)
 
-    def _relative(self, sensitivities) -> float:
-        total = sum(float(t.sum()) for t in sensitivities)
-        weights = sum(float(p.detach().abs().sum()) for p in self.params.values())
-        return total / max(weights, 1e-30)
+    def _weight_total(self) -> float:
+        return sum(float(p.detach().abs().sum()) for p in self.params.values())
+
+    def state_dict(self) -> dict[str, Tensor]:
+        state = {f"i_bar.{k}": t for k, t in self.i_bar.items()}
+        state.update({f"u_bar.{k}": t for k, t in self.u_bar.items()})
+        state.update({f"window_sum.{k}": t for k, t in self.window_sum.items()})
+        if self.window_sum:
+            state["window_steps"] = torch.tensor(self.window_steps)
+        return state
+
+    def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        for store, prefix in ((self.i_bar, "i_bar."), (self.u_bar, "u_bar."), (self.window_sum, "window_sum.")):
+            for key in store:
+                if prefix + key not in state:
+                    raise KeyError(
+                        f"The saved pruning state has no {prefix + key}: it belongs to another model or settings "
+                        "(importance, importance_granularity, importance_window)."
+                    )
+                saved = state[prefix + key]
+                if saved.shape != store[key].shape:
+                    raise ValueError(
+                        f"Saved {prefix + key} has shape {tuple(saved.shape)}, this model's {tuple(store[key].shape)}."
+                    )
+                store[key] = saved.to(store[key].device, store[key].dtype)
+        if self.window_sum:
+            self.window_steps = int(state.get("window_steps", 0))
+
+
+class ImportanceScores(_SmoothedSensitivity):
+    """Running per-weight importance for every trainable parameter of a model.
+
+    kind: ``platon`` (I_bar * U_bar), ``taylor`` (I_bar) or ``magnitude`` (|w|, needs no gradients).
+    """
+
+    def __init__(self, model: nn.Module, kind: str, beta1: float, beta2: float, window: int = 1) -> None:
+        params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+        super().__init__(kind, beta1, beta2, window, params, {n: p.detach() for n, p in params.items()})
+        self._name_of = {id(p): n for n, p in self.params.items()}
+
+    def _sensitivity(self) -> dict[str, Tensor]:
+        return {
+            n: torch.zeros_like(p, dtype=torch.float32) if p.grad is None else (p.float() * p.grad.float()).abs()
+            for n, p in self.params.items()
+        }
+
+    def _relative(self, sensitivities: dict[str, Tensor]) -> float:
+        total = sum(float(t.sum()) for t in sensitivities.values())
+        return total / max(self._weight_total(), 1e-30)
 
     def structure_scores(self, structure: ModelStructure) -> dict[str, Tensor]:
         """Scores of every prunable structure (see `structure_scores`)."""
@@ -135,24 +174,6 @@ class ImportanceScores:
         if self.kind == "taylor":
             return self.i_bar[name]
         return self.i_bar[name] * self.u_bar[name]
-
-    def state_dict(self) -> dict[str, Tensor]:
-        state = {f"i_bar.{n}": t for n, t in self.i_bar.items()}
-        state.update({f"u_bar.{n}": t for n, t in self.u_bar.items()})
-        state.update({f"window_sum.{n}": t for n, t in self.window_sum.items()})
-        if self.window_sum:
-            state["window_steps"] = torch.tensor(self.window_steps)
-        return state
-
-    def load_state_dict(self, state: dict[str, Tensor]) -> None:
-        for store, prefix in ((self.i_bar, "i_bar."), (self.u_bar, "u_bar."), (self.window_sum, "window_sum.")):
-            for name in store:
-                key = prefix + name
-                if key not in state:
-                    raise KeyError(f"The saved pruning state has no {key}: it belongs to another model or settings.")
-                store[name] = state[key].to(store[name].device, store[name].dtype)
-        if self.window_sum:
-            self.window_steps = int(state.get("window_steps", 0))
 
 
 def _sum_except(tensor: Tensor, dim: int) -> Tensor:
@@ -225,7 +246,7 @@ class _SignedSensitivity:
         return param.detach().float() * param.grad.float()
 
 
-class StructureImportance:
+class StructureImportance(_SmoothedSensitivity):
     """PLATON's smoothed sensitivity and uncertainty, per structure (``granularity="structure"``).
 
     Sensitivity of a structure at one step: ``|sum over its weights of w * dL/dw|`` (HomoDistil's column score,
@@ -233,8 +254,6 @@ class StructureImportance:
     the ΔT window work as in `ImportanceScores`, on the structure vectors ``hidden`` (D,), ``heads`` (L, H) and
     ``ffn`` (L, F). Same interface as `ImportanceScores` for the pruner.
     """
-
-    KEYS = ("hidden", "heads", "ffn")
 
     def __init__(
         self, model: nn.Module, structure: ModelStructure, kind: str, beta1: float, beta2: float, window: int = 1
@@ -244,89 +263,19 @@ class StructureImportance:
                 f"Structure-level importance needs gradients ('platon' or 'taylor'), got {kind!r}; 'magnitude' is "
                 "a per-weight score (importance_granularity='weight')."
             )
-        if window < 1:
-            raise ValueError(f"The importance window must be >= 1 step, got {window}.")
-        self.kind, self.beta1, self.beta2, self.window = kind, beta1, beta2, window
         self.structure = structure
-        self.params = {id(p): p for p in model.parameters() if p.requires_grad}
-        empty = {k: v.zero_() for k, v in self._signed().items()}
-        self.i_bar = {k: v.clone() for k, v in empty.items()}
-        self.u_bar = {k: v.clone() for k, v in empty.items()} if kind == "platon" else {}
-        self.window_sum = {k: v.clone() for k, v in empty.items()} if window > 1 else {}
-        self.window_steps = 0
-        self.skipped_steps = 0
-        self.first_signal: float | None = None
+        params = {id(p): p for p in model.parameters() if p.requires_grad}
+        super().__init__(kind, beta1, beta2, window, params, structure_scores(structure, _SignedSensitivity(params)))
 
-    needs_gradients = True
-
-    def _signed(self) -> dict[str, Tensor]:
-        return structure_scores(self.structure, _SignedSensitivity(self.params))
-
-    @torch.no_grad()
-    def update(self) -> bool:
-        """Fold in the current gradients; False, changing nothing, when a gradient holds inf / NaN."""
-        grads = [p.grad for p in self.params.values() if p.grad is not None]
-        if grads and not bool(torch.stack([g.isfinite().all() for g in grads]).all()):
-            self.skipped_steps += 1
-            return False
-        sensitivity = {k: v.abs() for k, v in self._signed().items()}
-        if self.window > 1:
-            for key, value in sensitivity.items():
-                self.window_sum[key] += value
-            self.window_steps += 1
-            if self.window_steps < self.window:
-                return True
-            sensitivity = {k: total / self.window_steps for k, total in self.window_sum.items()}
-            for total in self.window_sum.values():
-                total.zero_()
-            self.window_steps = 0
-        if self.first_signal is None:
-            self.first_signal = self._relative(sensitivity)
-        for key, value in sensitivity.items():
-            i_bar = self.beta1 * self.i_bar[key] + (1 - self.beta1) * value
-            self.i_bar[key] = i_bar
-            if self.kind == "platon":
-                self.u_bar[key] = self.beta2 * self.u_bar[key] + (1 - self.beta2) * (value - i_bar).abs()
-        return True
-
-    @torch.no_grad()
-    def signal(self) -> float | None:
-        """Smoothed structure sensitivity relative to the weights (~0: the scores are float noise)."""
-        return self._relative(self.i_bar)
+    def _sensitivity(self) -> dict[str, Tensor]:
+        return {k: v.abs() for k, v in structure_scores(self.structure, _SignedSensitivity(self.params)).items()}
 
     def _relative(self, sensitivities: dict[str, Tensor]) -> float:
-        # Hidden channels are scored over every weight that reads or writes them: count their sum once.
-        total = float(sensitivities["hidden"].sum())
-        weights = sum(float(p.detach().abs().sum()) for p in self.params.values())
-        return total / max(weights, 1e-30)
+        # Hidden channels are scored over every weight that reads or writes them: their sum counts each weight once.
+        return float(sensitivities["hidden"].sum()) / max(self._weight_total(), 1e-30)
 
     def structure_scores(self, structure: ModelStructure | None = None) -> dict[str, Tensor]:
         """``I_bar * U_bar`` (platon) or ``I_bar`` (taylor) of every structure."""
         if self.kind == "taylor":
             return {k: v.clone() for k, v in self.i_bar.items()}
-        return {k: self.i_bar[k] * self.u_bar[k] for k in self.KEYS}
-
-    def state_dict(self) -> dict[str, Tensor]:
-        state = {f"i_bar.{k}": t for k, t in self.i_bar.items()}
-        state.update({f"u_bar.{k}": t for k, t in self.u_bar.items()})
-        state.update({f"window_sum.{k}": t for k, t in self.window_sum.items()})
-        if self.window_sum:
-            state["window_steps"] = torch.tensor(self.window_steps)
-        return state
-
-    def load_state_dict(self, state: dict[str, Tensor]) -> None:
-        for store, prefix in ((self.i_bar, "i_bar."), (self.u_bar, "u_bar."), (self.window_sum, "window_sum.")):
-            for key in store:
-                if prefix + key not in state:
-                    raise KeyError(
-                        f"The saved pruning state has no {prefix + key}: it belongs to another model or settings "
-                        "(importance_granularity)."
-                    )
-                saved = state[prefix + key]
-                if saved.shape != store[key].shape:
-                    raise ValueError(
-                        f"Saved {prefix + key} has shape {tuple(saved.shape)}, this model's {tuple(store[key].shape)}."
-                    )
-                store[key] = saved.to(store[key].dtype)
-        if self.window_sum:
-            self.window_steps = int(state.get("window_steps", 0))
+        return {k: self.i_bar[k] * self.u_bar[k] for k in self.i_bar}
