@@ -132,6 +132,10 @@ def test_targets_judge_vision_and_missing_suites():
              dict(variant="window", accuracy=0.8)]  # fmt: skip
     lines = targets.retention({"prune-vision": {"rows": rows}, "prune-ablation-vision": {"rows": tried}})
     assert "2 HomoDistil variants at 0.7950-0.8000; the best (window) is -0.50 points" in lines[-1]
+    tried += [dict(variant="magnitude", accuracy=0.79, mean_accuracy=0.804), dict(variant="attention", accuracy=0.8)]
+    lines = targets.retention({"prune-vision": {"rows": rows}, "prune-ablation-vision": {"rows": tried}})
+    assert "ranked by magnitude reaches 0.8040 (-0.10 points from one-shot" in lines[-1]
+    assert "ranked by sensitivity 0.8000 (attention)" in lines[-1]
     text = targets.section({})
     assert text.count("not measured") == 4  # frontier, vision, rnn, onnx
 
