@@ -45,9 +45,9 @@ def retention(results: dict[str, dict]) -> list[str]:
                          f"{accuracy['magnitude']:.4f} ({100 * (accuracy['magnitude'] - one_shot):+.2f} points from "
                          f"one-shot magnitude pruning), ranked by sensitivity "
                          + ", ".join(f"{v:.4f} ({k})" for k, v in sensitivity.items())
-                         + ": the schedule costs little, the sensitivity ranking loses. The student starts as its "
-                         "teacher, so its KD gradient (and the first-order score built on it) is ~0 while the "
-                         "first structures are chosen")  # fmt: skip
+                         + ": the schedule costs little, the sensitivity ranking loses (likely because the student "
+                         "starts as its teacher, so its KD gradient, and the first-order score built on it, is ~0 "
+                         "while the first structures are chosen; not proven)")  # fmt: skip
     return lines
 
 

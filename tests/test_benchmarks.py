@@ -197,3 +197,10 @@ def test_headline_counts_the_pruned_int8_model_on_onnx_runtime():
     assert len(lines) == 2  # the teacher's int8 row is not a pruned model
     assert "4.00x at batch 8 (3.33x at batch 1)" in lines[0] and lines[0].endswith("**NOT met**.")
     assert "6.25x at batch 8" in lines[1] and "97.5 %" in lines[1] and lines[1].endswith("**met**.")
+
+
+@pytest.mark.parametrize(("value", "message"), [("0,x", "comma-separated integers"), ("1,1", "no repeats")])
+def test_prune_seeds_option_refuses_bad_values(value, message, capsys):
+    with pytest.raises(SystemExit):
+        prune.main(["--seeds", value, "--only", "vision"])
+    assert message in capsys.readouterr().err

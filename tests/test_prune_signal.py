@@ -475,3 +475,15 @@ def test_structure_scores_refuse_non_finite_gradients_and_magnitude():
         config("unused", importance="magnitude", importance_granularity="structure")
     with pytest.raises(ValueError, match="importance_granularity"):
         config("unused", importance_granularity="column")
+
+
+def test_structure_scores_refuse_magnitude_and_a_state_of_another_shape():
+    torch.manual_seed(0)
+    model = BertForSequenceClassification(bert_config(num_hidden_layers=1))
+    with pytest.raises(ValueError, match="Structure-level importance needs gradients"):
+        StructureImportance(model, model_structure(model), "magnitude", 0.85, 0.95)
+    scores = StructureImportance(model, model_structure(model), "platon", 0.85, 0.95)
+    state = scores.state_dict()
+    state["i_bar.heads"] = torch.zeros(2, 8)  # another model's head count
+    with pytest.raises(ValueError, match=r"Saved i_bar.heads has shape \(2, 8\), this model's \(1, 4\)"):
+        scores.load_state_dict(state)

@@ -65,11 +65,11 @@ class StructuredPruner:
                 f"The student has frozen parameters ({', '.join(frozen[:3])}{', ...' if len(frozen) > 3 else ''}); "
                 "pruning trains and scores every weight. Call model.requires_grad_(True) first."
             )
-        betas = (args.importance_beta1, args.importance_beta2, args.importance_window)
+        smoothing = (args.importance_beta1, args.importance_beta2, args.importance_window)
         if args.importance_granularity == "structure":
-            self.scores = StructureImportance(model, s, args.importance, *betas)
+            self.scores = StructureImportance(model, s, args.importance, *smoothing)
         else:
-            self.scores = ImportanceScores(model, args.importance, *betas)
+            self.scores = ImportanceScores(model, args.importance, *smoothing)
         self._warned_noise = False
         self.global_step = 0
         pruned = {key: self.targets[key] < full[key] for key in ("hidden", "heads", "ffn")}

@@ -30,8 +30,17 @@ def platon_update(
 ) -> tuple[Tensor, Tensor]:
     """One PLATON step for one tensor (pure): returns the new ``(I_bar, U_bar)``. ``grad=None`` counts as 0."""
     sensitivity = torch.zeros_like(weight) if grad is None else (weight * grad).abs()
+    return platon_fold(i_bar, u_bar, sensitivity, beta1, beta2)
+
+
+def platon_fold(
+    i_bar: Tensor, u_bar: Tensor | None, sensitivity: Tensor, beta1: float, beta2: float
+) -> tuple[Tensor, Tensor | None]:
+    """The EMAs of one PLATON step with an already computed sensitivity (pure); ``u_bar=None`` (no uncertainty,
+    ``taylor``) stays None. The uncertainty uses the updated ``I_bar``, as in PLATON's code."""
     i_bar = beta1 * i_bar + (1 - beta1) * sensitivity
-    u_bar = beta2 * u_bar + (1 - beta2) * (sensitivity - i_bar).abs()
+    if u_bar is not None:
+        u_bar = beta2 * u_bar + (1 - beta2) * (sensitivity - i_bar).abs()
     return i_bar, u_bar
 
 
@@ -95,10 +104,9 @@ class _SmoothedSensitivity:
         if self.first_signal is None:
             self.first_signal = self._relative(sensitivity)
         for key, value in sensitivity.items():
-            i_bar = self.beta1 * self.i_bar[key] + (1 - self.beta1) * value  # see `platon_update`
-            self.i_bar[key] = i_bar
-            if self.kind == "platon":
-                self.u_bar[key] = self.beta2 * self.u_bar[key] + (1 - self.beta2) * (value - i_bar).abs()
+            self.i_bar[key], u_bar = platon_fold(self.i_bar[key], self.u_bar.get(key), value, self.beta1, self.beta2)
+            if u_bar is not None:
+                self.u_bar[key] = u_bar
         return True
 
     @torch.no_grad()
