@@ -36,9 +36,10 @@ from hf_compress import (
     slice_model,
 )
 from hf_compress.models.structure import model_structure
-from hf_compress.prune.masks import StructureMasks
+from hf_compress.prune.masks import StructureMasks, keep_top
+from hf_compress.prune.scores import ImportanceScores
 
-from . import common, peers
+from . import common, peers, rankers
 
 # Half of every width: hidden, heads and FFN (Torch-Pruning is driven by one ratio, so the peer gets the same).
 SHAPES = {
@@ -58,6 +59,7 @@ HOMODISTIL = "HomoDistil (PLATON, cubic)"
 # Ablation variants: HomoDistil at SHAPES[kind] with KD + hidden KD (the suite's base objective), plus one change
 # each, all at the same steps. key -> (row label, HomoDistilConfig overrides); "{end}" stands for max_steps,
 # "{0.3}" for that fraction of it.
+ATTENTION_KD = dict(attention_weight=1.0)
 ABLATIONS = {
     "base": ("base: KD + hidden KD", {}),
     "attention": ("+ attention KD (kl, kept heads)", dict(attention_weight=1.0)),
@@ -85,6 +87,14 @@ ABLATIONS = {
         "+ attention KD, magnitude scores on the cubic schedule",
         dict(attention_weight=1.0, importance="magnitude"),
     ),
+    "magnitude_early": (
+        "+ attention KD, magnitude scores, targets reached at 30 % of the steps",
+        dict(attention_weight=1.0, importance="magnitude", prune_end_step="{0.3}"),
+    ),
+    "fisher": ("+ attention KD, ranked by Fisher information at each event (benchmarks/rankers.py)", ATTENTION_KD),
+    "activation": ("+ attention KD, ranked by activation x weight norms (Wanda; benchmarks/rankers.py)", ATTENTION_KD),
+    "magnitude_hidden": ("+ attention KD, PLATON for heads / FFN, magnitude for hidden channels", ATTENTION_KD),
+    "magnitude_heads_ffn": ("+ attention KD, PLATON for hidden channels, magnitude for heads / FFN", ATTENTION_KD),
     "depth": ("+ depth: 4 of 6 layers as well (smaller, so faster: not the same shape)", dict(target_num_layers=4)),
     "all": (
         "all additions: attention KD + label signal + deltaT=10",
@@ -253,19 +263,38 @@ def _seed_statistics(row: dict) -> None:
     row.update(seed_accuracies=accuracies, mean_accuracy=mean, sd_accuracy=sd)
 
 
-def _train_homodistil(teacher, train_set, collator, kind: str, steps: int, settings: dict, seed: int = 0):
-    """(sliced model on sdpa attention, training seconds) of one HomoDistil run with the suite's objective (KD +
-    hidden KD) and ``settings`` (shape, schedule, the variant's change); shared by `ablation` and `frontier`."""
+def _train_homodistil(
+    teacher, train_set, collator, kind: str, steps: int, settings: dict, seed: int = 0, ranker: str | None = None
+):
+    """(sliced model on sdpa attention, training seconds, final masks) of one HomoDistil run with the suite's
+    objective (KD + hidden KD) and ``settings`` (shape, schedule, the variant's change), its structures ranked by
+    ``ranker`` (benchmarks/rankers.py) instead of the configured scores if given; shared by `ablation` and
+    `frontier`."""
     kwargs = common.train_kwargs(tempfile.mkdtemp(), max_steps=steps, warmup_steps=20, temperature=2.0,
                                  kd_weight=1.0, hidden_weight=1.0, **TRAINING[kind], seed=seed)  # fmt: skip
     trainer = HomoDistilTrainer(teacher_model=teacher, args=HomoDistilConfig(**kwargs, **settings),
                                 train_dataset=train_set, data_collator=collator)  # fmt: skip
+    if ranker is not None:
+        rankers.install(trainer, ranker, train_set, collator, seed=seed)
     start = time.perf_counter()
     trainer.train()
     seconds = time.perf_counter() - start
     model = trainer.sliced_model().eval()
     model.set_attn_implementation("sdpa")
-    return model, seconds
+    return model, seconds, trainer.pruner.masks
+
+
+def magnitude_masks(teacher, settings: dict) -> StructureMasks:
+    """The masks one-shot magnitude pruning of ``teacher`` keeps at ``settings``' widths (the one-shot row's)."""
+    model = copy.deepcopy(teacher).requires_grad_(True)
+    structure = model_structure(model)
+    scores = ImportanceScores(model, "magnitude", 0.0, 0.0).structure_scores(structure)
+    masks = StructureMasks.full(structure)
+    targets = {"hidden": "target_hidden_size", "heads": "target_num_heads", "ffn": "target_intermediate_size"}
+    for kind, name in targets.items():
+        if settings.get(name):
+            getattr(masks, kind).copy_(keep_top(scores[kind], getattr(masks, kind), settings[name]))
+    return masks
 
 
 def _int8_entry(entry: dict) -> dict:
@@ -302,18 +331,23 @@ def ablation(quick: bool, steps: int, kind: str, variants: list[str], seeds: tup
     end = max(2, int(0.6 * steps))
     teacher_acc = common.evaluate_accuracy(teacher, test, collator)
     rows = [dict(model="teacher", variant="", accuracy=teacher_acc, pct_teacher=100.0, steps=0, compress_s=0.0)]
+    reference = magnitude_masks(teacher, shape)  # what one-shot magnitude pruning keeps, to compare kept sets
     for key in variants:
         label, settings = ABLATIONS[key][0], ablation_settings(key, steps, kind)
         for seed in seeds:
-            model, seconds = _train_homodistil(teacher, train_set, collator, kind, steps, settings, seed=seed)
+            ranker = key if key in rankers.RANKERS else None
+            model, seconds, masks = _train_homodistil(teacher, train_set, collator, kind, steps, settings, seed,
+                                                      ranker)  # fmt: skip
             acc = common.evaluate_accuracy(model, test, collator)
             print(f"[prune ablation {kind}] {label} (seed {seed}): acc {acc:.4f} ({100 * acc / teacher_acc:.1f} %), "
                   f"{seconds:.0f}s", flush=True)  # fmt: skip
             if seed != seeds[0]:
                 rows[-1]["seed_accuracies"].append(acc)
                 continue
+            overlap = rankers.kept_overlap(masks, reference) if masks.counts()["layers"] == len(masks.layers) else {}
             rows.append(dict(model=label, variant=key, accuracy=acc, pct_teacher=100 * acc / teacher_acc,
-                             steps=steps, compress_s=seconds, shape=_shape(model), seed_accuracies=[]))  # fmt: skip
+                             steps=steps, compress_s=seconds, shape=_shape(model), seed_accuracies=[],
+                             kept_overlap=overlap))  # fmt: skip
         _seed_statistics(rows[-1])
         if "mean_accuracy" in rows[-1]:
             rows[-1]["pct_teacher"] = 100 * rows[-1]["mean_accuracy"] / teacher_acc
@@ -332,7 +366,7 @@ def frontier(quick: bool, epochs: float, kind: str = "text", recovery: float = 0
     for name, shape in FRONTIER[kind].items():
         settings = dict(HOMODISTIL_ATTENTION, **shape, prune_start_step=0, prune_end_step=end,
                         prune_every=max(1, end // 20))  # fmt: skip
-        model, seconds = _train_homodistil(teacher, train_set, collator, kind, steps, settings)
+        model, seconds, _ = _train_homodistil(teacher, train_set, collator, kind, steps, settings)
         record = getattr(model.config, "hf_compress_teacher_layers", None) or {}
         layers = record.get("layers", list(range(model.config.num_hidden_layers)))
         entries[f"HomoDistil, {name}"] = {"model": model, "compress_s": seconds, "steps": steps,
@@ -416,7 +450,16 @@ def ablation_report(result: dict) -> str:
         rows = [_with_seed_columns(r) for r in rows]
         columns[3:3] = [("per_seed", "accuracy per seed"), ("mean_sd", "mean +- sd")]
         head += "(with several seeds: % of teacher is the mean's; accuracy and wall s are the first seed's)\n"
+    if any(r.get("kept_overlap") for r in rows):
+        rows = [{**r, "overlap": _overlap_cell(r.get("kept_overlap"))} for r in rows]
+        columns.append(("overlap", "kept as one-shot magnitude keeps (hidden / heads / FFN)"))
+        head += ("(kept as one-shot magnitude keeps: the share of the final kept structures that one-shot magnitude "
+                 "pruning of the teacher keeps too, first seed; 1.00 = the same set)\n")  # fmt: skip
     return "\n".join([head, common.markdown_table(rows, columns)])
+
+
+def _overlap_cell(overlap: dict | None) -> str:
+    return " / ".join(f"{overlap[k]:.2f}" for k in rankers.KINDS) if overlap else ""
 
 
 COLUMN_EXTRA = [("shape", "hidden / heads / FFN")]

@@ -40,15 +40,43 @@ def retention(results: dict[str, dict]) -> list[str]:
                      "method")  # fmt: skip
         one_shot = others.get("one-shot magnitude prune + KD")
         if "magnitude" in accuracy and one_shot is not None:  # same schedule, other ranking: which one loses
-            sensitivity = {k: accuracy[k] for k in ("attention", "structure") if k in accuracy}
-            lines.append(f"- vision, where the gap is: the same gradual schedule ranked by magnitude reaches "
-                         f"{accuracy['magnitude']:.4f} ({100 * (accuracy['magnitude'] - one_shot):+.2f} points from "
-                         f"one-shot magnitude pruning), ranked by sensitivity "
-                         + ", ".join(f"{v:.4f} ({k})" for k, v in sensitivity.items())
-                         + ": the schedule costs little, the sensitivity ranking loses (likely because the student "
-                         "starts as its teacher, so its KD gradient, and the first-order score built on it, is ~0 "
-                         "while the first structures are chosen; not proven)")  # fmt: skip
+            lines.append(_where_the_gap_is(accuracy, one_shot, {r["variant"]: r for r in tried}))
     return lines
+
+
+# Rankings of the vision ablation that use the loss or the activations, and their names in the targets line.
+AWARE_RANKINGS = {
+    "attention": "PLATON",
+    "structure": "structure-level PLATON",
+    "fisher": "Fisher",
+    "activation": "activation x weight",
+}
+
+
+def _where_the_gap_is(accuracy: dict[str, float], one_shot: float, rows: dict[str, dict]) -> str:
+    """The gradual schedule ranked by magnitude vs by loss- or activation-aware scores, and how much of what each
+    keeps one-shot magnitude pruning keeps too (where measured)."""
+
+    def overlap(variant: str) -> str:
+        kept = rows.get(variant, {}).get("kept_overlap")
+        return "; keeps " + " / ".join(f"{kept[k]:.2f}" for k in ("hidden", "heads", "ffn")) if kept else ""
+
+    aware = [(name, accuracy[key], overlap(key)) for key, name in AWARE_RANKINGS.items() if key in accuracy]
+    text = (f"- vision, where the gap is: the same gradual schedule ranked by magnitude reaches "
+            f"{accuracy['magnitude']:.4f} ({100 * (accuracy['magnitude'] - one_shot):+.2f} points from one-shot "
+            f"magnitude pruning{overlap('magnitude')}), ranked by the loss or the activations "
+            + ", ".join(f"{v:.4f} ({name}{kept})" for name, v, kept in aware))  # fmt: skip
+    if any(kept for _, _, kept in aware):
+        text += (" (keeps: the share of the kept hidden channels / heads / FFN neurons that one-shot magnitude "
+                 "pruning keeps too)")  # fmt: skip
+    if aware and all(v < accuracy["magnitude"] for _, v, _ in aware):
+        text += ": every loss- or activation-aware ranking ends below magnitude"
+        kept = rows.get("magnitude", {}).get("kept_overlap")
+        if kept and min(kept.values()) >= 0.8:
+            text += (f", and gradual pruning by magnitude keeps {100 * min(kept.values()):.0f}-"
+                     f"{100 * max(kept.values()):.0f} % of what one-shot magnitude pruning keeps, so at this shape "
+                     "and budget it can only about tie it")  # fmt: skip
+    return text
 
 
 def _vision_verdict(result: dict) -> tuple[str | None, dict[str, float]]:

@@ -134,8 +134,18 @@ def test_targets_judge_vision_and_missing_suites():
     assert "2 HomoDistil variants at 0.7950-0.8000; the best (window) is -0.50 points" in lines[-1]
     tried += [dict(variant="magnitude", accuracy=0.79, mean_accuracy=0.804), dict(variant="attention", accuracy=0.8)]
     lines = targets.retention({"prune-vision": {"rows": rows}, "prune-ablation-vision": {"rows": tried}})
-    assert "ranked by magnitude reaches 0.8040 (-0.10 points from one-shot" in lines[-1]
-    assert "ranked by sensitivity 0.8000 (attention)" in lines[-1]
+    assert "ranked by magnitude reaches 0.8040 (-0.10 points from one-shot magnitude pruning)" in lines[-1]
+    # below magnitude, but without kept sets measured nothing is said about them
+    assert lines[-1].endswith("the activations 0.8000 (PLATON): every loss- or activation-aware ranking ends below "
+                              "magnitude")  # fmt: skip
+    tried += [dict(variant="fisher", accuracy=0.79, kept_overlap=dict(hidden=0.5, heads=0.25, ffn=0.75))]
+    tried[-2]["accuracy"] = 0.795
+    tried[3]["kept_overlap"] = dict(hidden=0.95, heads=1.0, ffn=0.9)
+    lines = targets.retention({"prune-vision": {"rows": rows}, "prune-ablation-vision": {"rows": tried}})
+    assert "one-shot magnitude pruning; keeps 0.95 / 1.00 / 0.90)" in lines[-1]
+    assert "0.7950 (PLATON), 0.7900 (Fisher; keeps 0.50 / 0.25 / 0.75) (keeps: the share" in lines[-1]
+    assert lines[-1].endswith("keeps 90-100 % of what one-shot magnitude pruning keeps, so at this shape and budget "
+                              "it can only about tie it")  # fmt: skip
     text = targets.section({})
     assert text.count("not measured") == 4  # frontier, vision, rnn, onnx
 
