@@ -35,9 +35,11 @@ def retention(results: dict[str, dict]) -> list[str]:
         accuracy = {r["variant"]: r.get("mean_accuracy", r["accuracy"]) for r in tried}  # seed means where run
         best = max(accuracy, key=accuracy.get)
         low, gap = min(accuracy.values()), 100 * (accuracy[best] - max(others.values()))
+        spread = next((f", sd {100 * r['sd_accuracy']:.2f} points over {len(r['seed_accuracies'])} seeds"
+                       for r in tried if r["variant"] == best and "sd_accuracy" in r), "")  # fmt: skip
         lines.append(f"- vision, what was tried (ablation table above, same steps): {len(tried)} HomoDistil variants "
-                     f"at {low:.4f}-{accuracy[best]:.4f}; the best ({best}) is {gap:+.2f} points from the best other "
-                     "method")  # fmt: skip
+                     f"at {low:.4f}-{accuracy[best]:.4f}; the best ({best}{spread}) is {gap:+.2f} points from the "
+                     "best other method")  # fmt: skip
         one_shot = others.get("one-shot magnitude prune + KD")
         if "magnitude" in accuracy and one_shot is not None:  # same schedule, other ranking: which one loses
             lines.append(_where_the_gap_is(accuracy, one_shot, {r["variant"]: r for r in tried}))

@@ -143,6 +143,9 @@ def test_targets_judge_vision_and_missing_suites():
     tried[3]["kept_overlap"] = dict(hidden=0.95, heads=1.0, ffn=0.9)
     lines = targets.retention({"prune-vision": {"rows": rows}, "prune-ablation-vision": {"rows": tried}})
     assert "one-shot magnitude pruning; keeps 0.95 / 1.00 / 0.90)" in lines[-1]
+    tried[3].update(seed_accuracies=[0.79, 0.804, 0.818], sd_accuracy=0.014)
+    lines = targets.retention({"prune-vision": {"rows": rows}, "prune-ablation-vision": {"rows": tried}})
+    assert "the best (magnitude, sd 1.40 points over 3 seeds) is -0.10 points from the best other" in lines[-2]
     assert "0.7950 (PLATON), 0.7900 (Fisher; keeps 0.50 / 0.25 / 0.75) (keeps: the share" in lines[-1]
     assert lines[-1].endswith("keeps 90-100 % of what one-shot magnitude pruning keeps, so at this shape and budget "
                               "it can only about tie it")  # fmt: skip

@@ -203,6 +203,7 @@ def _first_prune_scores(tmp_path, **kw):
 def test_scores_of_a_teacher_copy_are_noise_and_warn(tmp_path):
     trainer, caught = _first_prune_scores(tmp_path)
     assert caught and "importance_label_weight" in str(caught[0].message)
+    assert "importance='magnitude', which needs no gradients" in str(caught[0].message)
 
 
 def test_importance_label_weight_gives_the_scores_a_signal(tmp_path):
