@@ -5,11 +5,13 @@ objective and slicing stay the trainer's own.
 
 - ``fisher``: at each pruning event, the Fisher information of the student's own predictive distribution with
   respect to the structure masks, ``sum over examples of (d log p(y | x) / d mask)^2`` with ``y`` sampled from the
-  student (Theis et al. 2018; Kwon et al. 2022 rank heads and neurons by it): the second-order change of the
-  student's outputs when a structure is removed. Label-free, and not zero when the student equals its teacher
-  (where the KD gradient, and every first-order score built on it, is).
-- ``activation``: Wanda-style (Sun et al. 2023), per input column of the Linears that read a structure,
-  ``|W[:, j]|_2 * |X_j|_2`` with ``X`` from the student's training forward passes since the last event; a
+  student (Theis et al. 2018): the second-order change of the student's outputs when a structure is removed.
+  Kwon et al. 2022 rank heads and neurons by the empirical Fisher (dataset labels); sampling the labels from the
+  student makes it label-free, and it is not zero when the student equals its teacher (where the KD gradient, and
+  every first-order score built on it, is). One sampled label per example: unbiased, noisy per example.
+- ``activation``: after Wanda (Sun et al. 2023, per weight ``|W_ij| * |X_j|_2``), per input column of the Linears
+  that read a structure ``|W[:, j]|_2 * |X_j|_2`` (the L2 norm of the column, where summing Wanda's per-weight
+  scores would give the L1 norm), ``X`` from the student's training forward passes since the last event; a
   structure scores the sum over its columns (a hidden channel: over every Linear that reads the residual stream).
 - ``magnitude_hidden`` / ``magnitude_heads_ffn``: the trainer's PLATON scores, with magnitude for the kinds named.
 """
@@ -105,7 +107,8 @@ class ActivationRanker(_Probe):
         self.handles = [m.register_forward_pre_hook(self._hook) for m in modules]
 
     def _hook(self, module, inputs) -> None:
-        if not module.training:  # evaluation passes are not the training stream
+        # evaluation passes are not the training stream; once the masks are final nothing is ranked any more
+        if not module.training or self.pruner.finished:
             return
         x = inputs[0].detach().float()
         squares = x.pow(2).reshape(-1, x.shape[-1]).sum(0)
@@ -135,6 +138,8 @@ class MixedRanker:
         self.magnitude = ImportanceScores(pruner.model, "magnitude", 0.0, 0.0)
 
     def __getattr__(self, name):  # update, first_signal, state_dict, ...: the trainer's own scores
+        if name == "own" or name.startswith("__"):  # not set yet (copy, unpickling): no recursion through self.own
+            raise AttributeError(name)
         return getattr(self.own, name)
 
     def structure_scores(self, structure=None) -> dict[str, Tensor]:

@@ -119,9 +119,28 @@ def test_each_ranker_drives_a_homodistil_run_to_its_targets(tmp_path, ranker):
     assert trainer.sliced_model().config.hidden_size == TARGETS["target_hidden_size"]
 
 
-def test_kept_overlap_and_the_one_shot_reference(tmp_path):
+def test_mixed_ranker_survives_a_copy(tmp_path):
+    import copy
+
     trainer = _trainer(tmp_path)
+    rankers.install(trainer, "magnitude_heads_ffn", None)
+    clone = copy.copy(trainer.pruner.scores)  # no RecursionError through __getattr__ before `own` is set
+    assert clone.magnitude_kinds == ("heads", "ffn") and clone.first_signal is None
+
+
+def test_activation_ranker_stops_collecting_once_the_masks_are_final(tmp_path):
+    trainer = _trainer(tmp_path, max_steps=4, prune_start_step=0, prune_end_step=2, prune_every=1)
+    rankers.install(trainer, "activation", None)
+    trainer.train()
+    assert trainer.pruner.finished and not trainer.pruner.scores.squares
+
+
+def test_kept_overlap_and_the_one_shot_reference(tmp_path):
+    trainer = _trainer(tmp_path, pruning_schedule="oneshot", importance="magnitude")
     reference = prune.magnitude_masks(trainer.model, TARGETS)
+    trainer.pruner.step(0)  # what the one-shot row keeps: the reference must be exactly that
+    for kind in ("hidden", "heads", "ffn"):
+        torch.testing.assert_close(getattr(reference, kind), getattr(trainer.pruner.masks, kind))
     assert reference.counts()["hidden"] == 16 and reference.counts()["heads"] == 2
     assert rankers.kept_overlap(reference, reference) == {"hidden": 1.0, "heads": 1.0, "ffn": 1.0}
     other = StructureMasks(hidden=1 - reference.hidden, heads=1 - reference.heads, ffn=1 - reference.ffn)

@@ -6,8 +6,9 @@ from conftest import bert_config, text_dataset
 from test_prune import TARGETS, config
 from transformers import BertForSequenceClassification
 
-from benchmarks import prune
+from benchmarks import prune, rankers
 from hf_compress import HomoDistilTrainer
+from hf_compress.prune.scores import ImportanceScores
 
 
 @pytest.mark.parametrize("key", sorted(prune.ABLATIONS))
@@ -21,6 +22,9 @@ def test_every_ablation_variant_trains_a_tiny_model(tmp_path, key):
     trainer = HomoDistilTrainer(
         teacher_model=BertForSequenceClassification(bert_config()), args=args, train_dataset=text_dataset(48)
     )
+    if key in rankers.RANKERS:  # what `prune.ablation` does for these variants
+        rankers.install(trainer, key, text_dataset(16), samples=4)
+        assert not isinstance(trainer.pruner.scores, ImportanceScores)
     trainer.train()
     assert trainer.pruner.finished
     if key == "no_recovery":
