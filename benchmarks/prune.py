@@ -56,10 +56,12 @@ TRAINING = {  # per half: batch size and learning rate (same for every variant)
     "vision": dict(per_device_train_batch_size=64, learning_rate=3e-4),
 }
 HOMODISTIL = "HomoDistil (PLATON, cubic)"
+# HomoDistil's objective in the paper includes attention KD; the rows trained by HomoDistilTrainer (HomoDistil and
+# one-shot pruning + KD, whose students keep the teacher's head count) add it, on the heads the student keeps.
+HOMODISTIL_ATTENTION = dict(attention_weight=1.0)
 # Ablation variants: HomoDistil at SHAPES[kind] with KD + hidden KD (the suite's base objective), plus one change
 # each, all at the same steps. key -> (row label, HomoDistilConfig overrides); "{end}" stands for max_steps,
 # "{0.3}" for that fraction of it.
-ATTENTION_KD = dict(attention_weight=1.0)
 ABLATIONS = {
     "base": ("base: KD + hidden KD", {}),
     "attention": ("+ attention KD (kl, kept heads)", dict(attention_weight=1.0)),
@@ -91,10 +93,22 @@ ABLATIONS = {
         "+ attention KD, magnitude scores, targets reached at 30 % of the steps",
         dict(attention_weight=1.0, importance="magnitude", prune_end_step="{0.3}"),
     ),
-    "fisher": ("+ attention KD, ranked by Fisher information at each event (benchmarks/rankers.py)", ATTENTION_KD),
-    "activation": ("+ attention KD, ranked by activation x weight norms (Wanda; benchmarks/rankers.py)", ATTENTION_KD),
-    "magnitude_hidden": ("+ attention KD, PLATON for heads / FFN, magnitude for hidden channels", ATTENTION_KD),
-    "magnitude_heads_ffn": ("+ attention KD, PLATON for hidden channels, magnitude for heads / FFN", ATTENTION_KD),
+    "fisher": (
+        "+ attention KD, ranked by Fisher information at each event (benchmarks/rankers.py)",
+        HOMODISTIL_ATTENTION,
+    ),
+    "activation": (
+        "+ attention KD, ranked by activation x weight norms (Wanda; benchmarks/rankers.py)",
+        HOMODISTIL_ATTENTION,
+    ),
+    "magnitude_hidden": (
+        "+ attention KD, PLATON for heads / FFN, magnitude for hidden channels",
+        HOMODISTIL_ATTENTION,
+    ),
+    "magnitude_heads_ffn": (
+        "+ attention KD, PLATON for hidden channels, magnitude for heads / FFN",
+        HOMODISTIL_ATTENTION,
+    ),
     "depth": ("+ depth: 4 of 6 layers as well (smaller, so faster: not the same shape)", dict(target_num_layers=4)),
     "all": (
         "all additions: attention KD + label signal + deltaT=10",
@@ -147,11 +161,6 @@ def torch_pruning_student(teacher, shape: dict, example: dict) -> tuple[object, 
     model.config.update({"hidden_size": hidden, "num_attention_heads": heads, "intermediate_size": ffn})
     after_edit = common.reload_check(model)
     return model, f"as handed back: {reload}; after editing config.json by hand: {after_edit}"
-
-
-# HomoDistil's objective in the paper includes attention KD; the rows trained by HomoDistilTrainer (HomoDistil and
-# one-shot pruning + KD, whose students keep the teacher's head count) add it, on the heads the student keeps.
-HOMODISTIL_ATTENTION = dict(attention_weight=1.0)
 
 
 def _teacher_and_data(kind: str, quick: bool):
@@ -451,14 +460,15 @@ def ablation_report(result: dict) -> str:
         columns[3:3] = [("per_seed", "accuracy per seed"), ("mean_sd", "mean +- sd")]
         head += "(with several seeds: % of teacher is the mean's; accuracy and wall s are the first seed's)\n"
     if any(r.get("kept_overlap") for r in rows):
-        rows = [{**r, "overlap": _overlap_cell(r.get("kept_overlap"))} for r in rows]
+        rows = [{**r, "overlap": overlap_cell(r.get("kept_overlap"))} for r in rows]
         columns.append(("overlap", "kept as one-shot magnitude keeps (hidden / heads / FFN)"))
         head += ("(kept as one-shot magnitude keeps: the share of the final kept structures that one-shot magnitude "
                  "pruning of the teacher keeps too, first seed; 1.00 = the same set)\n")  # fmt: skip
     return "\n".join([head, common.markdown_table(rows, columns)])
 
 
-def _overlap_cell(overlap: dict | None) -> str:
+def overlap_cell(overlap: dict | None) -> str:
+    """A row's ``kept_overlap`` as "hidden / heads / FFN" shares ("" when not measured)."""
     return " / ".join(f"{overlap[k]:.2f}" for k in rankers.KINDS) if overlap else ""
 
 

@@ -6,7 +6,7 @@ day (``{json stem: payload}``) and returns markdown lines; a suite that was not 
 
 from __future__ import annotations
 
-from .prune import FRONTIER_TARGET, frontier_verdicts
+from .prune import FRONTIER_TARGET, frontier_verdicts, overlap_cell
 
 
 def _verdict(met: bool) -> str:
@@ -62,8 +62,8 @@ def _where_the_gap_is(accuracy: dict[str, float], one_shot: float, rows: dict[st
     sets to overlap by >= 80 % and the means to be within TIE_POINTS."""
 
     def overlap(variant: str) -> str:
-        kept = rows.get(variant, {}).get("kept_overlap")
-        return "; keeps " + " / ".join(f"{kept[k]:.2f}" for k in ("hidden", "heads", "ffn")) if kept else ""
+        cell = overlap_cell(rows.get(variant, {}).get("kept_overlap"))
+        return f"; keeps {cell}" if cell else ""
 
     magnitude = accuracy["magnitude"]
     aware = [(key, name, accuracy[key], overlap(key)) for key, name in AWARE_RANKINGS.items() if key in accuracy]
