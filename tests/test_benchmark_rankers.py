@@ -145,3 +145,13 @@ def test_kept_overlap_and_the_one_shot_reference(tmp_path):
     assert rankers.kept_overlap(reference, reference) == {"hidden": 1.0, "heads": 1.0, "ffn": 1.0}
     other = StructureMasks(hidden=1 - reference.hidden, heads=1 - reference.heads, ffn=1 - reference.ffn)
     assert rankers.kept_overlap(other, reference) == {"hidden": 0.0, "heads": 0.0, "ffn": 0.0}
+
+
+def test_ranker_bad_inputs_say_what_to_do(tmp_path):
+    trainer = _trainer(tmp_path)
+    with pytest.raises(ValueError, match="The Fisher ranker needs >= 1 example per event, got 0"):
+        rankers.FisherRanker(trainer.pruner, text_dataset(4), samples=0)
+    probe = rankers.ActivationRanker(trainer.pruner)
+    probe.load_state_dict({})  # nothing saved: fine
+    with pytest.raises(ValueError, match="A benchmark ranker keeps no state; this pruning state was saved with"):
+        probe.load_state_dict({"i_bar.x": torch.zeros(1)})
