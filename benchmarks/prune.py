@@ -432,12 +432,19 @@ def frontier_report(result: dict) -> str:
 
 
 def merge_ablation(name: str, result: dict, argv) -> tuple[dict, list]:
-    """Today's ablation JSON ``name`` with ``result``'s variant rows added (a re-run variant replaces its row);
-    refuses tables of other steps or shapes, whose rows would not be comparable."""
-    path = common.RESULTS / datetime.date.today().isoformat() / f"{name}.json"
-    if not path.is_file():
+    """The newest ablation JSON ``name`` (today's or an earlier day's) with ``result``'s variant rows added (a
+    re-run variant replaces its row), each row marked with the day it was measured; refuses tables of other steps
+    or shapes, whose rows would not be comparable."""
+    today = datetime.date.today().isoformat()
+    tables = sorted(p for p in common.RESULTS.glob(f"*/{name}.json") if p.parent.name <= today)
+    for row in result["rows"][1:]:
+        row.setdefault("measured", today)
+    if not tables:
         return result, [argv]
+    path = tables[-1]
     old = json.loads(path.read_text())
+    for row in old["rows"][1:]:
+        row.setdefault("measured", path.parent.name)
     if (old["steps"], old["shape"], old["kind"]) != (result["steps"], result["shape"], result["kind"]):
         raise SystemExit(f"{path} was measured at other steps / shape; run without --append to replace it.")
     new = {row["variant"]: row for row in result["rows"][1:]}

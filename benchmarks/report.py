@@ -1,6 +1,9 @@
 """Build benchmarks/RESULTS.md and the PNG plots from the newest JSON results of every suite.
 
 python -m benchmarks report [--results-dir benchmarks/results/DATE] [--output benchmarks/RESULTS.md]
+
+Without --results-dir each suite's newest JSON across the day folders is used (a suite re-run today replaces its
+older table; the others keep theirs, and their sections say on which day they were measured).
 """
 
 from __future__ import annotations
@@ -221,15 +224,38 @@ def shortfalls(results: dict[str, dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def build(results_dir: Path, output: Path) -> str:
+def newest_results(root: Path = common.RESULTS) -> dict[str, Path]:
+    """{suite JSON stem: its newest file}, over every day folder under ``root`` (quick runs left out)."""
+    latest_results(root)  # no day folder at all: say what to run
+    newest: dict[str, Path] = {}
+    for day in sorted(p for p in root.iterdir() if p.is_dir()):
+        newest.update({p.stem: p for p in sorted(day.glob("*.json")) if "quick" not in p.stem})
+    return newest
+
+
+def build(results_dir: Path | dict[str, Path], output: Path) -> str:
+    """RESULTS.md from one day folder's JSONs, or from ``{stem: path}`` (``newest_results``) spanning several days;
+    the plots go beside the newest of the results they plot."""
     from . import distill, prune, quant
     from . import onnx as onnx_bench
 
-    results = {p.stem: json.loads(p.read_text()) for p in sorted(results_dir.glob("*.json")) if "quick" not in p.stem}
+    if isinstance(results_dir, dict):
+        files = dict(sorted(results_dir.items(), key=lambda item: item[1].name))  # the order of one day's glob
+        results_dir = max((p.parent for p in files.values()), key=lambda d: d.name)
+    else:
+        files = {p.stem: p for p in sorted(results_dir.glob("*.json")) if "quick" not in p.stem}
+    results = {stem: json.loads(path.read_text()) for stem, path in files.items()}
+    days = {stem: path.parent.name for stem, path in files.items()}
+    several_days = len(set(days.values())) > 1
     shown = (
         results_dir.relative_to(common.ROOT.parent) if results_dir.is_relative_to(common.ROOT.parent) else results_dir
     )
-    sections = [f"# Benchmark results\n\nMeasured on this project's 2-core CPU machine; results in `{shown}`. "
+    where = (
+        f"`{shown.parent}/<day>` (each suite's newest run; its section names the day)"
+        if several_days
+        else f"`{shown}`"
+    )
+    sections = [f"# Benchmark results\n\nMeasured on this project's 2-core CPU machine; results in {where}. "
                 "Latency is a ratio to the teacher (or fp32) measured interleaved in one process with 2 threads, "
                 "so it is comparable within a table, not across machines.\n"]  # fmt: skip
     for name, payload in results.items():
@@ -255,12 +281,14 @@ def build(results_dir: Path, output: Path) -> str:
             body = onnx_bench.report(payload)
         else:
             continue
-        sections.append(f"## {name}\n\nCommand: `{command}`\n\n{body}\n")
+        measured = f" (measured {days[name]})" if several_days else ""
+        sections.append(f"## {name}\n\nCommand{measured}: `{command}`\n\n{body}\n")
     sections.append(shortfalls(results))
     sections.append(targets.section(results))
     points = pareto_points(results)
-    if points:
-        for path in plot(points, results_dir):
+    if points:  # beside the newest of the results they plot (ablation tables have no latency: no new plot day)
+        plot_dir = max((files[p["suite"]].parent for p in points), key=lambda d: d.name)
+        for path in plot(points, plot_dir):
             sections.append(f"![{path.stem}]({os.path.relpath(path, output.resolve().parent)})\n")
     text = "\n".join(sections)
     output.write_text(text)
@@ -272,7 +300,7 @@ def main(argv=None) -> None:
     parser.add_argument("--results-dir", type=Path, default=None)
     parser.add_argument("--output", type=Path, default=common.ROOT / "RESULTS.md")
     args = parser.parse_args(argv)
-    text = build(args.results_dir or latest_results(), args.output)
+    text = build(args.results_dir or newest_results(), args.output)
     print(text)
 
 

@@ -80,6 +80,34 @@ def test_every_suite_reports_with_plots(tmp_path, measured):
         assert f"]({png}" in text.replace("results/2026-01-01/", "")
 
 
+def test_report_takes_each_suites_newest_run_across_days(tmp_path):
+    rows = [dict(model="teacher", variant="", accuracy=0.8, pct_teacher=100.0, steps=0, compress_s=0.0)]
+    ablation = {"suite": "prune", "kind": "vision", "ablation": True, "steps": 4, "prune_end_step": 2,
+                "shape": prune.SHAPES["vision"]}  # fmt: skip
+    for day, stem, accuracy in [("2026-01-01", "prune-ablation", 0.70), ("2026-01-01", "prune-ablation-vision", 0.71),
+                                ("2026-01-02", "prune-ablation", 0.72)]:  # fmt: skip
+        (tmp_path / day).mkdir(exist_ok=True)
+        row = dict(model="base", variant="base", accuracy=accuracy, pct_teacher=90.0, steps=4, compress_s=1.0)
+        if stem.endswith("vision"):  # a row with a latency: the only plotted point, from the older day
+            row.update(lat_8x128=0.5, size_mb=1.0)
+        (tmp_path / day / f"{stem}.json").write_text(json.dumps({**ablation, "argv": [], "rows": rows + [row]}))
+    (tmp_path / "2026-01-02" / "prune-ablation-vision-quick.json").write_text("not read")
+    newest = report.newest_results(tmp_path)
+    assert {k: (p.parent.name, p.stem) for k, p in newest.items()} == {
+        "prune-ablation": ("2026-01-02", "prune-ablation"),
+        "prune-ablation-vision": ("2026-01-01", "prune-ablation-vision"),
+    }
+    text = report.build(newest, tmp_path / "RESULTS.md")
+    assert "| 0.720 |" in text and "| 0.710 |" in text and "| 0.700 |" not in text
+    assert "## prune-ablation\n\nCommand (measured 2026-01-02)" in text
+    assert "## prune-ablation-vision\n\nCommand (measured 2026-01-01)" in text
+    # the plots go beside the newest result they plot, not into a day that only added an ablation table
+    assert (tmp_path / "2026-01-01" / "pareto-vision.png").read_bytes()[:8] == PNG
+    assert not list((tmp_path / "2026-01-02").glob("*.png"))
+    with pytest.raises(FileNotFoundError, match="run a suite first"):
+        report.newest_results(tmp_path / "empty")
+
+
 def test_report_reads_results_written_before_the_shared_columns():
     old_row = {"model": "KD", "accuracy": 0.8, "pct_teacher": 96.0, "train_s": 270.0, "lat_8x128": 0.5}
     assert "270.0" in distill.report({"rows": [old_row], "overhead": {}}, None)
@@ -197,6 +225,14 @@ def test_ablation_append_merges_variants_of_the_same_setting(tmp_path, monkeypat
     assert [r["variant"] for r in merged["rows"]] == ["", "base", "attention", "window"] and commands == [["a"], ["b"]]
     with pytest.raises(SystemExit, match="other steps"):
         prune.merge_ablation("prune-ablation", result("window", steps=100), ["c"])
+    # Yesterday's table (the newest there is) is carried into today's, each row saying when it was measured.
+    (day / "prune-ablation.json").rename(tmp_path / "x.json")
+    yesterday = tmp_path / (datetime.date.today() - datetime.timedelta(days=1)).isoformat()
+    yesterday.mkdir()
+    (yesterday / "prune-ablation.json").write_text(json.dumps({**result("base", "attention"), "argv": ["a"]}))
+    merged, commands = prune.merge_ablation("prune-ablation", result("random"), ["d"])
+    assert [r["variant"] for r in merged["rows"]] == ["", "base", "attention", "random"] and commands == [["a"], ["d"]]
+    assert [r["measured"] for r in merged["rows"][1:]] == [yesterday.name] * 2 + [day.name]
 
 
 def test_headline_counts_the_pruned_int8_model_on_onnx_runtime():
