@@ -109,6 +109,10 @@ ABLATIONS = {
         "+ attention KD, PLATON for hidden channels, magnitude for heads / FFN",
         HOMODISTIL_ATTENTION,
     ),
+    "random": (
+        "+ attention KD, a random kept set (control: seeded random scores, same order at every event)",
+        HOMODISTIL_ATTENTION,
+    ),
     "depth": ("+ depth: 4 of 6 layers as well (smaller, so faster: not the same shape)", dict(target_num_layers=4)),
     "all": (
         "all additions: attention KD + label signal + deltaT=10",

@@ -14,6 +14,9 @@ objective and slicing stay the trainer's own.
   scores would give the L1 norm), ``X`` from the student's training forward passes since the last event; a
   structure scores the sum over its columns (a hidden channel: over every Linear that reads the residual stream).
 - ``magnitude_hidden`` / ``magnitude_heads_ffn``: the trainer's PLATON scores, with magnitude for the kinds named.
+- ``random``: a control, not a ranking: scores drawn once per run (seeded) and kept, so the schedule removes the
+  structures in one fixed random order and keeps a uniformly random set of each kind. What any ranking adds over
+  it is what the choice of the kept set is worth.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from transformers import default_data_collator
 
 from hf_compress.prune.scores import ImportanceScores
 
-Ranker = Literal["fisher", "activation", "magnitude_hidden", "magnitude_heads_ffn"]
+Ranker = Literal["fisher", "activation", "magnitude_hidden", "magnitude_heads_ffn", "random"]
 RANKERS: tuple[str, ...] = Ranker.__args__
 KINDS = ("hidden", "heads", "ffn")
 
@@ -130,6 +133,18 @@ class ActivationRanker(_Probe):
         return {"hidden": hidden.cpu(), "heads": heads.cpu(), "ffn": ffn.cpu()}
 
 
+class RandomRanker(_Probe):
+    """Uniform random scores, drawn once from ``seed`` and the same at every event: a random kept set."""
+
+    def __init__(self, pruner, seed: int = 0) -> None:
+        generator = torch.Generator().manual_seed(seed)
+        masks = pruner.masks
+        self.fixed = {kind: torch.rand(getattr(masks, kind).shape, generator=generator) for kind in KINDS}
+
+    def structure_scores(self, structure=None) -> dict[str, Tensor]:
+        return {kind: score.clone() for kind, score in self.fixed.items()}
+
+
 class MixedRanker:
     """The trainer's own scores for some kinds, magnitude for ``magnitude_kinds``."""
 
@@ -150,7 +165,8 @@ class MixedRanker:
 
 def install(trainer, ranker: str, dataset, collator=None, seed: int = 0, samples: int = 256) -> None:
     """Replace ``trainer.pruner.scores`` by ``ranker`` (one of RANKERS) before ``trainer.train()``; ``dataset``,
-    ``collator`` and ``samples`` (examples per pruning event) feed the Fisher ranker."""
+    ``collator`` and ``samples`` (examples per pruning event) feed the Fisher ranker; ``seed`` also draws the random
+    ranker's scores."""
     pruner = trainer.pruner
     if ranker == "fisher":
         pruner.scores = FisherRanker(pruner, dataset, collator, samples=samples, seed=seed)
@@ -160,6 +176,8 @@ def install(trainer, ranker: str, dataset, collator=None, seed: int = 0, samples
         pruner.scores = MixedRanker(pruner, ("hidden",))
     elif ranker == "magnitude_heads_ffn":
         pruner.scores = MixedRanker(pruner, ("heads", "ffn"))
+    elif ranker == "random":
+        pruner.scores = RandomRanker(pruner, seed=seed)
     else:
         raise ValueError(f"Unknown ranker {ranker!r}; choose from {', '.join(RANKERS)}.")
 

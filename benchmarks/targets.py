@@ -30,7 +30,8 @@ def retention(results: dict[str, dict]) -> list[str]:
     labels = _vision_verdict(results.get("prune-vision-labels", {}))[0]  # the label loss added to every row
     if labels:
         lines.append(f"- vision (+ label loss for every row): {labels}")
-    tried = [r for r in results.get("prune-ablation-vision", {}).get("rows", []) if r.get("variant")]
+    ablation = [r for r in results.get("prune-ablation-vision", {}).get("rows", []) if r.get("variant")]
+    tried = [r for r in ablation if r["variant"] not in CONTROLS]
     if tried:
         accuracy = {r["variant"]: r.get("mean_accuracy", r["accuracy"]) for r in tried}  # seed means where run
         best = max(accuracy, key=accuracy.get)
@@ -42,8 +43,14 @@ def retention(results: dict[str, dict]) -> list[str]:
                      "best other method")  # fmt: skip
         one_shot = others.get("one-shot magnitude prune + KD")
         if "magnitude" in accuracy and one_shot is not None:  # same schedule, other ranking: which one loses
-            lines.append(_where_the_gap_is(accuracy, one_shot, {r["variant"]: r for r in tried}))
+            rows = {r["variant"]: r for r in ablation}
+            controls = {k: r.get("mean_accuracy", r["accuracy"]) for k, r in rows.items() if k in CONTROLS}
+            lines.append(_where_the_gap_is({**accuracy, **controls}, one_shot, rows))
     return lines
+
+
+# Ablation rows that are controls, not HomoDistil variants a user could pick: left out of "what was tried".
+CONTROLS = ("random",)
 
 
 # Rankings of the vision ablation that use the loss or the activations, and their names in the targets line.
@@ -91,7 +98,19 @@ def _where_the_gap_is(accuracy: dict[str, float], one_shot: float, rows: dict[st
                      f"{100 * max(kept.values()):.0f} % of what one-shot magnitude pruning keeps and ends within "
                      f"{TIE_POINTS} points of it: at this shape and budget the schedule only ties "
                      "one-shot")  # fmt: skip
+    if "random" in accuracy:  # what choosing the kept set is worth at all: each ranking against a random set
+        rand = accuracy["random"]
+        rankings = [("magnitude", magnitude)] + [(name, v) for _, name, v, _ in aware]
+        worth = ", ".join(f"{name} {100 * (v - rand):+.2f}" for name, v in rankings)
+        text += f"; a random kept set (control{_seeds(rows.get('random', {}))}) reaches {rand:.4f}, so against it: "
+        text += f"{worth} points"
     return text
+
+
+def _seeds(row: dict) -> str:
+    """The suffix ', mean of N seeds' for a row run at several seeds, else an empty string."""
+    n = len(row.get("seed_accuracies") or [])
+    return f", mean of {n} seeds" if n > 1 else ""
 
 
 TIE_POINTS = 0.3  # accuracy points within which two means count as a tie in the line above

@@ -155,3 +155,23 @@ def test_ranker_bad_inputs_say_what_to_do(tmp_path):
     probe.load_state_dict({})  # nothing saved: fine
     with pytest.raises(ValueError, match="A benchmark ranker keeps no state; this pruning state was saved with"):
         probe.load_state_dict({"i_bar.x": torch.zeros(1)})
+
+
+def test_random_ranker_keeps_a_seeded_random_set_in_one_order(tmp_path):
+    def kept(seed):
+        trainer = _trainer(tmp_path / str(seed), max_steps=6, prune_start_step=0, prune_end_step=4, prune_every=1)
+        rankers.install(trainer, "random", None, seed=seed)
+        fixed = {k: v.clone() for k, v in trainer.pruner.scores.fixed.items()}
+        trainer.train()
+        masks = trainer.pruner.masks
+        # the final set is the top of the scores drawn at the start: the same order at every event
+        for kind in ("hidden", "heads", "ffn"):
+            mask = getattr(masks, kind).bool()
+            rows = mask if mask.dim() == 2 else mask.unsqueeze(0)  # heads / FFN are kept per layer
+            for row_mask, row_score in zip(rows, fixed[kind].view_as(rows)):
+                assert row_score[row_mask].min() > row_score[~row_mask].max()
+        return masks
+
+    first, again, other = kept(0), kept(0), kept(1)
+    assert torch.equal(first.hidden, again.hidden) and torch.equal(first.ffn, again.ffn)
+    assert not torch.equal(first.hidden, other.hidden)

@@ -281,6 +281,26 @@ def test_where_the_gap_is_claims_only_what_the_rows_show():
     assert "ends below magnitude (1 of 2 at each of their 3 seeds, the others in one run)" in line
 
 
+def test_random_control_is_compared_not_counted_as_a_variant():
+    rows = [
+        dict(model="teacher", variant="", accuracy=0.80),
+        dict(
+            model="magnitude", variant="magnitude", accuracy=0.789, seed_accuracies=[0.789, 0.787], mean_accuracy=0.788
+        ),
+        dict(model="PLATON", variant="attention", accuracy=0.781),
+        dict(model="random", variant="random", accuracy=0.70, seed_accuracies=[0.70, 0.72], mean_accuracy=0.71),
+    ]
+    vision = {"rows": [dict(model="HomoDistil (PLATON, cubic)", accuracy=0.781),
+                       dict(model="one-shot magnitude prune + KD", accuracy=0.789)]}  # fmt: skip
+    lines = targets.retention({"prune-vision": vision, "prune-ablation-vision": {"rows": rows}})
+    tried, gap = lines[-2], lines[-1]
+    assert "2 HomoDistil variants at 0.7810-0.7880" in tried  # the control is neither counted nor the low end
+    assert gap.endswith("a random kept set (control, mean of 2 seeds) reaches 0.7100, so against it: "
+                        "magnitude +7.80, PLATON +7.10 points")  # fmt: skip
+    rows.pop()
+    assert "random" not in targets.retention({"prune-vision": vision, "prune-ablation-vision": {"rows": rows}})[-1]
+
+
 def test_ablation_report_shows_the_kept_overlap_column():
     rows = [
         dict(model="teacher", variant="", accuracy=0.8, pct_teacher=100.0, steps=0, compress_s=0.0),
