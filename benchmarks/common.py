@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -32,7 +33,18 @@ ROOT = Path(__file__).resolve().parent
 CACHE = ROOT / "cache"
 RESULTS = ROOT / "results"
 THREADS = 2
+DAY = re.compile(r"\d{4}-\d{2}-\d{2}")  # results/<day>/<suite>.json
 MAX_LENGTH = 64
+
+
+def day_folders(root: Path | None = None, until: str | None = None) -> list[Path]:
+    """The folders under ``root`` (default RESULTS) named by a day (YYYY-MM-DD), oldest first; with ``until``
+    (a day), none after it. Other folders (an archive, a scratch copy) are not results."""
+    root = RESULTS if root is None else root
+    if not root.is_dir():
+        return []
+    days = (p for p in root.iterdir() if p.is_dir() and DAY.fullmatch(p.name))
+    return sorted(p for p in days if until is None or p.name <= until)
 
 
 def setup(threads: int = THREADS, seed: int = 0) -> None:

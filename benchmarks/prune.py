@@ -440,7 +440,7 @@ def merge_ablation(name: str, result: dict, argv) -> tuple[dict, list]:
     re-run variant replaces its row), each row marked with the day it was measured; refuses tables of other steps
     or shapes, whose rows would not be comparable."""
     today = datetime.date.today().isoformat()
-    tables = sorted(p for p in common.RESULTS.glob(f"*/{name}.json") if p.parent.name <= today)
+    tables = [day / f"{name}.json" for day in common.day_folders(until=today) if (day / f"{name}.json").is_file()]
     for row in result["rows"][1:]:
         row.setdefault("measured", today)
     if not tables:
@@ -470,6 +470,9 @@ def ablation_report(result: dict) -> str:
         rows = [_with_seed_columns(r) for r in rows]
         columns[3:3] = [("per_seed", "accuracy per seed"), ("mean_sd", "mean +- sd")]
         head += "(with several seeds: % of teacher is the mean's; accuracy and wall s are the first seed's)\n"
+    if len({r["measured"] for r in rows if r.get("measured")}) > 1:  # a table merged over several days (--append)
+        columns.append(("measured", "measured"))
+        head += "(rows measured on several days: wall s compares only rows of the same day)\n"
     if any(r.get("kept_overlap") for r in rows):
         rows = [{**r, "overlap": overlap_cell(r.get("kept_overlap"))} for r in rows]
         columns.append(("overlap", "kept as one-shot magnitude keeps (hidden / heads / FFN)"))
@@ -563,7 +566,8 @@ def main(argv=None) -> None:
     parser.add_argument(
         "--append",
         action="store_true",
-        help="--ablation: add these variants to today's ablation table (same steps and shape) instead of replacing it",
+        help="--ablation: add these variants to the newest ablation table of any day (same steps and shape; written "
+        "as today's) instead of replacing it",
     )
     args = parser.parse_args(argv)
     try:

@@ -32,7 +32,7 @@ COMMANDS = {
 
 
 def latest_results(root: Path = common.RESULTS) -> Path:
-    days = sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+    days = common.day_folders(root)
     if not days:
         raise FileNotFoundError(f"No benchmark results under {root}; run a suite first (python -m benchmarks ...).")
     return days[-1]
@@ -226,10 +226,11 @@ def shortfalls(results: dict[str, dict]) -> str:
 
 def newest_results(root: Path = common.RESULTS) -> dict[str, Path]:
     """{suite JSON stem: its newest file}, over every day folder under ``root`` (quick runs left out)."""
-    latest_results(root)  # no day folder at all: say what to run
     newest: dict[str, Path] = {}
-    for day in sorted(p for p in root.iterdir() if p.is_dir()):
+    for day in common.day_folders(root):
         newest.update({p.stem: p for p in sorted(day.glob("*.json")) if "quick" not in p.stem})
+    if not newest:
+        raise FileNotFoundError(f"No benchmark results under {root}; run a suite first (python -m benchmarks ...).")
     return newest
 
 
@@ -281,7 +282,7 @@ def build(results_dir: Path | dict[str, Path], output: Path) -> str:
             body = onnx_bench.report(payload)
         else:
             continue
-        measured = f" (measured {days[name]})" if several_days else ""
+        measured = _measured(payload, days[name], several_days)
         sections.append(f"## {name}\n\nCommand{measured}: `{command}`\n\n{body}\n")
     sections.append(shortfalls(results))
     sections.append(targets.section(results))
@@ -293,6 +294,15 @@ def build(results_dir: Path | dict[str, Path], output: Path) -> str:
     text = "\n".join(sections)
     output.write_text(text)
     return text
+
+
+def _measured(payload: dict, day: str, several_days: bool) -> str:
+    """What follows a section's "Command": the range of its rows' days when a merged table (``--append``) holds
+    rows of several days, else its day when the report mixes days, else nothing."""
+    row_days = sorted({r["measured"] for r in payload.get("rows", []) if r.get("measured")})
+    if len(row_days) > 1:
+        return f" (rows measured {row_days[0]} to {row_days[-1]}, each row's day in its table)"
+    return f" (measured {day})" if several_days else ""
 
 
 def main(argv=None) -> None:

@@ -1,7 +1,7 @@
 """Every performance target of the open issues, judged against the newest results: met, or missed by how much.
 
-Used by `benchmarks.report` for the "Targets" section of RESULTS.md. Each function takes the results of one
-day (``{json stem: payload}``) and returns markdown lines; a suite that was not run says so instead.
+Used by `benchmarks.report` for the "Targets" section of RESULTS.md. Each function takes the newest results of
+every suite (``{json stem: payload}``) and returns markdown lines; a suite that was not run says so instead.
 """
 
 from __future__ import annotations

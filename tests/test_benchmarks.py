@@ -92,6 +92,8 @@ def test_report_takes_each_suites_newest_run_across_days(tmp_path):
             row.update(lat_8x128=0.5, size_mb=1.0)
         (tmp_path / day / f"{stem}.json").write_text(json.dumps({**ablation, "argv": [], "rows": rows + [row]}))
     (tmp_path / "2026-01-02" / "prune-ablation-vision-quick.json").write_text("not read")
+    (tmp_path / "archive").mkdir()  # not a day: sorts after the days, yet never taken for the newest
+    (tmp_path / "archive" / "prune-ablation.json").write_text("not read")
     newest = report.newest_results(tmp_path)
     assert {k: (p.parent.name, p.stem) for k, p in newest.items()} == {
         "prune-ablation": ("2026-01-02", "prune-ablation"),
@@ -104,8 +106,21 @@ def test_report_takes_each_suites_newest_run_across_days(tmp_path):
     # the plots go beside the newest result they plot, not into a day that only added an ablation table
     assert (tmp_path / "2026-01-01" / "pareto-vision.png").read_bytes()[:8] == PNG
     assert not list((tmp_path / "2026-01-02").glob("*.png"))
-    with pytest.raises(FileNotFoundError, match="run a suite first"):
-        report.newest_results(tmp_path / "empty")
+    # A plotted result on the newer day too: the plots follow it there.
+    plotted = dict(row, model="HomoDistil", variant="attention", lat_8x128=0.4, measured="2026-01-01")
+    merged = rows + [dict(row, variant="base", measured="2026-01-02"), plotted]
+    (tmp_path / "2026-01-02" / "prune-ablation.json").write_text(json.dumps({**ablation, "argv": [], "rows": merged}))
+    text = report.build(report.newest_results(tmp_path), tmp_path / "RESULTS.md")
+    assert (tmp_path / "2026-01-02" / "pareto-vision.png").read_bytes()[:8] == PNG
+    # a table merged over days names the range in its header and each row's day in a column
+    assert "## prune-ablation\n\nCommand (rows measured 2026-01-01 to 2026-01-02, each row's day" in text
+    assert "| measured |" in text and "| 2026-01-02 |" in text
+    for folder in ("empty", "quick-only/2026-01-03"):  # nothing to report: say what to run
+        (tmp_path / folder).mkdir(parents=True)
+    (tmp_path / "quick-only" / "2026-01-03" / "prune-quick.json").write_text("{}")
+    for root in ("empty", "quick-only"):
+        with pytest.raises(FileNotFoundError, match="run a suite first"):
+            report.newest_results(tmp_path / root)
 
 
 def test_report_reads_results_written_before_the_shared_columns():
@@ -225,11 +240,14 @@ def test_ablation_append_merges_variants_of_the_same_setting(tmp_path, monkeypat
     assert [r["variant"] for r in merged["rows"]] == ["", "base", "attention", "window"] and commands == [["a"], ["b"]]
     with pytest.raises(SystemExit, match="other steps"):
         prune.merge_ablation("prune-ablation", result("window", steps=100), ["c"])
-    # Yesterday's table (the newest there is) is carried into today's, each row saying when it was measured.
+    # Yesterday's table (the newest up to today, not the older one nor a future-dated one) is carried into
+    # today's, each row saying when it was measured.
     (day / "prune-ablation.json").rename(tmp_path / "x.json")
+    for days, variants, argv in [(-2, ("old",), ["z"]), (-1, ("base", "attention"), ["a"]), (1, ("future",), ["f"])]:
+        folder = tmp_path / (datetime.date.today() + datetime.timedelta(days=days)).isoformat()
+        folder.mkdir()
+        (folder / "prune-ablation.json").write_text(json.dumps({**result(*variants), "argv": argv}))
     yesterday = tmp_path / (datetime.date.today() - datetime.timedelta(days=1)).isoformat()
-    yesterday.mkdir()
-    (yesterday / "prune-ablation.json").write_text(json.dumps({**result("base", "attention"), "argv": ["a"]}))
     merged, commands = prune.merge_ablation("prune-ablation", result("random"), ["d"])
     assert [r["variant"] for r in merged["rows"]] == ["", "base", "attention", "random"] and commands == [["a"], ["d"]]
     assert [r["measured"] for r in merged["rows"][1:]] == [yesterday.name] * 2 + [day.name]
