@@ -368,32 +368,54 @@ def ablation(quick: bool, steps: int, kind: str, variants: list[str], seeds: tup
             "seeds": list(seeds)}  # fmt: skip
 
 
-def frontier(quick: bool, epochs: float, kind: str = "text", recovery: float = 0.4) -> dict:
-    """HomoDistil to each FRONTIER shape (depth + width) for ``epochs`` of the training split, attention KD on,
-    the last ``recovery`` of the steps at the final shape; each model also int8. Latency measured interleaved."""
+def frontier(
+    quick: bool,
+    epochs: float,
+    kind: str = "text",
+    recovery: float = 0.4,
+    seeds: tuple[int, ...] = (0,),
+    shapes: list[str] | None = None,
+) -> dict:
+    """HomoDistil to each FRONTIER shape (depth + width; ``shapes``: some of them) for ``epochs`` of the training
+    split, attention KD on, the last ``recovery`` of the steps at the final shape; each model also int8. Latency
+    measured interleaved. With several ``seeds`` the first seed's models are measured and the others add their
+    fp32 and int8 accuracy (mean, sd). Only the full table at seed 0 caches its best model for benchmarks/onnx.py."""
     teacher, train_set, test, collator = _teacher_and_data(kind, quick)
     batch = TRAINING[kind]["per_device_train_batch_size"]
     steps = 4 if quick else int(epochs * len(train_set) / batch)
     end = max(2, int((1 - recovery) * steps))
-    entries = {}
-    for name, shape in FRONTIER[kind].items():
-        settings = dict(HOMODISTIL_ATTENTION, **shape, prune_start_step=0, prune_end_step=end,
+    entries, further = {}, {}
+    for name in shapes or FRONTIER[kind]:
+        settings = dict(HOMODISTIL_ATTENTION, **FRONTIER[kind][name], prune_start_step=0, prune_end_step=end,
                         prune_every=max(1, end // 20))  # fmt: skip
-        model, seconds, _ = _train_homodistil(teacher, train_set, collator, kind, steps, settings)
-        record = getattr(model.config, "hf_compress_teacher_layers", None) or {}
-        layers = record.get("layers", list(range(model.config.num_hidden_layers)))
-        entries[f"HomoDistil, {name}"] = {"model": model, "compress_s": seconds, "steps": steps,
-                                          "shape": f"{len(layers)} layers {layers}: {_shape(model)}"}  # fmt: skip
-        print(f"[prune frontier] {name}: {seconds:.0f}s", flush=True)
+        label = f"HomoDistil, {name}"
+        for seed in seeds:
+            model, seconds, _ = _train_homodistil(teacher, train_set, collator, kind, steps, settings, seed)
+            print(f"[prune frontier] {name} (seed {seed}): {seconds:.0f}s", flush=True)
+            if seed != seeds[0]:  # a further seed: its fp32 and int8 accuracy only
+                int8 = _int8_entry({"model": model, "compress_s": 0.0})["model"]
+                further.setdefault(label, []).append(common.evaluate_accuracy(model, test, collator))
+                further.setdefault(f"{label} + int8_dynamic", []).append(
+                    common.evaluate_accuracy(int8, test, collator)
+                )
+                continue
+            record = getattr(model.config, "hf_compress_teacher_layers", None) or {}
+            layers = record.get("layers", list(range(model.config.num_hidden_layers)))
+            entries[label] = {"model": model, "compress_s": seconds, "steps": steps,
+                              "shape": f"{len(layers)} layers {layers}: {_shape(model)}"}  # fmt: skip
     for name in list(entries):
         entries[f"{name} + int8_dynamic"] = _int8_entry(entries[name])
     rows = common.measure(teacher, entries, test, collator, reps=5 if quick else 20, teacher_name="teacher")
     rows[0].update(shape=f"6 layers: {_shape(teacher)}", steps=0)
+    for row in rows:
+        row["seed_accuracies"] = further.get(row["model"], [])
+        _seed_statistics(row)
     best = max((r for r in rows[1:] if "int8" not in r["model"]), key=lambda r: r["accuracy"])
-    if not quick:
-        entries[best["model"]]["model"].save_pretrained(FRONTIER_CACHE)
+    cached = best["model"] if seeds[0] == 0 and not shapes else None  # a seed check leaves the cache alone
+    if cached and not quick:
+        entries[cached]["model"].save_pretrained(FRONTIER_CACHE)
     return {"kind": kind, "frontier": True, "rows": rows, "steps": steps, "epochs": epochs, "prune_end_step": end,
-            "train_rows": len(train_set), "batch": batch, "cached": best["model"]}  # fmt: skip
+            "train_rows": len(train_set), "batch": batch, "cached": cached, "seeds": list(seeds)}  # fmt: skip
 
 
 def frontier_verdicts(result: dict) -> list[str]:
@@ -429,9 +451,16 @@ def frontier_report(result: dict) -> str:
     columns = common.columns(extra=COLUMN_EXTRA)
     columns.insert([k for k, _ in columns].index("lat_1x128") + 1, ("speedup_8x128", "speed-up (batch 8)"))
     columns.append(("steps", "steps"))
-    lines = [head, common.markdown_table(result["rows"], columns), "", *frontier_verdicts(result)]
-    cached = result["cached"]
-    lines.append(f"\nThe most accurate model ({cached}) is cached for `python -m benchmarks onnx --frontier`.")
+    rows = result["rows"]
+    if any("mean_accuracy" in r for r in rows):
+        rows = [_with_seed_columns(r) for r in rows]
+        at = [k for k, _ in columns].index("accuracy") + 1
+        seeds = ", ".join(str(s) for s in result["seeds"])
+        columns[at:at] = [("per_seed", f"accuracy at seeds {seeds}"), ("mean_sd", "mean +- sd")]
+    lines = [head, common.markdown_table(rows, columns), "", *frontier_verdicts(result)]
+    cached = result.get("cached")
+    if cached:
+        lines.append(f"\nThe most accurate model ({cached}) is cached for `python -m benchmarks onnx --frontier`.")
     return "\n".join(lines)
 
 
@@ -536,8 +565,9 @@ def main(argv=None) -> None:
     parser.add_argument(
         "--seeds",
         default="0",
-        help="comma-separated training seeds of the half-width rows (default 0); with several, the table adds each "
-        "row's accuracy per seed, mean and standard deviation (latency and size come from the first seed's model)",
+        help="comma-separated training seeds of the half-width rows, ablation variants or frontier shapes (default "
+        "0); with several, the table adds each row's accuracy per seed, mean and standard deviation (latency and "
+        "size come from the first seed's model)",
     )
     parser.add_argument(
         "--hard-labels",
@@ -564,6 +594,12 @@ def main(argv=None) -> None:
     )
     parser.add_argument("--epochs", type=float, default=3.0, help="--frontier: epochs of the training split")
     parser.add_argument(
+        "--frontier-shape",
+        action="append",
+        help="--frontier: train only this FRONTIER shape (repeatable); with it, or with --seeds not starting at 0, "
+        "the run is a seed check written as prune-frontier-seeds beside the frontier table",
+    )
+    parser.add_argument(
         "--append",
         action="store_true",
         help="--ablation: add these variants to the newest ablation table of any day (same steps and shape; written "
@@ -578,8 +614,13 @@ def main(argv=None) -> None:
         parser.error(f"--seeds needs at least one seed and no repeats; got {args.seeds!r}")
     common.setup()
     if args.frontier:
-        result = frontier(args.quick, args.epochs)
-        path = common.write_json("prune-frontier" + ("-quick" if args.quick else ""),
+        unknown = sorted(set(args.frontier_shape or []) - set(FRONTIER["text"]))
+        if unknown:
+            parser.error(f"--frontier-shape {unknown}: choose from {sorted(FRONTIER['text'])}")
+        result = frontier(args.quick, args.epochs, seeds=seeds, shapes=args.frontier_shape)
+        # a run at other seeds or of some shapes checks the frontier table beside it instead of replacing it
+        name = "prune-frontier" if result["cached"] else "prune-frontier-seeds"
+        path = common.write_json(name + ("-quick" if args.quick else ""),
                                  {"suite": "prune", "argv": argv, **result})  # fmt: skip
         print(frontier_report(result))
         print(f"\nwrote {path}")

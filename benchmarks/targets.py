@@ -22,6 +22,8 @@ def retention(results: dict[str, dict]) -> list[str]:
     lines += (
         frontier_verdicts(frontier) if frontier else ["- not measured: run `python -m benchmarks prune --frontier`"]
     )
+    if frontier and results.get("prune-frontier-seeds"):
+        lines += frontier_seed_verdicts(frontier, results["prune-frontier-seeds"])
     line, others = _vision_verdict(results.get("prune-vision", {}))
     if line is None:
         lines.append("- vision: not measured (`python -m benchmarks prune --only vision`)")
@@ -51,6 +53,30 @@ def retention(results: dict[str, dict]) -> list[str]:
 
 # Ablation rows that are controls, not HomoDistil variants a user could pick: left out of "what was tried".
 CONTROLS = ("random",)
+
+
+def frontier_seed_verdicts(table: dict, check: dict) -> list[str]:
+    """The frontier table's models (seed 0) with the accuracies of a seed check at other seeds (``prune --frontier
+    --seeds 1,2 --frontier-shape ...``), judged on the mean over all of them: the same shape, so the table's speed-ups
+    hold; only the share of the teacher can change."""
+    seeds = [s for s in check.get("seeds", []) if s not in table.get("seeds", [0])]
+    rows = {r["model"]: r for r in table["rows"]}
+    teacher = rows["teacher"]["accuracy"]
+    lines = []
+    for row in check["rows"]:
+        main = rows.get(row["model"])
+        if row["model"] == "teacher" or main is None or not seeds:
+            continue
+        other = dict(zip(check["seeds"], row.get("seed_accuracies") or [row["accuracy"]]))
+        accuracies = [main["accuracy"], *(other[s] for s in seeds)]
+        pct = 100 * sum(accuracies) / len(accuracies) / teacher
+        shown = " / ".join(f"{a:.4f}" for a in accuracies)
+        met = pct >= FRONTIER_TARGET["pct_teacher"]
+        lines.append(f"- {row['model']} at seeds {', '.join(map(str, table.get('seeds', [0]) + seeds))}: {shown}, "
+                     f"mean {pct:.1f} % of the teacher (lowest seed {100 * min(accuracies) / teacher:.1f} %): "
+                     f"{_verdict(met)} on the mean (target >= "
+                     f"{FRONTIER_TARGET['pct_teacher']:.0f} %; same shape, so the speed-ups above hold)")  # fmt: skip
+    return lines
 
 
 # Rankings of the vision ablation that use the loss or the activations, and their names in the targets line.
