@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import datetime
-import json
 import tempfile
 import time
 
@@ -36,8 +34,7 @@ from hf_compress import (
     slice_model,
 )
 from hf_compress.models.structure import model_structure
-from hf_compress.prune.masks import StructureMasks, keep_top
-from hf_compress.prune.scores import ImportanceScores
+from hf_compress.prune.masks import StructureMasks
 
 from . import common, peers, rankers
 
@@ -59,66 +56,6 @@ HOMODISTIL = "HomoDistil (PLATON, cubic)"
 # HomoDistil's objective in the paper includes attention KD; the rows trained by HomoDistilTrainer (HomoDistil and
 # one-shot pruning + KD, whose students keep the teacher's head count) add it, on the heads the student keeps.
 HOMODISTIL_ATTENTION = dict(attention_weight=1.0)
-# Ablation variants: HomoDistil at SHAPES[kind] with KD + hidden KD (the suite's base objective), plus one change
-# each, all at the same steps. key -> (row label, HomoDistilConfig overrides); "{end}" stands for max_steps,
-# "{0.3}" for that fraction of it.
-ABLATIONS = {
-    "base": ("base: KD + hidden KD", {}),
-    "attention": ("+ attention KD (kl, kept heads)", dict(attention_weight=1.0)),
-    "attention_all_heads": (
-        "+ attention KD over all heads (fix 1 off)",
-        dict(attention_weight=1.0, attention_kd_kept_heads=False),
-    ),
-    "attention_scores": (
-        "+ attention KD on pre-softmax scores (TinyBERT)",
-        dict(attention_weight=1.0, attention_loss_type="mse_scores"),
-    ),
-    "label_signal": ("+ label loss while pruning (importance_label_weight=1)", dict(importance_label_weight=1.0)),
-    "labels": ("+ label loss throughout (hard_label_weight=1)", dict(hard_label_weight=1.0)),
-    "window": ("+ PLATON window deltaT=10", dict(importance_window=10)),
-    "no_recovery": ("no recovery phase (targets reached at the last step)", dict(prune_end_step="{end}")),
-    "early_end": (
-        "+ attention KD, targets reached at 30 % of the steps (longer recovery)",
-        dict(attention_weight=1.0, prune_end_step="{0.3}"),
-    ),
-    "structure": (
-        "+ attention KD, structure-level scores (HomoDistil's abs(sum of w * grad) per structure)",
-        dict(attention_weight=1.0, importance_granularity="structure"),
-    ),
-    "magnitude": (
-        "+ attention KD, magnitude scores on the cubic schedule",
-        dict(attention_weight=1.0, importance="magnitude"),
-    ),
-    "magnitude_early": (
-        "+ attention KD, magnitude scores, targets reached at 30 % of the steps",
-        dict(attention_weight=1.0, importance="magnitude", prune_end_step="{0.3}"),
-    ),
-    "fisher": (
-        "+ attention KD, ranked by Fisher information at each event (benchmarks/rankers.py)",
-        HOMODISTIL_ATTENTION,
-    ),
-    "activation": (
-        "+ attention KD, ranked by activation x weight norms (Wanda; benchmarks/rankers.py)",
-        HOMODISTIL_ATTENTION,
-    ),
-    "magnitude_hidden": (
-        "+ attention KD, PLATON for heads / FFN, magnitude for hidden channels",
-        HOMODISTIL_ATTENTION,
-    ),
-    "magnitude_heads_ffn": (
-        "+ attention KD, PLATON for hidden channels, magnitude for heads / FFN",
-        HOMODISTIL_ATTENTION,
-    ),
-    "random": (
-        "+ attention KD, a random kept set (control: seeded random scores, same order at every event)",
-        HOMODISTIL_ATTENTION,
-    ),
-    "depth": ("+ depth: 4 of 6 layers as well (smaller, so faster: not the same shape)", dict(target_num_layers=4)),
-    "all": (
-        "all additions: attention KD + label signal + deltaT=10",
-        dict(attention_weight=1.0, importance_label_weight=1.0, importance_window=10),
-    ),
-}
 # The retention target (issue 12): >= 3x at 8x128 and >= 2.5x at 1x128 at >= 97 % of the teacher within 3 epochs
 # of the training split. Depth and width together: half the layers at 3/4 and at 2/3 of every width (a latency
 # probe of sliced MiniLM shapes put these at 3.2x / 2.8x and 3.8x / 3.1x; half width alone at 6 layers: 2.9x / 2.3x).
@@ -168,7 +105,7 @@ def torch_pruning_student(teacher, shape: dict, example: dict) -> tuple[object, 
 
 
 def _teacher_and_data(kind: str, quick: bool):
-    """(teacher, train set, test set, collator) of one half, shared by `run` and `ablation`."""
+    """(teacher, train set, test set, collator) of one half, shared by `run` and `prune_ablation.ablation`."""
     if kind == "text":
         teacher_path = common.text_teacher()
         tokenizer = AutoTokenizer.from_pretrained(teacher_path)
@@ -281,8 +218,8 @@ def _train_homodistil(
 ):
     """(sliced model on sdpa attention, training seconds, final masks) of one HomoDistil run with the suite's
     objective (KD + hidden KD) and ``settings`` (shape, schedule, the variant's change), its structures ranked by
-    ``ranker`` (benchmarks/rankers.py) instead of the configured scores if given; shared by `ablation` and
-    `frontier`."""
+    ``ranker`` (benchmarks/rankers.py) instead of the configured scores if given; shared by
+    `prune_ablation.ablation` and `frontier`."""
     kwargs = common.train_kwargs(tempfile.mkdtemp(), max_steps=steps, warmup_steps=20, temperature=2.0,
                                  kd_weight=1.0, hidden_weight=1.0, **TRAINING[kind], seed=seed)  # fmt: skip
     trainer = HomoDistilTrainer(teacher_model=teacher, args=HomoDistilConfig(**kwargs, **settings),
@@ -297,75 +234,11 @@ def _train_homodistil(
     return model, seconds, trainer.pruner.masks
 
 
-def magnitude_masks(teacher, settings: dict) -> StructureMasks:
-    """The masks one-shot magnitude pruning of ``teacher`` keeps at ``settings``' widths (the one-shot row's)."""
-    model = copy.deepcopy(teacher).requires_grad_(True)
-    structure = model_structure(model)
-    scores = ImportanceScores(model, "magnitude", 0.0, 0.0).structure_scores(structure)
-    masks = StructureMasks.full(structure)
-    targets = {"hidden": "target_hidden_size", "heads": "target_num_heads", "ffn": "target_intermediate_size"}
-    for kind, name in targets.items():
-        if settings.get(name):
-            getattr(masks, kind).copy_(keep_top(scores[kind], getattr(masks, kind), settings[name]))
-    return masks
-
-
 def _int8_entry(entry: dict) -> dict:
     """A measure() entry for ``entry``'s model quantized int8_dynamic, its compression time including the fp32's."""
     start = time.perf_counter()
     int8 = quantize(copy.deepcopy(entry["model"]), QuantizationConfig(method="int8_dynamic"))
     return {**entry, "model": int8, "compress_s": entry["compress_s"] + time.perf_counter() - start}
-
-
-def ablation_settings(key: str, steps: int, kind: str) -> dict:
-    """The HomoDistilConfig pruning fields of one ablation variant (shape, schedule and the variant's change)."""
-    if key not in ABLATIONS:
-        raise SystemExit(f"Unknown ablation variant {key!r}; choose from {sorted(ABLATIONS)}.")
-    end = max(2, int(0.6 * steps))
-    settings = dict(SHAPES[kind], prune_start_step=0, prune_end_step=end, prune_every=max(1, end // 20))
-    for name, value in ABLATIONS[key][1].items():
-        if isinstance(value, str) and value.startswith("{"):
-            value = steps if value == "{end}" else max(1, int(float(value[1:-1]) * steps))
-        settings[name] = value
-    if "prune_end_step" in ABLATIONS[key][1]:
-        settings["prune_every"] = max(1, settings["prune_end_step"] // 20)
-    return settings
-
-
-def ablation(quick: bool, steps: int, kind: str, variants: list[str], seeds: tuple[int, ...] = (0,)) -> dict:
-    """HomoDistil at SHAPES[kind] once per variant (and seed), all at ``steps``: test accuracy, % of the teacher,
-    wall time. Every variant but ``depth`` ends at the same shape, so latency is the same and not measured. With
-    several seeds a row holds the first seed's accuracy and wall time, and the accuracy per seed, mean and sd."""
-    for key in variants:
-        ablation_settings(key, steps, kind)  # unknown names fail before any training
-    shape = SHAPES[kind]
-    teacher, train_set, test, collator = _teacher_and_data(kind, quick)
-    steps = 4 if quick else steps
-    end = max(2, int(0.6 * steps))
-    teacher_acc = common.evaluate_accuracy(teacher, test, collator)
-    rows = [dict(model="teacher", variant="", accuracy=teacher_acc, pct_teacher=100.0, steps=0, compress_s=0.0)]
-    reference = magnitude_masks(teacher, shape)  # what one-shot magnitude pruning keeps, to compare kept sets
-    for key in variants:
-        label, settings = ABLATIONS[key][0], ablation_settings(key, steps, kind)
-        for seed in seeds:
-            ranker = key if key in rankers.RANKERS else None
-            model, seconds, masks = _train_homodistil(teacher, train_set, collator, kind, steps, settings, seed,
-                                                      ranker)  # fmt: skip
-            acc = common.evaluate_accuracy(model, test, collator)
-            print(f"[prune ablation {kind}] {label} (seed {seed}): acc {acc:.4f} ({100 * acc / teacher_acc:.1f} %), "
-                  f"{seconds:.0f}s", flush=True)  # fmt: skip
-            if seed != seeds[0]:
-                rows[-1]["seed_accuracies"].append(acc)
-                continue
-            overlap = rankers.kept_overlap(masks, reference) if masks.counts()["layers"] == len(masks.layers) else {}
-            rows.append(dict(model=label, variant=key, accuracy=acc, pct_teacher=100 * acc / teacher_acc,
-                             steps=steps, compress_s=seconds, shape=_shape(model), seed_accuracies=[],
-                             kept_overlap=overlap))  # fmt: skip
-        _seed_statistics(rows[-1])
-        if "mean_accuracy" in rows[-1]:
-            rows[-1]["pct_teacher"] = 100 * rows[-1]["mean_accuracy"] / teacher_acc
-    return {"kind": kind, "ablation": True, "rows": rows, "steps": steps, "prune_end_step": end, "shape": shape,
-            "seeds": list(seeds)}  # fmt: skip
 
 
 def frontier(
@@ -464,63 +337,14 @@ def frontier_report(result: dict) -> str:
     return "\n".join(lines)
 
 
-def merge_ablation(name: str, result: dict, argv) -> tuple[dict, list]:
-    """The newest ablation JSON ``name`` (today's or an earlier day's) with ``result``'s variant rows added (a
-    re-run variant replaces its row), each row marked with the day it was measured; refuses tables of other steps
-    or shapes, whose rows would not be comparable."""
-    today = datetime.date.today().isoformat()
-    tables = [day / f"{name}.json" for day in common.day_folders(until=today) if (day / f"{name}.json").is_file()]
-    for row in result["rows"][1:]:
-        row.setdefault("measured", today)
-    if not tables:
-        return result, [argv]
-    path = tables[-1]
-    old = json.loads(path.read_text())
-    for row in old["rows"][1:]:
-        row.setdefault("measured", path.parent.name)
-    if (old["steps"], old["shape"], old["kind"]) != (result["steps"], result["shape"], result["kind"]):
-        raise SystemExit(f"{path} was measured at other steps / shape; run without --append to replace it.")
-    new = {row["variant"]: row for row in result["rows"][1:]}
-    rows = [row for row in old["rows"] if row["variant"] not in new] + list(new.values())
-    return {**result, "rows": rows}, old.get("commands", [old.get("argv")]) + [argv]
-
-
-def ablation_report(result: dict) -> str:
-    kind, shape = result["kind"], result["shape"]
-    head = (
-        f"### Ablation ({kind}): HomoDistil to hidden {shape['target_hidden_size']} / {shape['target_num_heads']} "
-        f"heads / FFN {shape['target_intermediate_size']}, {result['steps']} steps per variant (targets reached at "
-        f"step {result['prune_end_step']} unless the variant says otherwise); one shape (but 'depth'), one latency\n"
-    )
-    columns = [("model", "variant"), ("variant", "key"), ("accuracy", "accuracy"), ("pct_teacher", "% of teacher"),
-               ("steps", "steps"), ("compress_s", "wall s")]  # fmt: skip
-    rows = result["rows"]
-    if any("mean_accuracy" in r for r in rows):
-        rows = [_with_seed_columns(r) for r in rows]
-        columns[3:3] = [("per_seed", "accuracy per seed"), ("mean_sd", "mean +- sd")]
-        head += "(with several seeds: % of teacher is the mean's; accuracy and wall s are the first seed's)\n"
-    if len({r["measured"] for r in rows if r.get("measured")}) > 1:  # a table merged over several days (--append)
-        columns.append(("measured", "measured"))
-        head += "(rows measured on several days: wall s compares only rows of the same day)\n"
-    if any(r.get("kept_overlap") for r in rows):
-        rows = [{**r, "overlap": overlap_cell(r.get("kept_overlap"))} for r in rows]
-        columns.append(("overlap", "kept as one-shot magnitude keeps (hidden / heads / FFN)"))
-        head += ("(kept as one-shot magnitude keeps: the share of the final kept structures that one-shot magnitude "
-                 "pruning of the teacher keeps too, first seed; 1.00 = the same set)\n")  # fmt: skip
-    return "\n".join([head, common.markdown_table(rows, columns)])
-
-
-def overlap_cell(overlap: dict | None) -> str:
-    """A row's ``kept_overlap`` as "hidden / heads / FFN" shares ("" when not measured)."""
-    return " / ".join(f"{overlap[k]:.2f}" for k in rankers.KINDS) if overlap else ""
-
-
 COLUMN_EXTRA = [("shape", "hidden / heads / FFN")]
 
 
 def report(result: dict) -> str:
     """Markdown for one prune result (the older text-only JSON has no ``kind``)."""
     if result.get("ablation"):
+        from .prune_ablation import ablation_report  # that module imports this one
+
         return ablation_report(result)
     if result.get("frontier"):
         return frontier_report(result)
@@ -558,6 +382,8 @@ def _with_seed_columns(row: dict) -> dict:
 
 
 def main(argv=None) -> None:
+    from .prune_ablation import ABLATIONS, ablation, ablation_report, merge_ablation  # that module imports this one
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--only", choices=sorted(SHAPES), help="run one half")

@@ -6,7 +6,8 @@ every suite (``{json stem: payload}``) and returns markdown lines; a suite that 
 
 from __future__ import annotations
 
-from .prune import FRONTIER_TARGET, frontier_verdicts, overlap_cell
+from .prune import FRONTIER_TARGET, frontier_verdicts
+from .prune_ablation import overlap_cell
 
 
 def _verdict(met: bool) -> str:

@@ -6,7 +6,7 @@ from conftest import bert_config, text_dataset
 from test_prune import TARGETS, config
 from transformers import BertForSequenceClassification
 
-from benchmarks import prune, rankers
+from benchmarks import prune_ablation, rankers
 from hf_compress import HomoDistilTrainer
 from hf_compress.prune.masks import StructureMasks
 from hf_compress.prune.scores import ImportanceScores
@@ -137,7 +137,7 @@ def test_activation_ranker_stops_collecting_once_the_masks_are_final(tmp_path):
 
 def test_kept_overlap_and_the_one_shot_reference(tmp_path):
     trainer = _trainer(tmp_path, pruning_schedule="oneshot", importance="magnitude")
-    reference = prune.magnitude_masks(trainer.model, TARGETS)
+    reference = prune_ablation.magnitude_masks(trainer.model, TARGETS)
     trainer.pruner.step(0)  # what the one-shot row keeps: the reference must be exactly that
     for kind in ("hidden", "heads", "ffn"):
         torch.testing.assert_close(getattr(reference, kind), getattr(trainer.pruner.masks, kind))

@@ -8,7 +8,7 @@ import torch
 from conftest import bert_config, image_dataset, text_dataset, vit_config
 from transformers import BertForSequenceClassification, ViTForImageClassification
 
-from benchmarks import common, distill, prune, quant, report, targets
+from benchmarks import common, distill, prune, prune_ablation, quant, report, targets
 from hf_compress import QuantizationConfig, quantize
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -290,10 +290,10 @@ def test_ablation_append_merges_variants_of_the_same_setting(tmp_path, monkeypat
     day = tmp_path / datetime.date.today().isoformat()
     day.mkdir()
     (day / "prune-ablation.json").write_text(json.dumps({**result("base", "attention"), "argv": ["a"]}))
-    merged, commands = prune.merge_ablation("prune-ablation", result("attention", "window"), ["b"])
+    merged, commands = prune_ablation.merge_ablation("prune-ablation", result("attention", "window"), ["b"])
     assert [r["variant"] for r in merged["rows"]] == ["", "base", "attention", "window"] and commands == [["a"], ["b"]]
     with pytest.raises(SystemExit, match="other steps"):
-        prune.merge_ablation("prune-ablation", result("window", steps=100), ["c"])
+        prune_ablation.merge_ablation("prune-ablation", result("window", steps=100), ["c"])
     # Yesterday's table (the newest up to today, not the older one nor a future-dated one) is carried into
     # today's, each row saying when it was measured.
     (day / "prune-ablation.json").rename(tmp_path / "x.json")
@@ -302,7 +302,7 @@ def test_ablation_append_merges_variants_of_the_same_setting(tmp_path, monkeypat
         folder.mkdir()
         (folder / "prune-ablation.json").write_text(json.dumps({**result(*variants), "argv": argv}))
     yesterday = tmp_path / (datetime.date.today() - datetime.timedelta(days=1)).isoformat()
-    merged, commands = prune.merge_ablation("prune-ablation", result("random"), ["d"])
+    merged, commands = prune_ablation.merge_ablation("prune-ablation", result("random"), ["d"])
     assert [r["variant"] for r in merged["rows"]] == ["", "base", "attention", "random"] and commands == [["a"], ["d"]]
     assert [r["measured"] for r in merged["rows"][1:]] == [yesterday.name] * 2 + [day.name]
 

@@ -6,14 +6,14 @@ from conftest import bert_config, text_dataset
 from test_prune import TARGETS, config
 from transformers import BertForSequenceClassification
 
-from benchmarks import prune, rankers
+from benchmarks import prune, prune_ablation, rankers
 from hf_compress import HomoDistilTrainer
 from hf_compress.prune.scores import ImportanceScores
 
 
-@pytest.mark.parametrize("key", sorted(prune.ABLATIONS))
+@pytest.mark.parametrize("key", sorted(prune_ablation.ABLATIONS))
 def test_every_ablation_variant_trains_a_tiny_model(tmp_path, key):
-    settings = prune.ablation_settings(key, steps=6, kind="text")
+    settings = prune_ablation.ablation_settings(key, steps=6, kind="text")
     assert settings["target_hidden_size"] == prune.SHAPES["text"]["target_hidden_size"]
     changes = {k: v for k, v in settings.items() if k not in prune.SHAPES["text"]}
     changes.update(TARGETS)  # the tiny model's shape instead of MiniLM's
@@ -22,7 +22,7 @@ def test_every_ablation_variant_trains_a_tiny_model(tmp_path, key):
     trainer = HomoDistilTrainer(
         teacher_model=BertForSequenceClassification(bert_config()), args=args, train_dataset=text_dataset(48)
     )
-    if key in rankers.RANKERS:  # what `prune.ablation` does for these variants
+    if key in rankers.RANKERS:  # what `prune_ablation.ablation` does for these variants
         rankers.install(trainer, key, text_dataset(16), samples=4)
         assert not isinstance(trainer.pruner.scores, ImportanceScores)
     trainer.train()
@@ -35,13 +35,13 @@ def test_every_ablation_variant_trains_a_tiny_model(tmp_path, key):
 
 def test_unknown_ablation_variant_is_an_error():
     with pytest.raises(SystemExit, match="Unknown ablation variant 'bogus'; choose from"):
-        prune.ablation_settings("bogus", 10, "text")
+        prune_ablation.ablation_settings("bogus", 10, "text")
 
 
 def test_ablation_report_renders_every_row():
     rows = [
         dict(model="teacher", variant="", accuracy=0.8, pct_teacher=100.0, steps=0, compress_s=0.0),
-        dict(model=prune.ABLATIONS["base"][0], variant="base", accuracy=0.76, pct_teacher=95.0, steps=10,
+        dict(model=prune_ablation.ABLATIONS["base"][0], variant="base", accuracy=0.76, pct_teacher=95.0, steps=10,
              compress_s=3.0),
     ]  # fmt: skip
     payload = {"kind": "text", "ablation": True, "rows": rows, "steps": 10, "prune_end_step": 6,
