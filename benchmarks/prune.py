@@ -234,10 +234,15 @@ def _train_homodistil(
     return model, seconds, trainer.pruner.masks
 
 
+def _int8(model):
+    """A copy of ``model`` quantized int8_dynamic."""
+    return quantize(copy.deepcopy(model), QuantizationConfig(method="int8_dynamic"))
+
+
 def _int8_entry(entry: dict) -> dict:
     """A measure() entry for ``entry``'s model quantized int8_dynamic, its compression time including the fp32's."""
     start = time.perf_counter()
-    int8 = quantize(copy.deepcopy(entry["model"]), QuantizationConfig(method="int8_dynamic"))
+    int8 = _int8(entry["model"])
     return {**entry, "model": int8, "compress_s": entry["compress_s"] + time.perf_counter() - start}
 
 
@@ -266,11 +271,9 @@ def frontier(
             model, seconds, _ = _train_homodistil(teacher, train_set, collator, kind, steps, settings, seed)
             print(f"[prune frontier] {name} (seed {seed}): {seconds:.0f}s", flush=True)
             if seed != seeds[0]:  # a further seed: its fp32 and int8 accuracy only
-                int8 = _int8_entry({"model": model, "compress_s": 0.0})["model"]
                 further.setdefault(label, []).append(common.evaluate_accuracy(model, test, collator))
-                further.setdefault(f"{label} + int8_dynamic", []).append(
-                    common.evaluate_accuracy(int8, test, collator)
-                )
+                int8 = common.evaluate_accuracy(_int8(model), test, collator)
+                further.setdefault(f"{label} + int8_dynamic", []).append(int8)
                 continue
             record = getattr(model.config, "hf_compress_teacher_layers", None) or {}
             layers = record.get("layers", list(range(model.config.num_hidden_layers)))
@@ -325,11 +328,7 @@ def frontier_report(result: dict) -> str:
     columns.insert([k for k, _ in columns].index("lat_1x128") + 1, ("speedup_8x128", "speed-up (batch 8)"))
     columns.append(("steps", "steps"))
     rows = result["rows"]
-    if any("mean_accuracy" in r for r in rows):
-        rows = [_with_seed_columns(r) for r in rows]
-        at = [k for k, _ in columns].index("accuracy") + 1
-        seeds = ", ".join(str(s) for s in result["seeds"])
-        columns[at:at] = [("per_seed", f"accuracy at seeds {seeds}"), ("mean_sd", "mean +- sd")]
+    rows = _seed_columns(rows, columns, result.get("seeds", []))  # older frontier JSONs have no seeds
     lines = [head, common.markdown_table(rows, columns), "", *frontier_verdicts(result)]
     cached = result.get("cached")
     if cached:
@@ -361,17 +360,24 @@ def report(result: dict) -> str:
     rows = common.legacy_rows(result["rows"])
     columns = common.columns(vision=kind == "vision", extra=COLUMN_EXTRA)
     columns.insert([k for k, _ in columns].index("lat_1x128") + 1, ("speedup_8x128", "speed-up (batch 8)"))
-    if any("mean_accuracy" in r for r in rows):
-        rows = [_with_seed_columns(r) for r in rows]
-        at = [k for k, _ in columns].index("accuracy") + 1
-        seeds = ", ".join(str(s) for s in result.get("seeds", []))
-        columns[at:at] = [("per_seed", f"accuracy at seeds {seeds}"), ("mean_sd", "mean +- sd")]
+    rows = _seed_columns(rows, columns, result.get("seeds", []))
     lines = [head, common.markdown_table(rows, columns)]
     reloads = [f"- {r['model']}: {r['reload']}" for r in rows if "reload" in r]
     if reloads:
         lines.append("\n`save_pretrained` -> `AutoModel...from_pretrained`, outputs compared:\n")
         lines += reloads
     return "\n".join(lines)
+
+
+def _seed_columns(rows: list[dict], columns: list[tuple[str, str]], seeds: list[int]) -> list[dict]:
+    """Where rows were trained at several seeds: "accuracy at seeds ..." and "mean +- sd" inserted into
+    ``columns`` after the accuracy, and the rows with those cells."""
+    if not any("mean_accuracy" in r for r in rows):
+        return rows
+    at = [k for k, _ in columns].index("accuracy") + 1
+    shown = ", ".join(str(s) for s in seeds)
+    columns[at:at] = [("per_seed", f"accuracy at seeds {shown}"), ("mean_sd", "mean +- sd")]
+    return [_with_seed_columns(r) for r in rows]
 
 
 def _with_seed_columns(row: dict) -> dict:

@@ -31,13 +31,6 @@ COMMANDS = {
 }
 
 
-def latest_results(root: Path = common.RESULTS) -> Path:
-    days = common.day_folders(root)
-    if not days:
-        raise FileNotFoundError(f"No benchmark results under {root}; run a suite first (python -m benchmarks ...).")
-    return days[-1]
-
-
 def pareto_points(results: dict[str, dict]) -> list[dict]:
     """(suite, modality, name, accuracy, latency ratio at batch 8, size MB) of every row that has them."""
     points = []
@@ -230,10 +223,15 @@ def newest_results(root: Path = common.RESULTS) -> dict[str, Path]:
     """{suite JSON stem: its newest file}, over every day folder under ``root`` (quick runs left out)."""
     newest: dict[str, Path] = {}
     for day in common.day_folders(root):
-        newest.update({p.stem: p for p in sorted(day.glob("*.json")) if "quick" not in p.stem})
+        newest.update(_suite_files(day))
     if not newest:
         raise FileNotFoundError(f"No benchmark results under {root}; run a suite first (python -m benchmarks ...).")
     return newest
+
+
+def _suite_files(day: Path) -> dict[str, Path]:
+    """{JSON stem: path} of one day folder's suite results, quick runs left out."""
+    return {p.stem: p for p in sorted(day.glob("*.json")) if "quick" not in p.stem}
 
 
 def build(results_dir: Path | dict[str, Path], output: Path) -> str:
@@ -246,7 +244,7 @@ def build(results_dir: Path | dict[str, Path], output: Path) -> str:
         files = dict(sorted(results_dir.items(), key=lambda item: item[1].name))  # the order of one day's glob
         results_dir = max((p.parent for p in files.values()), key=lambda d: d.name)
     else:
-        files = {p.stem: p for p in sorted(results_dir.glob("*.json")) if "quick" not in p.stem}
+        files = _suite_files(results_dir)
     results = {stem: json.loads(path.read_text()) for stem, path in files.items()}
     days = {stem: path.parent.name for stem, path in files.items()}
     several_days = len(set(days.values())) > 1

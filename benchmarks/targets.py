@@ -36,7 +36,7 @@ def retention(results: dict[str, dict]) -> list[str]:
     ablation = [r for r in results.get("prune-ablation-vision", {}).get("rows", []) if r.get("variant")]
     tried = [r for r in ablation if r["variant"] not in CONTROLS]
     if tried:
-        accuracy = {r["variant"]: r.get("mean_accuracy", r["accuracy"]) for r in tried}  # seed means where run
+        accuracy = {r["variant"]: _mean(r) for r in tried}
         best = max(accuracy, key=accuracy.get)
         low, gap = min(accuracy.values()), 100 * (accuracy[best] - max(others.values()))
         spread = next((f", sd {100 * r['sd_accuracy']:.2f} points over {len(r['seed_accuracies'])} seeds"
@@ -47,9 +47,14 @@ def retention(results: dict[str, dict]) -> list[str]:
         one_shot = others.get("one-shot magnitude prune + KD")
         if "magnitude" in accuracy and one_shot is not None:  # same schedule, other ranking: which one loses
             rows = {r["variant"]: r for r in ablation}
-            controls = {k: r.get("mean_accuracy", r["accuracy"]) for k, r in rows.items() if k in CONTROLS}
+            controls = {k: _mean(r) for k, r in rows.items() if k in CONTROLS}
             lines.append(_where_the_gap_is({**accuracy, **controls}, one_shot, rows))
     return lines
+
+
+def _mean(row: dict) -> float:
+    """A row's accuracy: the mean over its seeds where it was trained at several, else its one run's."""
+    return row.get("mean_accuracy", row["accuracy"])
 
 
 # Ablation rows that are controls, not HomoDistil variants a user could pick: left out of "what was tried".
@@ -60,7 +65,8 @@ def frontier_seed_verdicts(table: dict, check: dict) -> list[str]:
     """The frontier table's models (seed 0) with the accuracies of a seed check at other seeds (``prune --frontier
     --seeds 1,2 --frontier-shape ...``), judged on the mean over all of them: the same shape, so the table's speed-ups
     hold; only the share of the teacher can change."""
-    seeds = [s for s in check.get("seeds", []) if s not in table.get("seeds", [0])]
+    base = table.get("seeds", [0])  # the frontier table: seed 0 unless it says otherwise
+    seeds = [s for s in check.get("seeds", []) if s not in base]
     rows = {r["model"]: r for r in table["rows"]}
     teacher = rows["teacher"]["accuracy"]
     lines = []
@@ -73,7 +79,7 @@ def frontier_seed_verdicts(table: dict, check: dict) -> list[str]:
         pct = 100 * sum(accuracies) / len(accuracies) / teacher
         shown = " / ".join(f"{a:.4f}" for a in accuracies)
         met = pct >= FRONTIER_TARGET["pct_teacher"]
-        lines.append(f"- {row['model']} at seeds {', '.join(map(str, table.get('seeds', [0]) + seeds))}: {shown}, "
+        lines.append(f"- {row['model']} at seeds {', '.join(map(str, base + seeds))}: {shown}, "
                      f"mean {pct:.1f} % of the teacher (lowest seed {100 * min(accuracies) / teacher:.1f} %): "
                      f"{_verdict(met)} on the mean (target >= "
                      f"{FRONTIER_TARGET['pct_teacher']:.0f} %; same shape, so the speed-ups above hold)")  # fmt: skip
@@ -155,7 +161,7 @@ def _vision_verdict(result: dict) -> tuple[str | None, dict[str, float]]:
     """(verdict line, the other methods' accuracies) of one vision pruning table; (None, {}) without a HomoDistil
     row. With several training seeds the verdict compares means (one seed's half-point differences are within
     seed noise)."""
-    vision = {r["model"]: r.get("mean_accuracy", r["accuracy"]) for r in result.get("rows", [])}
+    vision = {r["model"]: _mean(r) for r in result.get("rows", [])}
     homodistil = vision.get("HomoDistil (PLATON, cubic)")
     if homodistil is None:
         return None, {}

@@ -128,6 +128,9 @@ def test_report_reads_results_written_before_the_shared_columns():
     assert "270.0" in distill.report({"rows": [old_row], "overhead": {}}, None)
     old_prune = {"rows": [dict(old_row, speedup_8x128=2.0)], "steps": 300, "prune_end_step": 180}
     assert "270.0" in prune.report(old_prune) and "hidden 192 / 6 heads" in prune.report(old_prune)
+    old_frontier = {"frontier": True, "rows": [dict(old_row, speedup_8x128=2.0, lat_1x128=0.5)], "steps": 9,
+                    "batch": 2, "train_rows": 6, "prune_end_step": 5, "cached": "KD"}  # fmt: skip
+    assert "| KD |" in prune.report(old_frontier)  # written before frontier runs had seeds
     old_quant = {"model": "int8", "quantize_s": 0.4}
     assert common.legacy_rows([old_quant, {"model": "new", "compress_s": 1.0}]) == [
         {"compress_s": 0.4, **old_quant},
