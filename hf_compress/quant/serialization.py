@@ -3,8 +3,13 @@
 `quantize()` records which module became which quantized layer in ``config.quantization_config``; on
 `from_pretrained`, the registered quantizer replaces exactly those modules with empty quantized layers before
 the weights are read, so the integer tensors load straight into them (no float copy of the model is made).
-Without ``import hf_compress`` transformers does not know ``hf_compress`` and the integer tensors do not fit
-the float layers' shapes, so loading fails loudly instead of returning a silently wrong model.
+
+Without ``import hf_compress``, transformers only warns that it does not know ``hf_compress`` and would build the
+float model, and ``ignore_mismatched_sizes=True`` would let it fill the integer tensors' layers with random
+weights. So every saved ``config.json`` carries a guard (`PLUGIN_REQUIRED` in ``experts_implementation``):
+transformers checks that field whenever it builds a model, before it reads any weight, and raises with the value
+in its message, whatever the loading flags. The registered quantizer clears the guard before the model is built
+(`HfCompressQuantizer.update_attn_implementation`), so only loads without hf_compress stop there.
 """
 
 from __future__ import annotations
@@ -26,9 +31,20 @@ from .validation import (
 
 QUANT_METHOD = "hf_compress"
 FORMAT_VERSION = 1
-# A buffer saved with every quantized checkpoint. Loaded without hf_compress, transformers lists it as an
-# unexpected key right above its size-mismatch error, so the report itself says what to do.
+# A buffer saved with every quantized checkpoint. Should a load without hf_compress get past the guard below (a
+# config.json written before it), transformers lists it as an unexpected key in its load report, so the report
+# itself says what to do. The guard's message starts with it too.
 MARKER = "hf_compress_quantized__to_load_run_pip_install_hf_compress_then_import_hf_compress"
+
+
+# The guard: a value that transformers refuses for ``experts_implementation`` when it builds any model (ValueError
+# 'Specified `experts_implementation="..."` is not supported'), naming the fix. Written by save_pretrained (via
+# `HfCompressQuantizer.get_state_dict_and_metadata`), read back into ``config._experts_implementation``.
+GUARD_FIELD = "experts_implementation"
+PLUGIN_REQUIRED = (
+    f"{MARKER} (this checkpoint is quantized with hf-compress and loads only through from_pretrained with "
+    "hf_compress imported: run `pip install hf-compress`, then `import hf_compress` before from_pretrained)"
+)
 
 
 def add_marker(model: nn.Module) -> None:
@@ -106,8 +122,21 @@ class HfCompressQuantizer(HfQuantizer):
             replace_module(model, name, build_quantized_module(spec))
         return model
 
+    def update_attn_implementation(self, config):
+        """from_pretrained calls this with the checkpoint's config before it builds the model: lift the guard that
+        stops loads without hf_compress (an ``experts_implementation`` the caller asked for is kept)."""
+        if getattr(config, "_experts_implementation", None) == PLUGIN_REQUIRED:
+            config._experts_implementation = None
+        return config
+
     def _process_model_after_weight_loading(self, model, **kwargs):
         return model.eval()
+
+    def get_state_dict_and_metadata(self, model):
+        """save_pretrained calls this before it writes config.json: the saved config carries the guard (a plain
+        attribute that the in-memory model ignores; only a config read back from JSON holds it where it counts)."""
+        setattr(model.config, GUARD_FIELD, PLUGIN_REQUIRED)
+        return None, {}
 
     def is_serializable(self, *args, **kwargs) -> bool:
         return True

@@ -295,15 +295,21 @@ def checkpoint_tensors(
     the checkpoint is not safetensors."""
     if not checkpoint_files or not all(str(f).endswith(".safetensors") for f in checkpoint_files):
         return None
-    from safetensors import safe_open
+    from safetensors import SafetensorError, safe_open
 
     rename = _key_renamer(model)
     tensors = {}
     for path in checkpoint_files:
-        with safe_open(str(path), framework="pt") as handle:
-            for key in handle.keys():
-                piece = handle.get_slice(key)
-                tensors[rename(key)] = (tuple(piece.get_shape()), piece.get_dtype())
+        try:
+            with safe_open(str(path), framework="pt") as handle:
+                for key in handle.keys():
+                    piece = handle.get_slice(key)
+                    tensors[rename(key)] = (tuple(piece.get_shape()), piece.get_dtype())
+        except SafetensorError as err:
+            raise OSError(
+                f"{path} is not a readable safetensors file ({err}): it is truncated or corrupt (an interrupted "
+                "save, copy or download?); save the model again, or copy / download the folder again."
+            ) from err
     return tensors
 
 
