@@ -102,6 +102,49 @@ def enable_attention_outputs(model: PreTrainedModel, role: str, implementation: 
         ) from err
 
 
+def _relabel_hint(teacher_config) -> str:
+    return (
+        f"Build the student with the teacher's labels (num_labels={teacher_config.num_labels}, "
+        "id2label=teacher.config.id2label, label2id=teacher.config.label2id), give the dataset's labels as ids in "
+        "that order, or set kd_weight=0."
+    )
+
+
+def _id2label(config) -> dict[int, str]:
+    return {int(i): str(name) for i, name in sorted((config.id2label or {}).items(), key=lambda kv: int(kv[0]))}
+
+
+def _generic_names(id2label: dict[int, str]) -> bool:
+    """transformers' default names (LABEL_0, LABEL_1, ...): the config says nothing about what the labels mean."""
+    return all(name == f"LABEL_{i}" for i, name in id2label.items())
+
+
+def teacher_label_order(student: PreTrainedModel, teacher: PreTrainedModel) -> list[int] | None:
+    """For prediction KD of a classifier: the teacher's class index of each of the student's classes, or None
+    to compare the logits index by index.
+
+    The dataset's labels are class ids in the student's order (it is what the student trains on), so the teacher's
+    logits are brought into that order. When both configs name their labels (not the default LABEL_0, LABEL_1, ...)
+    and the names are the same set in another order, the result reorders them; different names are a ValueError.
+    When either side has only default names there is nothing to compare, and index order is kept. Label counts
+    are checked by `check_compatibility`.
+    """
+    if head_kind(student) not in _CLASSIFICATION or is_regression(student) or is_regression(teacher):
+        return None
+    s_map, t_map = _id2label(student.config), _id2label(teacher.config)
+    if _generic_names(s_map) or _generic_names(t_map) or s_map == t_map:
+        return None
+    names = list(t_map.values())
+    if sorted(names) != sorted(s_map.values()) or len(set(names)) != len(names):
+        raise ValueError(
+            f"Label mismatch: the teacher's id2label is {t_map}, the student's {s_map}; prediction KD needs the same "
+            "distinct label names on both, or it would teach the student the wrong classes. "
+            f"{_relabel_hint(teacher.config)}"
+        )
+    teacher_index = {name: i for i, name in t_map.items()}
+    return [teacher_index[s_map[i]] for i in range(len(s_map))]
+
+
 def check_compatibility(student: PreTrainedModel, teacher: PreTrainedModel, args: DistillationConfig):
     """Validate the pair for the configured losses; return the resolved (student, teacher) layer pairs."""
     for role, model in (("student", student), ("teacher", teacher)):
@@ -165,8 +208,8 @@ def check_compatibility(student: PreTrainedModel, teacher: PreTrainedModel, args
         if s_head in _CLASSIFICATION and s_cfg.num_labels != t_cfg.num_labels:
             raise ValueError(
                 f"Label-count mismatch: the teacher predicts {t_cfg.num_labels} labels, the student "
-                f"{s_cfg.num_labels}. Create the student with num_labels={t_cfg.num_labels} (and the teacher's "
-                "id2label) or set kd_weight=0."
+                f"{s_cfg.num_labels} (teacher id2label {_id2label(t_cfg)}, student id2label {_id2label(s_cfg)}). "
+                f"{_relabel_hint(t_cfg)}"
             )
         if is_regression(student) != is_regression(teacher):
             raise ValueError(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from typing import Any
 
@@ -17,9 +18,18 @@ from ..json_args import JsonTrainingArgs
 from . import attention, losses
 from .accumulation import accumulated_positions, accumulation_scales
 from .attention import ATTN_IMPLEMENTATION, ATTN_SCORES_IMPLEMENTATION
-from .checks import check_compatibility, enable_attention_outputs, head_kind, is_regression, load_teacher
+from .checks import (
+    check_compatibility,
+    enable_attention_outputs,
+    head_kind,
+    is_regression,
+    load_teacher,
+    teacher_label_order,
+)
 from .config import DistillationConfig
 from .matching import EMBEDDING_KEY, build_projections
+
+logger = logging.getLogger(__name__)
 
 PROJECTIONS_NAME = "distillation_projections.safetensors"
 # A column of teacher logits stored by `hf_compress.data.label_with_teacher`: used instead of a teacher forward.
@@ -51,6 +61,12 @@ class DistillationTrainer(JsonTrainingArgs, Trainer):
     A ``teacher_logits`` column in the data (`hf_compress.data.label_with_teacher`) is used instead of a teacher
     forward; with it ``teacher_model`` may be None (prediction KD only: the other losses need a live teacher).
 
+    Labels: the dataset's labels are class ids in the *student's* order (``model.config.id2label``), as it is what
+    the student trains on. When both models name their labels (not the default LABEL_0, LABEL_1, ...) and the
+    names are the same set in another order, the teacher's logits (live, or cached with this teacher) are reordered
+    into the student's order; different names or counts are an error. When either side has only default names,
+    logits are compared index by index; without a ``teacher_model`` cached logits are taken as in the student's order.
+
     Gradient accumulation: one step at batch 8 equals two accumulated steps at batch 4. The Trainer divides the
     loss by the accumulation steps (``loss_is_scaled_for_ga = False``); every token-level term (hidden / attention /
     embedding KD, and prediction KD and the label loss of masked-LM / token-classification heads) is first
@@ -81,6 +97,16 @@ class DistillationTrainer(JsonTrainingArgs, Trainer):
         else:
             teacher = load_teacher(teacher_model, model, args.teacher_model_init_kwargs)
             self.layer_pairs = check_compatibility(model, teacher, args)
+        # The teacher's class index of each student class, when their label names come in different orders.
+        order = teacher_label_order(model, teacher) if teacher is not None and args.kd_weight > 0 else None
+        self._teacher_label_order = torch.tensor(order) if order is not None else None
+        if order is not None:
+            logger.info(
+                "The teacher's labels %s are in another order than the student's %s: its logits are reordered into "
+                "the student's order for prediction KD (the dataset's labels are ids in the student's order).",
+                teacher.config.id2label,
+                model.config.id2label,
+            )
         self._bare_teacher = teacher
         if args.needs_attentions:  # fail now, not at the first step, if a model cannot give attention maps
             with self._switch_attention(model, teacher, self._attention_implementation(args)):
@@ -264,7 +290,15 @@ class DistillationTrainer(JsonTrainingArgs, Trainer):
             self._signature_columns = [*self._signature_columns, TEACHER_LOGITS]
 
     def _teacher_outputs(self, inputs: dict[str, Any], extra: dict[str, bool], cached: Tensor | None):
-        """The teacher's outputs for this batch: its stored logits when the batch has them, else a forward."""
+        """The teacher's outputs for this batch (its stored logits when the batch has them, else a forward), with
+        the logits in the student's label order."""
+        outputs = self._raw_teacher_outputs(inputs, extra, cached)
+        order = self._teacher_label_order
+        if outputs is not None and order is not None and outputs.get("logits") is not None:
+            outputs["logits"] = outputs.logits[..., order.to(outputs.logits.device)]
+        return outputs
+
+    def _raw_teacher_outputs(self, inputs: dict[str, Any], extra: dict[str, bool], cached: Tensor | None):
         if self.args.kd_weight == 0 and not extra:
             return None  # labels only: nothing of the teacher's is used
         if cached is not None:
