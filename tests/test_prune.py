@@ -186,7 +186,7 @@ def test_hidden_mask_is_shared_by_embeddings_layers_and_layer_norms(tmp_path):
     trainer.train()
     pruner = trainer.pruner
     assert pruner.finished and pruner.masks.counts() == {"hidden": 16, "heads": 2, "ffn": 32, "layers": 4}
-    student = trainer.model.eval()
+    student = trainer.pruner.model.eval()  # the masked model (trainer.model is sliced after train)
     batch = text_dataset(4, seed=5)[:4]
     out = student(
         input_ids=torch.tensor(batch["input_ids"]),
