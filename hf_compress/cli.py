@@ -104,9 +104,9 @@ def check_push_folder(folder: str | Path) -> list[str]:
         raise FileNotFoundError(f"{folder} is not a complete stage output: missing {missing}.")
     if any(f.endswith((".bin", ".pt", ".pth", ".pkl")) for f in files):
         raise ValueError(f"{folder} holds pickle files; only safetensors / JSON are pushed.")
-    for name in files:
+    for name in files:  # JSON / YAML parsed, tokenizer vocabularies only searched for hf_ tokens (find_secrets)
         if name.endswith((".md", ".json", ".yaml", ".yml", ".txt", ".cfg", ".ini", ".env")):
-            secrets = find_secrets((folder / name).read_text(errors="replace"))
+            secrets = find_secrets((folder / name).read_text(errors="replace"), name)
             if secrets:
                 raise ValueError(
                     f"{folder / name} looks like it holds a secret ({secrets[0]}); remove it before pushing "

@@ -465,7 +465,7 @@ def run_recipe(recipe: Recipe, output_dir: str | Path, force: bool = False) -> l
                 ctx.teacher, baseline = model, None
             baseline = baseline or measure(ctx, ctx.teacher, "teacher")
             record = measure(ctx, model, stage.name)
-            card = write_model_card(recipe, stage, record, baseline, base_model, output_dir)
+            card = write_model_card(recipe, stage, record, baseline, base_model, output_dir, earlier=ctx.results)
             marker = json.dumps({"fingerprint": fingerprint, "measurements": record}, indent=2)
             save_atomically(model, ctx.processor, folder,
                             {"README.md": card, DONE_NAME: marker, "recipe.resolved.yaml": resolved})  # fmt: skip

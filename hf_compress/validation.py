@@ -11,10 +11,13 @@
 from __future__ import annotations
 
 import difflib
+import json
 import math
 import re
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 
 class RecipeError(ValueError):
@@ -52,16 +55,22 @@ def inside(root: Path, path: Path) -> Path:
 # ---- secrets and local paths ------------------------------------------------------------------------------
 
 SECRET_KEY = re.compile(
-    r"(hub_token|access_token|auth_token|api_token|^token$|password|passwd|secret|api_?key|credential)", re.I
+    r"(hub_token|hf_token|access_token|auth_token|api_token|^token$|password|passwd|secret|api[_-]?key|private_key|"
+    r"credential)",
+    re.I,
 )
 REDACTED = "<redacted>"
 _HF_TOKEN = re.compile(r"\bhf_[A-Za-z0-9]{20,}\b")
-_SECRET_VALUE = re.compile(
-    r"(hub_token|access_token|auth_token|api_token|password|passwd|secret|api_?key)[\"']?\s*[:=]\s*[\"']?"
-    r"([^\s\"',}]+)",
-    re.I,
+_PLACEHOLDERS = {"null", "none", "~", "false", "true", "''", '""', "...", "***", "xxx"}
+# `key: value` / `key=value` on one line (markdown, .env, .cfg, .ini, unparsable JSON / YAML); the key is checked
+# against SECRET_KEY, so `pad_token: [PAD]` is not a hit but `hub_token: ...` and `export API_KEY=...` are
+_KEY_VALUE = re.compile(
+    r"""(?<![\w.-])(?P<key>[A-Za-z_][\w.-]*)["']?\s*[:=]\s*(?P<value>"[^"]*"|'[^']*'|[^\s"',}#]+)"""
 )
-_PLACEHOLDERS = {"null", "none", "~", REDACTED.lower(), "<hub_token>", "false", "true", "''", '""'}
+# tokenizer vocabularies hold ordinary words ("secret", "password") as tokens: only Hub tokens are looked for
+TOKENIZER_VOCABS = ("vocab.txt", "merges.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model",
+                    "tokenizer.model", "sentencepiece.model")  # fmt: skip
+_STRUCTURED = {".json": "json", ".yaml": "yaml", ".yml": "yaml"}
 
 
 def redact(value: Any) -> Any:
@@ -76,13 +85,78 @@ def redact(value: Any) -> Any:
     return value
 
 
-def find_secrets(text: str) -> list[str]:
-    """What in ``text`` looks like a credential: a Hub token (``hf_...``) or a secret key with a real value."""
-    found = [m.group(0)[:6] + "..." for m in _HF_TOKEN.finditer(text)]
-    for match in _SECRET_VALUE.finditer(text):
-        if match.group(2).lower() not in _PLACEHOLDERS and not match.group(2).startswith("<"):
-            found.append(f"{match.group(1)}: ...")
+def _is_secret_key(key: Any) -> bool:
+    return isinstance(key, str) and bool(SECRET_KEY.search(key.rsplit(".", 1)[-1]))
+
+
+def _is_placeholder(value: str) -> bool:
+    """An empty value, ``null``, ``<redacted>`` / ``<hub_token>``, or a reference like ``$HF_TOKEN``: no secret."""
+    text = value.strip().strip("\"'").strip()
+    return not text or text.lower() in _PLACEHOLDERS or text.startswith(("<", "$", "%(")) or set(text) == {"*"}
+
+
+def _hub_tokens(text: str, where: str) -> list[str]:
+    return [f"a Hub token (hf_...){where}" for _ in _HF_TOKEN.finditer(text)]
+
+
+def _walk(value: Any, path: str, skip: tuple[str, ...] = (), secret: bool = False, keys: bool = True) -> list[str]:
+    """Secrets in parsed JSON / YAML: a real string at or under a secret-looking key, or a Hub token in any string.
+    Numbers (vocabulary ids, ``secret: 3595``) are never secrets; under a ``skip`` path (a tokenizer's vocab and
+    merges: ordinary words) keys are not looked at, only Hub tokens."""
+    if isinstance(value, str):
+        if secret and not _is_placeholder(value):
+            return [f"key {path!r}"]
+        return _hub_tokens(value, f" under {path!r}" if path else "")
+    if isinstance(value, dict):
+        items = [(f"{path}.{key}" if path else str(key), key, item) for key, item in value.items()]
+    elif isinstance(value, list):
+        items = [(f"{path}[{index}]", None, item) for index, item in enumerate(value)]
+    else:
+        return []
+    found = []
+    for where, key, item in items:
+        inner_keys = keys and where not in skip
+        found += _walk(item, where, skip, secret or (inner_keys and _is_secret_key(key)), inner_keys)
     return found
+
+
+def _text_secrets(text: str) -> list[str]:
+    found = []
+    for number, line in enumerate(text.splitlines(), 1):
+        keys = [f"key {m['key']!r} on line {number}" for m in _KEY_VALUE.finditer(line)
+                if _is_secret_key(m["key"]) and not _is_placeholder(m["value"])]  # fmt: skip
+        found += keys or _hub_tokens(line, f" on line {number}")  # a token under a key is named by its key
+    return found
+
+
+def find_secrets(text: str, name: str = "") -> list[str]:
+    """What in ``text`` (the content of the file ``name``) looks like a credential, each named by where it is
+    (a key, a line), never by its value.
+
+    JSON / YAML are parsed and walked: a real string under a secret-looking key (``hub_token``, ``password``,
+    ``api_key``, ...) or a Hub token (``hf_...``) in any string is a secret; numbers never are. Tokenizer
+    vocabularies (``vocab.txt``, ``merges.txt``, ``vocab.json``, ``tokenizer.json``'s vocab / merges) hold words
+    like "secret" as tokens, so they are only searched for Hub tokens. Anything else (markdown, text, ``.env``,
+    ``.cfg``, ``.ini``, or a JSON / YAML file that does not parse) is scanned line by line for ``key: value`` and
+    ``key=value``."""
+    base = Path(name).name
+    if base in TOKENIZER_VOCABS:
+        return _hub_tokens(text, "")
+    kind = _STRUCTURED.get(Path(base).suffix.lower())
+    tokenizer = base == "tokenizer.json"
+    try:
+        if kind == "json":
+            documents = [json.loads(text)]
+        elif kind == "yaml":
+            documents = list(yaml.safe_load_all(text))
+        else:
+            documents = None
+    except (ValueError, yaml.YAMLError):
+        documents = None
+    if documents is None:
+        return _hub_tokens(text, "") if tokenizer else _text_secrets(text)
+    skip = ("model.vocab", "model.merges") if tokenizer else ()
+    return [hit for document in documents for hit in _walk(document, "", skip)]
 
 
 def _is_abs(text: str) -> bool:
