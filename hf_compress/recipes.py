@@ -58,6 +58,9 @@ class ModelSpec:
     source: str = "demo-minilm"
     config: dict | None = None  # with source: config -> {model_type: vit, hidden_size: ..., ...}
     num_labels: int | None = None  # default: from the data's label column
+    # A teacher with a classification head: "names" matches the data's label names to the head's id2label (and
+    # refuses names that differ); "index" trusts that the data's class i is the head's class i.
+    label_order: str = "names"
 
 
 @dataclass
@@ -164,8 +167,76 @@ _Loader.add_implicit_resolver(
 )
 
 
+# A recipe is a few hundred values; anchors that expand past this many nodes are an alias bomb (a few hundred bytes
+# of `&a [*b, *b, ...]` expand to billions of nodes), refused before anything is built from them.
+MAX_EXPANDED_NODES = 100_000
+
+
+def _expanded_size(node: yaml.Node, sizes: dict[int, int], path: set[int]) -> int:
+    """Nodes in ``node`` with every alias expanded, memoised per node (so counting is linear in the document);
+    a node that contains itself (``&a [*a]``) is an error."""
+    key = id(node)
+    if key in sizes:
+        return sizes[key]
+    if key in path:
+        mark = node.start_mark
+        raise RecipeError(
+            f"YAML line {mark.line + 1}: an anchor refers to itself (e.g. `a: &x [*x]`), which has no finite value; "
+            "write the value out."
+        )
+    path.add(key)
+    children = node.value if isinstance(node, yaml.SequenceNode) else []
+    if isinstance(node, yaml.MappingNode):
+        children = [part for pair in node.value for part in pair]
+    total = 1
+    for child in children:
+        total += _expanded_size(child, sizes, path)
+        if total > MAX_EXPANDED_NODES:
+            break
+    path.discard(key)
+    sizes[key] = total
+    return total
+
+
+def _check_duplicate_keys(node: yaml.Node, seen: set[int]) -> None:
+    """YAML lets a later ``key:`` silently replace an earlier one; a recipe with a key twice is refused."""
+    if id(node) in seen:
+        return
+    seen.add(id(node))
+    if isinstance(node, yaml.MappingNode):
+        keys: dict[Any, int] = {}
+        for key_node, value_node in node.value:
+            if isinstance(key_node, yaml.ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
+                if key_node.value in keys:
+                    raise RecipeError(
+                        f"YAML line {key_node.start_mark.line + 1}: key {key_node.value!r} appears twice in one "
+                        f"mapping (first on line {keys[key_node.value]}); YAML would silently keep the last one. "
+                        "Keep one."
+                    )
+                keys[key_node.value] = key_node.start_mark.line + 1
+            _check_duplicate_keys(value_node, seen)
+    elif isinstance(node, yaml.SequenceNode):
+        for child in node.value:
+            _check_duplicate_keys(child, seen)
+
+
 def load_yaml(text: str):
-    return yaml.load(text, Loader=_Loader)  # noqa: S506 (a SafeLoader subclass)
+    """Parse a recipe (or a ``--set`` value): a key given twice, an anchor that refers to itself and anchors that
+    expand beyond `MAX_EXPANDED_NODES` are `RecipeError`s, raised before any value is built."""
+    loader = _Loader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        if _expanded_size(node, {}, set()) > MAX_EXPANDED_NODES:
+            raise RecipeError(
+                f"The YAML expands to more than {MAX_EXPANDED_NODES:,} values through its anchors and aliases (an "
+                "alias bomb?); a recipe needs a few hundred. Write the values out or use fewer aliases."
+            )
+        _check_duplicate_keys(node, set())
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
 
 
 def _field_types(cls: type) -> dict[str, Any]:
@@ -321,4 +392,6 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
         raw = load_yaml(path.read_text())
     except yaml.YAMLError as err:
         raise RecipeError(f"recipe {path}: not valid YAML ({err}).") from err
+    except RecipeError as err:
+        raise RecipeError(f"recipe {path}: {err}") from err
     return parse_recipe(apply_overrides(raw or {}, overrides or []), source_path=str(path))

@@ -4,7 +4,6 @@ interrupted ones; a model card per stage and a summary of all of them."""
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import logging
 import os
@@ -17,6 +16,7 @@ import numpy as np
 import torch
 import yaml
 from datasets import DatasetDict, load_dataset
+from safetensors import SafetensorError
 from transformers import (
     AutoConfig,
     AutoImageProcessor,
@@ -32,17 +32,26 @@ from transformers.trainer_utils import get_last_checkpoint
 from . import evaluation
 from .card import write_model_card
 from .data import demo_model_path, load_fashion_mnist, load_rotten_tomatoes
-from .data.labels import resolve_labels
+from .data.labels import align_with_teacher_head, check_text_column, resolve_labels
 from .distill import DistillationTrainer, make_student, rnn_stage
 from .json_args import JsonTrainingArgs
+from .lock import output_lock
+from .metrics import higher_is_better, percent_of_teacher
 from .prune import HomoDistilTrainer
 from .quant import quantize
 from .recipes import Recipe, Stage
-from .validation import RecipeError, check_task_matches, inside, looks_local, public
+from .store import (
+    DONE_NAME,
+    check_outputs,
+    prepare_work_dir,
+    read_done,
+    save_atomically,
+    stage_fingerprint,
+)
+from .validation import RecipeError, check_task_matches, check_tokenizer, inside, looks_local, public
 
 logger = logging.getLogger(__name__)
-DONE_NAME = "hf_compress_stage.json"
-WORK_NAME = "hf_compress_work.json"  # in .work-NN-stage: the fingerprint of the run its checkpoints belong to
+_HEADS = ("ForSequenceClassification", "ForImageClassification")
 
 
 @dataclass
@@ -56,6 +65,7 @@ class Context:
     id2label: dict[int, str] | None = None
     teacher: Any = None  # the current teacher (after a finetune stage: the fine-tuned model)
     teacher_dir: str | None = None
+    teacher_config: Any = None  # the saved config of a teacher loaded from a folder or the Hub
     current: Any = None  # the model the next stage compresses
     current_dir: str | None = None
     results: list[dict] = field(default_factory=list)
@@ -135,7 +145,14 @@ def prepare_data(ctx: Context) -> None:
         raise RecipeError(
             f"data is missing column(s) {missing}; it has {columns}. Set data.text_column / label_column."
         )
+    if spec.task == "text-classification":
+        for column in filter(None, (spec.text_column, spec.text_pair_column)):
+            check_text_column(data, column, "text_pair_column" if column == spec.text_pair_column else "text_column")
     data, ctx.num_labels, ctx.id2label = resolve_labels(data, spec.label_column, ctx.recipe.teacher.num_labels)
+    saved = ctx.teacher_config
+    if saved is not None and any(a.endswith(_HEADS) for a in saved.architectures or []) and ctx.num_labels > 1:
+        data, ctx.id2label = align_with_teacher_head(data, spec.label_column, ctx.id2label, saved.id2label,
+                                                     ctx.recipe.teacher.label_order)  # fmt: skip
     if spec.task == "text-classification":
         tokenizer = ctx.processor
 
@@ -184,7 +201,7 @@ def load_teacher(ctx: Context) -> None:
     else:
         path = _teacher_path(ctx)
         saved = AutoConfig.from_pretrained(path)
-        has_head = any(a.endswith("ForSequenceClassification") for a in saved.architectures or [])
+        has_head = any(a.endswith(_HEADS) for a in saved.architectures or [])
         if has_head and saved.num_labels != ctx.num_labels:
             raise RecipeError(
                 f"teacher.source {spec.source!r}: its classification head has {saved.num_labels} labels but the data "
@@ -192,6 +209,11 @@ def load_teacher(ctx: Context) -> None:
             )
         try:
             ctx.teacher = auto.from_pretrained(path, num_labels=ctx.num_labels, **labels)
+        except SafetensorError as err:
+            raise RecipeError(
+                f"teacher.source {spec.source!r}: its weights file is truncated or corrupt ({err}); copy or download "
+                "the model folder again."
+            ) from err
         except OSError as err:
             raise RecipeError(f"teacher.source {spec.source!r} cannot be loaded ({err}); fix the path or id.") from err
         ctx.teacher_dir = path
@@ -222,6 +244,7 @@ def check_teacher_task(ctx: Context) -> None:
     except OSError as err:
         raise RecipeError(f"teacher.source {spec.source!r} cannot be loaded ({err}); fix the path or id.") from err
     check_task_matches(config, task, f"teacher.source {spec.source!r}", f" ({config.model_type})")
+    ctx.teacher_config = config
 
 
 def load_processor(ctx: Context) -> None:
@@ -237,6 +260,9 @@ def load_processor(ctx: Context) -> None:
         raise RecipeError(
             f"teacher.source {spec.source!r} has no loadable {auto.__name__[4:]} ({err}); save it with the model."
         ) from err
+    if ctx.recipe.data.task == "text-classification":
+        config = ctx.teacher_config or AutoConfig.from_pretrained(path)
+        check_tokenizer(ctx.processor, config, f"teacher.source {spec.source!r}", path)
 
 
 # ---- stages --------------------------------------------------------------------------------------------------
@@ -301,63 +327,6 @@ def run_stage(ctx: Context, stage: Stage, work_dir: Path):
     raise ValueError(f"run_stage cannot run method {stage.method!r}")
 
 
-def _file_stamps(path: str | None) -> list:
-    """(name, size, mtime) of a local file or of every file in a local folder: a changed teacher or data file
-    changes the fingerprint without hashing gigabytes."""
-    if not path:
-        return []
-    root = Path(path).expanduser()
-    files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else []
-    return [(str(p.relative_to(root)) if p != root else p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files]
-
-
-def _fingerprint(recipe: Recipe, index: int) -> str:
-    """Changes when anything this stage depends on changes: the teacher and data (recipe values and local
-    files), the seed, this stage and every stage before it, and the hf_compress version."""
-    from . import __version__
-
-    resolved = recipe.resolved()
-    files = {"teacher": _file_stamps(recipe.teacher.source if recipe.teacher.source not in ("config", "demo-minilm")
-                                     else None),
-             "data": [_file_stamps(p) for p in (recipe.data.files or {}).values()]}  # fmt: skip
-    payload = {"teacher": resolved["teacher"], "data": resolved["data"], "seed": resolved["seed"],
-               "stages": resolved["stages"][: index + 1], "files": files, "version": __version__}  # fmt: skip
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def prepare_work_dir(output_dir: Path, work: Path, fingerprint: str, force: bool) -> None:
-    """Keep ``work`` (checkpoints of an interrupted run) only when it belongs to this exact stage: same
-    fingerprint and no ``--force``; otherwise discard it and start fresh."""
-    work = inside(output_dir, work)
-    marker = work / WORK_NAME
-    if work.exists():
-        try:
-            same = json.loads(marker.read_text()).get("fingerprint") == fingerprint
-        except (OSError, ValueError, AttributeError):
-            same = False
-        if force or not same:
-            logger.info("discarding %s (%s)", work.name, "--force" if force else "the stage changed")
-            shutil.rmtree(work)
-    work.mkdir(parents=True, exist_ok=True)
-    marker.write_text(json.dumps({"fingerprint": fingerprint}))
-
-
-def _read_done(folder: Path) -> dict | None:
-    """The finished-stage marker, or None when the stage has not finished; a corrupt marker is an error."""
-    done = folder / DONE_NAME
-    if not done.is_file():
-        return None
-    try:
-        marker = json.loads(done.read_text())
-        if not isinstance(marker, dict) or "measurements" not in marker:
-            raise ValueError("no measurements")
-        return marker
-    except (ValueError, OSError) as err:
-        raise RecipeError(
-            f"{done} is corrupt ({err}); re-run with --force to redo the stage (or delete {folder.name})."
-        ) from err
-
-
 def _load_stage_output(path: Path, task: str):
     auto = AutoModelForSequenceClassification if task == "text-classification" else AutoModelForImageClassification
     try:
@@ -386,37 +355,11 @@ def measure(ctx: Context, model, stage_name: str, latency_repeats: int = 10) -> 
     }
 
 
-def save_atomically(model, processor, target: Path, extra_files: dict[str, str]) -> None:
-    """Write into a temporary sibling folder and rename it into place: a crash never leaves a half-written
-    folder that from_pretrained would load."""
-    root = target.parent
-    tmp, old = inside(root, root / f".tmp-{target.name}"), inside(root, root / f".old-{target.name}")
-    target = inside(root, target)
-    for leftover in (tmp, old):
-        shutil.rmtree(leftover, ignore_errors=True)
-    try:
-        model.save_pretrained(tmp)
-        if processor is not None:
-            processor.save_pretrained(tmp)
-        for name, text in extra_files.items():
-            (tmp / name).write_text(text)
-        if target.exists():
-            os.replace(target, old)
-        os.replace(tmp, target)
-    except OSError as err:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if old.exists() and not target.exists():
-            os.replace(old, target)  # put the previous output back
-        raise PermissionError(
-            f"Cannot write the stage output {target.name} in {root} ({err.strerror or err}); make the folder "
-            "writable (chmod -R u+w) or choose another --output-dir."
-        ) from err
-    shutil.rmtree(old, ignore_errors=True)
-
-
 def run_recipe(recipe: Recipe, output_dir: str | Path, force: bool = False) -> list[dict]:
-    """Run every stage of ``recipe`` under ``output_dir``; returns the per-stage measurements."""
+    """Run every stage of ``recipe`` under ``output_dir``; returns the per-stage measurements. One run at a time
+    per output folder (`output_lock`); nothing is created before the inputs and outputs are checked."""
     output_dir = Path(output_dir)
+    check_outputs(recipe, output_dir.expanduser().resolve())
     try:
         output_dir.mkdir(parents=True, exist_ok=True)
         probe = output_dir / ".hf_compress_write_test"
@@ -427,6 +370,12 @@ def run_recipe(recipe: Recipe, output_dir: str | Path, force: bool = False) -> l
             f"Output folder {output_dir} is not writable ({err.strerror or err}); choose another --output-dir."
         ) from err
     output_dir = output_dir.resolve()
+    with output_lock(output_dir):
+        return _run_locked(recipe, output_dir, force)
+
+
+def _run_locked(recipe: Recipe, output_dir: Path, force: bool) -> list[dict]:
+    check_outputs(recipe, output_dir)
     for stale in ("summary.md", "summary.json"):  # rewritten at the end: never left listing a removed folder
         (output_dir / stale).unlink(missing_ok=True)
     set_seed(recipe.seed)
@@ -445,8 +394,8 @@ def run_recipe(recipe: Recipe, output_dir: str | Path, force: bool = False) -> l
         folder = inside(output_dir, output_dir / f"{index:02d}-{stage.name}")
         if stage.method == "evaluate":
             continue
-        fingerprint = _fingerprint(recipe, index)
-        done = _read_done(folder) if not force else None
+        fingerprint = stage_fingerprint(recipe, index)
+        done = read_done(folder) if not force else None
         if done is not None and done.get("fingerprint") == fingerprint:
             print(f"[hf-compress] stage {index} {stage.name}: finished earlier, skipped (--force redoes it)")
             model = _load_stage_output(folder, recipe.data.task)
@@ -480,13 +429,14 @@ def run_recipe(recipe: Recipe, output_dir: str | Path, force: bool = False) -> l
 def write_summary(ctx: Context, baseline: dict) -> None:
     metric = ctx.recipe.data.metric
     rows = [{**baseline, "stage": "teacher", "method": "-"}] + ctx.results
+    header = f"{metric} ({'higher' if higher_is_better(metric) else 'lower'} is better)"
     lines = [f"# {ctx.recipe.name}: summary", "",
-             f"| stage | method | {metric} | % of teacher | params (M) | MB | speed-up 8x128 | speed-up 1x128 |",
+             f"| stage | method | {header} | % of teacher | params (M) | MB | speed-up 8x128 | speed-up 1x128 |",
              "|---|---|---|---|---|---|---|---|"]  # fmt: skip
-    teacher_score = baseline[metric] or 1.0
     for row in rows:
+        share = percent_of_teacher(metric, row[metric], baseline[metric])
         lines.append(
-            f"| {row['stage']} | {row['method']} | {row[metric]:.4f} | {100 * row[metric] / teacher_score:.1f} | "
+            f"| {row['stage']} | {row['method']} | {row[metric]:.4f} | {share:.1f} | "
             f"{row['params_m']:.2f} | {row['size_mb']:.1f} | "
             f"{evaluation.format_speedup(row['latency_8x128'], row.get('latency_control_8x128'))} | "
             f"{evaluation.format_speedup(row['latency_1x128'], row.get('latency_control_1x128'))} |"

@@ -213,6 +213,11 @@ def check_teacher(where: str, teacher, task: str) -> None:
 
     if teacher.num_labels is not None and teacher.num_labels < 1:
         raise RecipeError(f"{where} teacher: num_labels must be >= 1 (1 = regression), got {teacher.num_labels}.")
+    if teacher.label_order not in ("names", "index"):
+        raise RecipeError(
+            f"{where} teacher: label_order must be 'names' (match the data's label names to the head's) or 'index', "
+            f"got {teacher.label_order!r}."
+        )
     source = teacher.source
     if teacher.config and source != "config":
         raise RecipeError(
@@ -250,6 +255,15 @@ def _check_teacher_config(where: str, config: dict | None, task: str) -> None:
         close = difflib.get_close_matches(str(model_type), list(CONFIG_MAPPING), n=3)
         raise RecipeError(f"{where}: teacher.config.model_type {model_type!r} is unknown; close ones: {close}.")
     values = {k: v for k, v in config.items() if k != "model_type"}
+    known = config_keys(model_type)
+    unknown = sorted(set(values) - known)
+    if unknown:
+        hints = {k: difflib.get_close_matches(k, sorted(known), n=1) for k in unknown}
+        said = ", ".join(f"{k!r}" + (f" (did you mean {h[0]!r}?)" if h else "") for k, h in hints.items())
+        raise RecipeError(
+            f"{where}: teacher.config has key(s) that a {model_type} config does not have: {said}. A config "
+            "ignores unknown keys and would build a default-size model; fix the spelling or remove them."
+        )
     try:
         built = AutoConfig.for_model(model_type, **values)
     except Exception as err:  # a config class rejecting a value: say which
@@ -261,6 +275,25 @@ def _check_teacher_config(where: str, config: dict | None, task: str) -> None:
             "choose a head count that divides the width."
         )
     check_task_matches(built, task, f"{where}: teacher.config ({model_type})")
+
+
+# Accepted by every config's __init__ although they are neither fields nor in to_dict().
+_COMMON_CONFIG_KEYS = {"num_labels", "attn_implementation", "torch_dtype", "name_or_path"}
+
+
+def config_keys(model_type: str) -> set[str]:
+    """Every key a ``model_type`` config understands: its dataclass fields, what its default ``to_dict()`` holds
+    and the few keyword arguments all configs take."""
+    import dataclasses
+    import inspect
+
+    from transformers import AutoConfig
+
+    default = AutoConfig.for_model(model_type)
+    keys = set(default.to_dict()) | set(inspect.signature(type(default).__init__).parameters) | _COMMON_CONFIG_KEYS
+    if dataclasses.is_dataclass(default):
+        keys |= {f.name for f in dataclasses.fields(default)}
+    return keys - {"self", "kwargs", "args"}
 
 
 def check_task_matches(config, task: str, teacher: str, detail: str = "") -> None:
@@ -307,6 +340,21 @@ def check_data(where: str, data) -> None:
                 )
     if data.eval_split is None and data.test_split is None:
         raise RecipeError(f"{where} data: eval_split and test_split are both null; the results need one of them.")
+    reported = ("test_split", data.test_split) if data.test_split is not None else ("eval_split", data.eval_split)
+    same_file = (
+        data.source == "files"
+        and data.files
+        and reported[1] in data.files
+        and data.train_split in data.files
+        and Path(data.files[reported[1]]).expanduser().resolve()
+        == Path(data.files[data.train_split]).expanduser().resolve()
+    )
+    if reported[1] == data.train_split or same_file:
+        raise RecipeError(
+            f"{where} data: {reported[0]} {reported[1]!r} is the training data too"
+            f"{' (the same file)' if same_file and reported[1] != data.train_split else ''}, so the results would "
+            "measure memorisation. Point it at held-out rows (e.g. a validation or test file)."
+        )
 
 
 def check_seed(where: str, seed: Any) -> None:
@@ -364,4 +412,35 @@ def check_training_fields(where: str, method: str, fields: dict) -> None:
         raise RecipeError(
             f"{where}: nothing to train (max_steps={steps}, num_train_epochs={epochs}); set max_steps >= 1 or "
             "num_train_epochs > 0."
+        )
+
+
+# ---- tokenizers -------------------------------------------------------------------------------------------
+
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model",
+                   "tokenizer.model", "merges.txt")  # fmt: skip
+
+
+def check_tokenizer(tokenizer, config, where: str, folder: str | Path | None = None) -> None:
+    """A text model's tokenizer must fit its embedding table. Without tokenizer files, transformers builds a
+    tokenizer of the special tokens alone and every word becomes ``[UNK]`` (meaningless metrics, and every stage
+    output would ship that tokenizer); ids beyond ``vocab_size`` index past the embeddings."""
+    local = Path(folder).expanduser() if folder is not None else None
+    if local is not None and local.is_dir() and not any((local / name).is_file() for name in TOKENIZER_FILES):
+        raise RecipeError(
+            f"{where} has no tokenizer files (none of {list(TOKENIZER_FILES[:3])}, ...): save the tokenizer the "
+            "model was trained with into the folder (tokenizer.save_pretrained(folder))."
+        )
+    size, rows = len(tokenizer), getattr(config, "vocab_size", None)
+    if not isinstance(rows, int) or rows < 1:
+        return
+    if size > rows:
+        raise RecipeError(
+            f"{where}: the tokenizer has {size} tokens but the model's embedding table has vocab_size={rows} rows, "
+            "so some token ids index past it. Use the model's own tokenizer (or resize the embeddings and save)."
+        )
+    if size < rows // 2:
+        raise RecipeError(
+            f"{where}: the tokenizer has only {size} tokens for a vocab_size={rows} model, so most words would "
+            "become unknown tokens; it is not this model's tokenizer. Save the model's own tokenizer with it."
         )

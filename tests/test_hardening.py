@@ -1,16 +1,15 @@
-"""Issue 11, runner side: no data loss outside --output-dir, no secrets or absolute paths on disk, no metric code
+"""Runner side: no data loss outside --output-dir, no secrets or absolute paths on disk, no metric code
 without opt-in, a fingerprinted .work, and one clear line (CLI exit code 2) for every bad recipe, data or path."""
 
 import json
 import os
-import re
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
 from conftest import bert_config
-from tiny_assets import DISTILL, FINETUNE, make_assets, tiny_recipe, write_csv
+from tiny_assets import DISTILL, FINETUNE, expect_cli_error, make_assets, run_cli, tiny_recipe, write_csv
 from transformers import AutoModelForSequenceClassification, BertForSequenceClassification
 
 import hf_compress.runner as runner
@@ -25,20 +24,6 @@ TOKEN = "hf_" + "Abc123" * 6
 @pytest.fixture(scope="module")
 def assets(tmp_path_factory):
     return make_assets(tmp_path_factory.mktemp("assets"))
-
-
-def run_cli(tmp_path, raw, *extra, out=None):
-    path = tmp_path / "recipe.yaml"
-    path.write_text(yaml.safe_dump(raw))
-    return cli_main(["run", str(path), "--output-dir", str(out or tmp_path / "out"), *extra])
-
-
-def expect_cli_error(capsys, code, message):
-    captured = capsys.readouterr()
-    assert code == 2, captured.err
-    assert "Traceback" not in captured.err, captured.err
-    errors = [line for line in captured.err.splitlines() if line.startswith("hf-compress: error:")]
-    assert len(errors) == 1 and re.search(message, errors[0]), captured.err  # one line (progress bars aside)
 
 
 # ---- parse time: each bad value names the field and the fix ------------------------------------------------

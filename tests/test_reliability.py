@@ -177,21 +177,21 @@ def test_recipe_data_without_the_label_column(tmp_path):
 
     teacher = tmp_path / "teacher"
     torch.manual_seed(0)
-    BertForSequenceClassification(bert_config(num_labels=2)).save_pretrained(teacher)
+    BertForSequenceClassification(bert_config(num_labels=2, vocab_size=6)).save_pretrained(teacher)
     from transformers import BertTokenizerFast
 
     BertTokenizerFast(
         vocab={t: i for i, t in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a"])}
     ).save_pretrained(teacher)
-    with open(tmp_path / "train.csv", "w", newline="") as handle:
-        csv.writer(handle).writerows([["sentence", "target"], ["a a", 1], ["a", 0]])
+    for split in ("train", "validation"):
+        with open(tmp_path / f"{split}.csv", "w", newline="") as handle:
+            csv.writer(handle).writerows([["sentence", "target"], ["a a", 1], ["a", 0]])
     recipe = parse_recipe(
         {
             "teacher": {"source": str(teacher)},
             "data": {
                 "source": "files",
-                "files": {"train": str(tmp_path / "train.csv")},
-                "eval_split": "train",
+                "files": {s: str(tmp_path / f"{s}.csv") for s in ("train", "validation")},
                 "test_split": None,
             },
             "stages": [{"method": "quantize"}],

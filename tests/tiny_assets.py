@@ -6,11 +6,15 @@ from __future__ import annotations
 
 import copy
 import csv
+import re
 from pathlib import Path
 
 import torch
+import yaml
 from conftest import VOCAB, bert_config
 from transformers import BertForSequenceClassification, BertTokenizerFast
+
+from hf_compress.cli import main as cli_main
 
 WORDS = [f"w{i}" for i in range(VOCAB - 5)]
 
@@ -60,3 +64,19 @@ FINETUNE = {
 }
 DISTILL = {"name": "distill", "method": "distill", "student_layers": [0, 2], "max_steps": 2, "use_cpu": True,
            "per_device_train_batch_size": 8}  # fmt: skip
+
+
+def run_cli(tmp_path, raw, *extra, out=None):
+    """`hf-compress run` of the recipe ``raw`` (written to tmp_path/recipe.yaml); returns the exit code."""
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return cli_main(["run", str(path), "--output-dir", str(out or tmp_path / "out"), *extra])
+
+
+def expect_cli_error(capsys, code, message):
+    """Exit code 2 and exactly one `hf-compress: error:` line matching ``message``, no traceback."""
+    captured = capsys.readouterr()
+    assert code == 2, captured.err
+    assert "Traceback" not in captured.err, captured.err
+    errors = [line for line in captured.err.splitlines() if line.startswith("hf-compress: error:")]
+    assert len(errors) == 1 and re.search(message, errors[0]), captured.err  # one line (progress bars aside)

@@ -1,4 +1,4 @@
-"""The label column of a recipe's data, checked and turned into class ids 0..K-1 as run_glue does.
+"""The label and text columns of a recipe's data, checked and turned into class ids 0..K-1 as run_glue does.
 
 String labels ("pos" / "neg") become ids in sorted order of the names seen in the train split, and the names
 go to the model config (``id2label`` / ``label2id``). Integer labels must run 0..K-1; float labels are only
@@ -7,11 +7,15 @@ for regression (``teacher.num_labels: 1``). Each problem is one sentence naming 
 
 from __future__ import annotations
 
+import logging
 import math
+import re
 
 from datasets import ClassLabel, Dataset
 
 from ..validation import RecipeError
+
+logger = logging.getLogger(__name__)
 
 
 def resolve_labels(
@@ -32,6 +36,13 @@ def resolve_labels(
     if num_labels == 1:  # regression
         if dtype not in ("float32", "float64", "int32", "int64", "float16"):
             raise RecipeError(f"{where} holds {dtype} values but teacher.num_labels: 1 is regression; use numbers.")
+        for key, vals in values.items():
+            bad = next((i for i, v in enumerate(vals) if not math.isfinite(float(v))), None)
+            if bad is not None:
+                raise RecipeError(
+                    f"{where}: row {bad} of the {key} split has the regression label {vals[bad]}; every label must "
+                    "be a finite number (fix or drop the row)."
+                )
         return splits, 1, None
     if dtype in ("string", "large_string"):
         names = sorted(set(values["train"]))
@@ -82,3 +93,61 @@ def _check_count(where: str, num_labels: int | None, k: int) -> None:
             f"teacher.num_labels={num_labels} but {where} has {k} classes; set teacher.num_labels: {k} "
             "(or remove it to use the data's)."
         )
+
+
+_GENERIC = re.compile(r"^LABEL_\d+$")
+
+
+def named_labels(id2label: dict | None) -> dict[int, str] | None:
+    """``id2label`` with int keys, or None when it holds only transformers' generic ``LABEL_i`` names."""
+    if not id2label:
+        return None
+    names = {int(k): str(v) for k, v in id2label.items()}
+    return None if all(_GENERIC.match(v) for v in names.values()) else names
+
+
+def align_with_teacher_head(
+    splits: dict[str, Dataset], column: str, data_labels: dict[int, str] | None, head_labels: dict | None, order: str
+) -> tuple[dict[str, Dataset], dict[int, str] | None]:
+    """Make the data's class ids mean what the teacher's classification head means.
+
+    A fine-tuned head knows its classes by name (``config.id2label``). When the data's classes have names too
+    (string labels or a ``ClassLabel``), the names decide: the same names in another order renumber the data to
+    the head's order; other names are an error, since index order would silently swap classes. With
+    ``order="index"`` (``teacher.label_order: index``) or generic names on either side, ids are kept as they are.
+    Returns the splits and the id2label the models should carry."""
+    head = named_labels(head_labels)
+    if order == "index" or head is None or data_labels is None or named_labels(data_labels) is None:
+        return splits, head or data_labels
+    fold = {name.lower(): i for i, name in head.items()}
+    if sorted(fold) != sorted(name.lower() for name in data_labels.values()) or len(fold) != len(head):
+        raise RecipeError(
+            f"The teacher's classification head has classes {head} but the data's labels are {data_labels}: "
+            "matching them by index would silently swap classes. Rename the data's labels to the head's names, "
+            "or set teacher.label_order: index if the data's class i really is the head's class i."
+        )
+    remap = {i: fold[name.lower()] for i, name in data_labels.items()}
+    if all(i == j for i, j in remap.items()):
+        return splits, head
+    logger.info("renumbering the data's classes to the teacher head's order: %s", remap)
+    mapped = {}
+    for key, ds in splits.items():
+        ds = ds.map(lambda b: {column: [remap[int(v)] for v in b[column]]}, batched=True)
+        if isinstance(ds.features[column], ClassLabel):
+            ds = ds.cast_column(column, ClassLabel(names=[head[i] for i in range(len(head))]))
+        mapped[key] = ds
+    return mapped, head
+
+
+def check_text_column(splits: dict[str, Dataset], column: str, field: str) -> None:
+    """Every row of a text column holds a string: an empty CSV cell (None) or a number would stop the tokenizer
+    with an error that names neither the row nor the column."""
+    for key, ds in splits.items():
+        values = ds[column]
+        bad = next((i for i, v in enumerate(values) if not isinstance(v, str)), None)
+        if bad is not None:
+            what = "is empty" if values[bad] is None else f"holds {type(values[bad]).__name__} {values[bad]!r}"
+            raise RecipeError(
+                f"data.{field} {column!r}: row {bad} of the {key} split {what}; every row needs text (fill or drop "
+                "the row, or point the field at the text column)."
+            )
