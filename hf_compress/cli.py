@@ -140,8 +140,9 @@ def cmd_push(args) -> int:
 
 def cmd_export(args) -> int:
     from .export import ExportError, export_onnx
+    from .export.onnx import default_output_dir
 
-    output_dir = args.output_dir or f"{str(args.folder).rstrip('/')}-onnx"
+    output_dir = args.output_dir or default_output_dir(args.folder)
     try:
         report = export_onnx(args.folder, output_dir)
     except ExportError as err:

@@ -23,9 +23,11 @@ from pathlib import Path
 from typing import get_args
 
 import torch
+from safetensors import SafetensorError
 from torch import Tensor, nn
 
 from ..models.arch import modality_of
+from ..quant.serialization import GUARD_FIELD
 from .fusion import eager_attention, fuse, optimizer_type
 from .quantized import DynamicActivations, ExportError, float_stand_ins, is_quantized, rewrite_quantized
 
@@ -98,6 +100,11 @@ def load_for_export(source: str | Path) -> nn.Module:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return cls.from_pretrained(str(path)).eval()
+    except SafetensorError as err:
+        raise ExportError(
+            f"The weights in {path} are truncated or corrupt ({err}); copy the folder again or re-run the stage "
+            "that wrote it."
+        ) from err
     except (OSError, ValueError, RuntimeError) as err:
         raise ExportError(f"Could not load the model in {path}: {str(err).splitlines()[0]}") from err
 
@@ -219,21 +226,79 @@ def verify(session, model: nn.Module, inputs: dict[str, Tensor], outputs: list[s
     return {"max_abs_diff": diff, "fidelity": agree / max(rows, 1), "num_samples": rows, "near_ties": ties}
 
 
-def _save_processor(source: Path | None, processor, output_dir: Path) -> None:
-    if processor is not None:
-        processor.save_pretrained(str(output_dir))
-        return
+def source_processor(source: Path | None, model: nn.Module):
+    """The tokenizer / image processor saved in the model folder (None when it has none), after checking that a
+    tokenizer fits the model. A text folder without tokenizer files exports without one (transformers would build
+    a 5-token stand-in that turns every word into ``[UNK]``); a tokenizer that does not fit is an ExportError."""
     if source is None:
-        return
+        return None
     from transformers import AutoImageProcessor, AutoTokenizer
 
-    for loader in (AutoTokenizer, AutoImageProcessor):
+    from ..validation import TOKENIZER_FILES, RecipeError, check_tokenizer
+
+    text = isinstance(getattr(model.config, "vocab_size", None), int)
+    if text and not any((source / name).is_file() for name in TOKENIZER_FILES):
+        logger.warning("No tokenizer files in %s; the ONNX folder has no tokenizer.", source)
+        return None
+    for loader in (AutoTokenizer, AutoImageProcessor) if text else (AutoImageProcessor,):
         try:
-            loader.from_pretrained(str(source)).save_pretrained(str(output_dir))
-            return
+            processor = loader.from_pretrained(str(source))
         except (OSError, ValueError, KeyError, TypeError):
             continue
+        if loader is AutoTokenizer:
+            try:
+                check_tokenizer(processor, model.config, str(source), source)
+            except RecipeError as err:
+                raise ExportError(str(err)) from err
+        return processor
     logger.warning("No tokenizer or image processor in %s; the ONNX folder has none.", source)
+    return None
+
+
+def default_output_dir(folder: str | Path) -> Path:
+    """``FOLDER-onnx``, beside the model folder (``hf-compress export``'s default)."""
+    text = str(folder).rstrip("/\\")
+    path = Path(text or folder)
+    if path.name in ("", ".", ".."):
+        path = path.resolve()
+    return path.with_name(path.name + "-onnx")
+
+
+def check_output_dir(source: Path | None, output_dir: Path) -> None:
+    """Refuse, before anything is written, an output folder that would destroy a checkpoint or a user's files.
+
+    It must not be the model folder, lie inside it or contain it (symlinks resolved): the export writes its own
+    ``config.json`` (without the quantization entry) and README.md, and the checkpoint would no longer load.
+    An existing folder must be empty or a previous export: one that holds ``onnx_export.json`` (written by every
+    finished export), or only ``*.onnx`` files (one stopped after saving the graph). Anything else holds files
+    export did not write, which it would overwrite."""
+    out = output_dir.resolve()
+    suggestion = default_output_dir(source) if source is not None else None
+    if suggestion is not None and suggestion.resolve() == out:
+        suggestion = None
+    hint = f", e.g. {suggestion}" if suggestion is not None else ""
+    if source is not None:
+        src = source.resolve()
+        relation = (
+            "is" if out == src else "is inside" if src in out.parents else "contains" if out in src.parents else ""
+        )
+        if relation:
+            raise ExportError(
+                f"The output folder {output_dir} {relation} the model folder {source}: the export would overwrite its "
+                f"config.json and README.md and the checkpoint would no longer load. Choose a folder outside it{hint}."
+            )
+    if out.exists() and not out.is_dir():
+        raise ExportError(f"The output folder {output_dir} is a file; choose a folder{hint}.")
+    if not out.is_dir():
+        return
+    names = sorted(p.name for p in out.iterdir())
+    if not names or REPORT_NAME in names or all(name.endswith(".onnx") for name in names):
+        return
+    shown = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
+    raise ExportError(
+        f"The output folder {output_dir} holds files that hf-compress export did not write ({shown}; no "
+        f"{REPORT_NAME}), which the export would overwrite. Choose a new or empty folder{hint}, or empty it."
+    )
 
 
 def export_onnx(
@@ -256,6 +321,7 @@ def export_onnx(
     range: ORT reproduces the PyTorch model) or with ORT's fused 8-bit DynamicQuantizeLinear (``"ort"``).
     optimize: for BERT- and ViT-family encoders, export eager attention and apply ONNX Runtime's transformer
     fusions (`fusion.py`); the fused graph is kept only if it passes the same check as the plain one.
+    output_dir must not overlap the model folder and must be new, empty or a previous export (`check_output_dir`).
     """
     if dynamic_activations not in get_args(DynamicActivations):
         choices = list(get_args(DynamicActivations))
@@ -265,7 +331,9 @@ def export_onnx(
 
     source = None if isinstance(model_or_dir, nn.Module) else Path(model_or_dir)
     model = model_or_dir.eval() if source is None else load_for_export(source)
+    check_output_dir(source, Path(output_dir))  # before anything is written
     names = input_names(model, processor)
+    processor = processor if processor is not None else source_processor(source, model)
     check = sample_inputs(model, names, batch=num_samples, length=sequence_length, seed=2)
     if inputs is not None:
         missing = [name for name in names if name not in inputs]
@@ -305,7 +373,8 @@ def export_onnx(
     stored = {**asdict(report), "onnx_path": ONNX_NAME}  # relative: the folder is pushed as is
     (output_dir / REPORT_NAME).write_text(json.dumps(stored, indent=2) + "\n")
     _save_config(model, output_dir)
-    _save_processor(source, processor, output_dir)
+    if processor is not None:
+        processor.save_pretrained(str(output_dir))
     _write_readme(source, output_dir, report)
     if source is not None:
         copy_extra(source, output_dir)
@@ -353,6 +422,7 @@ def _save_config(model: nn.Module, output_dir: Path) -> None:
     """config.json without the quantization entry: the ONNX graph carries the quantization itself."""
     config = model.config.to_dict()
     config.pop("quantization_config", None)
+    config.pop(GUARD_FIELD, None)  # the plugin-required guard of a quantized checkpoint: the ONNX folder needs none
     (output_dir / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
