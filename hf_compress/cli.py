@@ -17,12 +17,12 @@ import argparse
 import json
 import subprocess
 import sys
-import typing
 from pathlib import Path
 
 import yaml
 
-from .recipes import METHODS, RecipeError, apply_overrides, load_recipe, load_yaml, parse_recipe
+from .recipes import RecipeError, apply_overrides, load_recipe, load_yaml, parse_recipe
+from .stages import get_stage, stage_names
 from .validation import find_secrets, looks_local
 
 REQUIRED_FILES = ("config.json", "README.md")
@@ -58,21 +58,20 @@ def cmd_stage(args) -> int:
     if not isinstance(raw, dict):
         raise RecipeError(f"--config {path}: expected a mapping of teacher, data and the stage's fields.")
     recipe_raw = {k: raw.pop(k) for k in ("name", "seed", "teacher", "data") if k in raw}
+    spec = get_stage(args.command)
     if "method" in raw and raw["method"] != args.command:
-        from .quant.config import QuantMethod
-
-        quant_methods = list(typing.get_args(QuantMethod))
-        if args.command == "quantize" and raw["method"] in quant_methods and "quant_method" not in raw:
-            raw["quant_method"] = raw.pop("method")  # `method: int8_static` in a quantize config means this
+        alias = spec.method_alias  # e.g. `method: int8_static` in a quantize config means quant_method
+        if alias and raw["method"] not in stage_names() and alias not in raw:
+            raw[alias] = raw.pop("method")
         else:
-            hint = f" (the quantization method is quant_method: one of {quant_methods})" * (args.command == "quantize")
+            hint = f" (the stage's own method key is {alias})" if alias else ""
             raise RecipeError(
                 f"--config {path}: method {raw['method']!r} does not match the command {args.command!r}; remove "
                 f"it{hint}."
             )
     raw.pop("method", None)
     recipe_raw["stages"] = [{"method": args.command, **raw}]
-    if args.command == "evaluate":
+    if spec.takes_model:
         model = Path(args.model).expanduser()
         if not model.is_dir() and (looks_local(args.model) or model.exists()):
             raise RecipeError(f"--model {args.model} is not an existing model folder; fix the path.")
@@ -177,11 +176,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("recipe")
     common(run)
     run.set_defaults(func=cmd_run)
-    for method in sorted(m for m in METHODS if m != "finetune"):
-        p = sub.add_parser(method, help=f"run a single {method} stage")
+    for method in stage_names():
+        spec = get_stage(method)
+        if spec.becomes_teacher:  # a recipe's first stage (e.g. finetune), not a command of its own
+            continue
+        p = sub.add_parser(method, help=f"one stage: {spec.help}")
         p.add_argument("--config", required=True, help="YAML with teacher, data and the stage's fields")
-        if method == "evaluate":
-            p.add_argument("--model", required=True, help="the model folder to evaluate")
+        if spec.takes_model:
+            p.add_argument("--model", required=True, help=f"the model folder to {method}")
         common(p)
         p.set_defaults(func=cmd_stage)
     bench = sub.add_parser("benchmark", help="run a benchmark suite (source checkout)")

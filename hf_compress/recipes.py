@@ -26,18 +26,13 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from transformers import TrainingArguments
 
-from .distill.config import DistillationConfig
-from .distill.rnn_stage import check_extras as check_distill_extras
-from .prune.config import HomoDistilConfig
-from .quant.config import QuantizationConfig
+from .stages import StageSpec, UnknownStageError, get_stage, stage_names
 from .validation import (
     RecipeError,
     check_data,
     check_name,
     check_seed,
-    check_stage_extras,
     check_stage_order,
     check_teacher,
     check_training_fields,
@@ -93,15 +88,14 @@ class Stage:
     fields: dict[str, Any]
     extras: dict[str, Any]
 
+    @property
+    def spec(self) -> StageSpec:
+        """What this stage type is (trains, quantizes, how it runs): its registration in `hf_compress.stages`."""
+        return get_stage(self.method)
+
     def config(self, output_dir: str) -> Any:
         """The typed config object of this stage (its TrainingArguments get ``output_dir``)."""
-        cls = METHODS[self.method][0]
-        values = {**METHOD_DEFAULTS.get(self.method, {}), **self.fields}
-        if cls is QuantizationConfig:  # `method` is the stage's key; the quantization method is `quant_method`
-            return QuantizationConfig(**values, method=self.extras.get("quant_method", "int8_dynamic"))
-        if cls is None:
-            return None
-        return cls(output_dir=output_dir, **values)
+        return self.spec.config({**self.spec.defaults, **self.fields}, self.extras, output_dir)
 
 
 @dataclass
@@ -123,35 +117,13 @@ class Recipe:
                 "teacher": dataclasses.asdict(self.teacher),
                 "data": dataclasses.asdict(self.data),
                 "stages": [
-                    {"method": s.method, "name": s.name, **METHOD_DEFAULTS.get(s.method, {}), **s.fields, **s.extras}
+                    {"method": s.method, "name": s.name, **s.spec.defaults, **s.fields, **s.extras}
                     for s in self.stages
                 ],
             }
         )
 
 
-# method -> (config class or None, extra keys with their types)
-METHODS: dict[str, tuple[type | None, dict[str, Any]]] = {
-    "finetune": (TrainingArguments, {}),
-    # student / augment / cache_teacher_logits: an RNN student on a transfer set (distill/rnn_stage.py)
-    "distill": (
-        DistillationConfig,
-        {"student_layers": list, "student": dict, "augment": dict, "cache_teacher_logits": bool},
-    ),
-    "homodistil": (HomoDistilConfig, {}),
-    "prune": (HomoDistilConfig, {}),
-    "quantize": (QuantizationConfig, {"quant_method": str, "calibration_samples": int}),
-    "evaluate": (None, {"latency_repeats": int}),
-}
-# "prune" is the one-shot baseline: structured pruning to the targets at once, then distillation.
-# Training stages checkpoint every 10% of their steps (keeping the last), so a killed stage resumes exactly.
-_CHECKPOINTS = {"report_to": "none", "save_strategy": "steps", "save_steps": 0.1, "save_total_limit": 1}
-METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
-    "prune": {"pruning_schedule": "oneshot", "importance": "magnitude", **_CHECKPOINTS},
-    "finetune": dict(_CHECKPOINTS),
-    "distill": dict(_CHECKPOINTS),
-    "homodistil": dict(_CHECKPOINTS),
-}
 _INTERNAL = {"output_dir"}  # set by the runner, never by a recipe
 
 
@@ -308,16 +280,18 @@ def parse_recipe(raw: dict, source_path: str | None = None) -> Recipe:
     check_teacher(where, teacher, data.task)
     raw_stages = raw.get("stages") or []
     if not raw_stages:
-        raise RecipeError(f"{where}: 'stages' is empty; list at least one stage (methods: {sorted(METHODS)}).")
+        raise RecipeError(f"{where}: 'stages' is empty; list at least one stage (methods: {stage_names()}).")
     stages, names = [], set()
     for index, raw_stage in enumerate(raw_stages):
         stage_where = f"{where} stage {index}"
         if not isinstance(raw_stage, dict) or "method" not in raw_stage:
-            raise RecipeError(f"{stage_where}: each stage is a mapping with a 'method' ({sorted(METHODS)}).")
+            raise RecipeError(f"{stage_where}: each stage is a mapping with a 'method' ({stage_names()}).")
         method = raw_stage["method"]
-        if not isinstance(method, str) or method not in METHODS:
-            raise RecipeError(f"{stage_where}: unknown method {method!r}; valid methods: {sorted(METHODS)}.")
-        cls, extra_types = METHODS[method]
+        try:
+            spec = get_stage(method)
+        except UnknownStageError as err:
+            raise RecipeError(f"{stage_where}: {err}.") from None
+        cls, extra_types = spec.config_cls, spec.extras
         name = check_name(stage_where, "stage name", raw_stage.get("name", method))
         if name in names:
             raise RecipeError(f"{stage_where}: stage name {name!r} is used twice; give each stage a unique name.")
@@ -327,13 +301,15 @@ def parse_recipe(raw: dict, source_path: str | None = None) -> Recipe:
         _check_fields(f"{stage_where} ({method})", body, {**field_types, **extra_types})
         fields = {k: v for k, v in body.items() if k in field_types}
         extras = {k: v for k, v in body.items() if k in extra_types}
-        check_stage_extras(f"{stage_where} ({method})", method, extras)
-        check_training_fields(f"{stage_where} ({method})", method, fields)
+        if spec.check_extras is not None:
+            spec.check_extras(f"{stage_where} ({method})", extras)
+        if spec.trains:
+            check_training_fields(f"{stage_where} ({method})", fields)
         stage = Stage(method=method, name=name, fields=fields, extras=extras)
         try:
             stage.config(output_dir=str(Path("/nonexistent") / name))
-            if method == "distill":
-                check_distill_extras(extras)
+        except RecipeError:
+            raise
         except (ValueError, TypeError) as err:
             raise RecipeError(f"{stage_where} ({method}): {err}") from err
         stages.append(stage)

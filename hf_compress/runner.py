@@ -3,7 +3,6 @@ interrupted ones; a model card per stage and a summary of all of them."""
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import os
@@ -24,22 +23,16 @@ from transformers import (
     AutoModelForSequenceClassification,
     AutoTokenizer,
     DataCollatorWithPadding,
-    Trainer,
     set_seed,
 )
-from transformers.trainer_utils import get_last_checkpoint
 
 from . import evaluation
 from .card import write_model_card
 from .data import demo_model_path, load_fashion_mnist, load_rotten_tomatoes
 from .data.labels import align_with_teacher_head, check_text_column, resolve_labels
-from .distill import DistillationTrainer, make_student, rnn_stage
-from .json_args import JsonTrainingArgs
 from .lock import output_lock
 from .metrics import higher_is_better, percent_of_teacher
-from .prune import HomoDistilTrainer
-from .quant import quantize
-from .recipes import Recipe, Stage
+from .recipes import Recipe
 from .store import (
     DONE_NAME,
     check_outputs,
@@ -268,65 +261,6 @@ def load_processor(ctx: Context) -> None:
 # ---- stages --------------------------------------------------------------------------------------------------
 
 
-class FinetuneTrainer(JsonTrainingArgs, Trainer):
-    """The stock Trainer, with the training arguments saved as JSON instead of the pickled training_args.bin
-    (as the distillation trainers do)."""
-
-
-def _last_complete_checkpoint(work_dir: Path) -> str | None:
-    """The newest checkpoint the Trainer finished writing (trainer_state.json is written last); a checkpoint
-    cut short by a crash is removed."""
-    while work_dir.is_dir():
-        last = get_last_checkpoint(str(work_dir))
-        if last is None or (Path(last) / "trainer_state.json").is_file():
-            return last
-        logger.warning("removing the incomplete checkpoint %s", last)
-        shutil.rmtree(inside(work_dir, Path(last)))
-    return None
-
-
-def _train(trainer: Trainer, work_dir: Path) -> None:
-    """Train, resuming from the last checkpoint of an interrupted earlier run of this stage."""
-    last = _last_complete_checkpoint(work_dir)
-    if last:
-        logger.info("resuming %s from %s", work_dir.name, last)
-    trainer.train(resume_from_checkpoint=last)
-
-
-def run_stage(ctx: Context, stage: Stage, work_dir: Path):
-    """Run one stage; returns the model it produces."""
-    args = stage.config(str(work_dir))
-    data = ctx.data
-    common = dict(train_dataset=data["train"], eval_dataset=data.get("validation"), data_collator=ctx.collator,
-                  processing_class=ctx.processor)  # fmt: skip
-    if stage.method == "finetune":
-        trainer = FinetuneTrainer(model=ctx.teacher, args=args, **common)
-        _train(trainer, work_dir)
-        return trainer.model
-    if stage.method == "distill":
-        layers, rnn = stage.extras.get("student_layers"), rnn_stage.student_spec(stage.extras)
-        if rnn is not None:  # an RNN student (distill/rnn_stage.py), maybe on an augmented, labelled transfer set
-            student = rnn.build(ctx.teacher)
-        else:
-            student = make_student(ctx.teacher, layers) if layers else copy.deepcopy(ctx.current)
-        common["train_dataset"] = rnn_stage.transfer_set(ctx.teacher, data["train"], ctx.processor, stage.extras)
-        trainer = DistillationTrainer(model=student, teacher_model=ctx.teacher, args=args, **common)
-        _train(trainer, work_dir)
-        return trainer.model
-    if stage.method in ("homodistil", "prune"):
-        start = ctx.current if ctx.current is not ctx.teacher else None
-        trainer = HomoDistilTrainer(model=copy.deepcopy(start) if start is not None else None,
-                                    teacher_model=ctx.teacher, args=args, **common)  # fmt: skip
-        _train(trainer, work_dir)
-        return trainer.sliced_model()
-    if stage.method == "quantize":
-        samples = stage.extras.get("calibration_samples", 256)
-        calibration = data["train"].select(range(min(samples, len(data["train"]))))
-        model = copy.deepcopy(ctx.current)
-        return quantize(model, args, calibration if args.needs_calibration else None, collate_fn=ctx.collator)
-    raise ValueError(f"run_stage cannot run method {stage.method!r}")
-
-
 def _load_stage_output(path: Path, task: str):
     auto = AutoModelForSequenceClassification if task == "text-classification" else AutoModelForImageClassification
     try:
@@ -392,7 +326,8 @@ def _run_locked(recipe: Recipe, output_dir: Path, force: bool) -> list[dict]:
     baseline = None
     for index, stage in enumerate(recipe.stages):
         folder = inside(output_dir, output_dir / f"{index:02d}-{stage.name}")
-        if stage.method == "evaluate":
+        spec = stage.spec
+        if spec.run is None:  # measurements only (the summary's teacher row)
             continue
         fingerprint = stage_fingerprint(recipe, index)
         done = read_done(folder) if not force else None
@@ -400,17 +335,17 @@ def _run_locked(recipe: Recipe, output_dir: Path, force: bool) -> list[dict]:
             print(f"[hf-compress] stage {index} {stage.name}: finished earlier, skipped (--force redoes it)")
             model = _load_stage_output(folder, recipe.data.task)
             record = done["measurements"]
-            if stage.method == "finetune":
+            if spec.becomes_teacher:
                 ctx.teacher, baseline = model, None
         else:
             print(f"[hf-compress] stage {index} {stage.name} ({stage.method})", flush=True)
             work = output_dir / f".work-{index:02d}-{stage.name}"
-            if stage.method in ("finetune", "distill", "homodistil", "prune"):
+            if spec.trains:  # checkpoints of an interrupted run of this very stage are resumed
                 prepare_work_dir(output_dir, work, fingerprint, force)
             if folder.exists() and not os.access(folder, os.W_OK | os.X_OK):  # fail before training, not after
                 raise PermissionError(f"{folder} is read-only; make it writable (chmod -R u+w) to redo the stage.")
-            model = run_stage(ctx, stage, work)
-            if stage.method == "finetune":  # the fine-tuned model is the teacher of every later stage
+            model = spec.run(ctx, stage, work)
+            if spec.becomes_teacher:  # e.g. the fine-tuned model is the teacher of every later stage
                 ctx.teacher, baseline = model, None
             baseline = baseline or measure(ctx, ctx.teacher, "teacher")
             record = measure(ctx, model, stage.name)

@@ -80,7 +80,7 @@ def read_done(folder: Path) -> dict | None:
 def _stage_folders(recipe: Recipe, output_dir: Path) -> list[tuple[Path, Path]]:
     """(output folder, work folder) of every stage that writes one."""
     return [(output_dir / f"{i:02d}-{s.name}", output_dir / f".work-{i:02d}-{s.name}")
-            for i, s in enumerate(recipe.stages) if s.method != "evaluate"]  # fmt: skip
+            for i, s in enumerate(recipe.stages) if s.spec.run is not None]  # fmt: skip
 
 
 def _is_empty_dir(path: Path) -> bool:

@@ -362,45 +362,26 @@ def check_seed(where: str, seed: Any) -> None:
         raise RecipeError(f"{where}: seed must be an integer in 0..2**32-1, got {seed!r}.")
 
 
-TRAINING = ("finetune", "distill", "homodistil", "prune")
-
-
-def check_stage_extras(where: str, method: str, extras: dict) -> None:
-    layers = extras.get("student_layers")
-    if layers is not None:
-        if not layers or not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in layers):
-            raise RecipeError(
-                f"{where}: student_layers must be a non-empty list of teacher layer indices (ints >= 0), got "
-                f"{layers!r}; omit it to distil into a copy of the current model."
-            )
-        if len(set(layers)) != len(layers):
-            raise RecipeError(f"{where}: student_layers {layers} names a layer twice; list each layer once.")
-    for key in ("calibration_samples", "latency_repeats"):
-        if key in extras and extras[key] < 1:
-            raise RecipeError(f"{where}: {key} must be >= 1, got {extras[key]}.")
-
-
 def check_stage_order(where: str, stages) -> None:
     """Train first, quantize last: nothing trains a quantized model, and nothing is quantized twice."""
     quantized = None
     for index, stage in enumerate(stages):
-        if quantized is not None and stage.method in TRAINING + ("quantize",):
-            what = "quantizes again" if stage.method == "quantize" else f"trains ({stage.method})"
+        spec = stage.spec
+        if quantized is not None and (spec.trains or spec.quantizes):
+            what = "quantizes again" if spec.quantizes else f"trains ({stage.method})"
             raise RecipeError(
                 f"{where} stage {index} ({stage.name}) {what} after the quantize stage {quantized}: train first, "
                 "quantize last. Move the quantize stage after every training stage (and keep one)."
             )
-        if stage.method == "quantize":
-            quantized = f"{stages.index(stage)} ({stage.name})"
+        if spec.quantizes:
+            quantized = f"{index} ({stage.name})"
 
 
 _AT_LEAST_ONE = ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps")
 
 
-def check_training_fields(where: str, method: str, fields: dict) -> None:
+def check_training_fields(where: str, fields: dict) -> None:
     """TrainingArguments accepts values that only fail (or silently do nothing) once training starts."""
-    if method not in TRAINING:
-        return
     for key in _AT_LEAST_ONE:
         if key in fields and fields[key] < 1:
             raise RecipeError(f"{where}: {key} must be >= 1, got {fields[key]}.")

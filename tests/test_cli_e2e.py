@@ -12,6 +12,7 @@ from tiny_assets import make_assets
 from transformers import AutoModelForSequenceClassification, BertForSequenceClassification
 
 import hf_compress.runner as runner
+import hf_compress.stages.training as training
 from hf_compress.cli import check_push_folder
 from hf_compress.cli import main as cli_main
 from hf_compress.recipes import load_recipe
@@ -107,11 +108,9 @@ def test_interrupted_stage_is_redone_and_resumes_from_its_checkpoint(assets, tmp
     assert (out / ".work-01-distill" / "checkpoint-2").is_dir()
 
     resumed_from = []
-    real_train = runner._train
     monkeypatch.setattr(runner, "save_atomically", real_save)
-    monkeypatch.setattr(runner, "get_last_checkpoint", lambda d: resumed_from.append(runner.__dict__) or
+    monkeypatch.setattr(training, "get_last_checkpoint", lambda d: resumed_from.append(d) or
                         __import__("transformers.trainer_utils", fromlist=["x"]).get_last_checkpoint(d))  # fmt: skip
-    monkeypatch.setattr(runner, "_train", real_train)
     runner.run_recipe(recipe, out)
     assert resumed_from  # the distill stage looked for, and found, its checkpoint
     assert (out / "01-distill" / runner.DONE_NAME).is_file()

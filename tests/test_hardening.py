@@ -13,6 +13,7 @@ from tiny_assets import DISTILL, FINETUNE, expect_cli_error, make_assets, run_cl
 from transformers import AutoModelForSequenceClassification, BertForSequenceClassification
 
 import hf_compress.runner as runner
+import hf_compress.stages.training as training
 from hf_compress.cli import check_push_folder
 from hf_compress.cli import main as cli_main
 from hf_compress.recipes import RecipeError, parse_recipe
@@ -298,8 +299,8 @@ def test_work_folder_is_fingerprinted_and_discarded_on_change_or_force(assets, t
     checkpoint = out / ".work-00-distill" / "checkpoint-2"
     assert (checkpoint / "trainer_state.json").is_file()
     resumed = []
-    real_last = runner._last_complete_checkpoint
-    monkeypatch.setattr(runner, "_last_complete_checkpoint", lambda w: resumed.append(real_last(w)) or resumed[-1])
+    real_last = training.last_complete_checkpoint
+    monkeypatch.setattr(training, "last_complete_checkpoint", lambda w: resumed.append(real_last(w)) or resumed[-1])
     with pytest.raises(KeyboardInterrupt):  # unchanged: resumes from its checkpoint
         runner.run_recipe(load_recipe(path), out)
     assert resumed[-1] == str(checkpoint)

@@ -223,7 +223,7 @@ def test_kill_9_at_a_random_step_of_a_recipe_stage_then_rerun_matches_an_uninter
     import yaml
     from tiny_assets import make_assets, tiny_recipe
 
-    import hf_compress.runner as runner
+    import hf_compress.stages.training as training
     from hf_compress.recipes import load_recipe
     from hf_compress.runner import run_recipe
 
@@ -243,8 +243,8 @@ def test_kill_9_at_a_random_step_of_a_recipe_stage_then_rerun_matches_an_uninter
     assert not (tmp_path / "killed" / f"00-{kind}").exists()
     assert any(p.name.startswith("checkpoint-") for p in work.iterdir()) == (kill_at > 2), f"killed at {kill_at}"
     found = []
-    real_last = runner._last_complete_checkpoint
-    monkeypatch.setattr(runner, "_last_complete_checkpoint", lambda w: found.append(real_last(w)) or found[-1])
+    real_last = training.last_complete_checkpoint
+    monkeypatch.setattr(training, "last_complete_checkpoint", lambda w: found.append(real_last(w)) or found[-1])
     run_recipe(load_recipe(recipe), tmp_path / "killed")  # the same command again: resumes
     last_saved = (kill_at - 1) // 2 * 2  # saved every 2 of the 20 steps, after the step the kill comes at
     expected = f"checkpoint-{last_saved}" if last_saved else None

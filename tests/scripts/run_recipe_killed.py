@@ -12,7 +12,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch  # noqa: E402
 from train_tiny import KillAt  # noqa: E402  (same folder: the script's own directory is on sys.path)
 
-import hf_compress.runner as runner  # noqa: E402
+import hf_compress.stages.training as training  # noqa: E402
 from hf_compress.cli import main  # noqa: E402
 
 if __name__ == "__main__":
@@ -22,11 +22,11 @@ if __name__ == "__main__":
     parser.add_argument("--kill-at", type=int, required=True)
     a = parser.parse_args()
     torch.set_num_threads(1)
-    real_train = runner._train
+    real_train = training.train_resuming
 
     def train_then_die(trainer, work_dir):
         trainer.add_callback(KillAt(a.kill_at))
         return real_train(trainer, work_dir)
 
-    runner._train = train_then_die
+    training.train_resuming = train_then_die
     sys.exit(main(["run", a.recipe, "--output-dir", a.output_dir]))
