@@ -54,7 +54,12 @@ def cmd_stage(args) -> int:
     path = Path(args.config)
     if not path.is_file():
         raise RecipeError(f"--config {path} does not exist.")
-    raw = load_yaml(path.read_text()) or {}
+    try:
+        raw = load_yaml(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise RecipeError(f"--config {path}: not valid YAML ({err}).") from err
+    except RecipeError as err:
+        raise RecipeError(f"--config {path}: {err}") from err
     if not isinstance(raw, dict):
         raise RecipeError(f"--config {path}: expected a mapping of teacher, data and the stage's fields.")
     recipe_raw = {k: raw.pop(k) for k in ("name", "seed", "teacher", "data") if k in raw}

@@ -197,10 +197,19 @@ def load_yaml(text: str):
     expand beyond `MAX_EXPANDED_NODES` are `RecipeError`s, raised before any value is built."""
     loader = _Loader(text)
     try:
-        node = loader.get_single_node()
+        try:
+            node = loader.get_single_node()
+        except RecursionError:
+            raise RecipeError(
+                "The YAML nests too deeply to read (hundreds of levels of [ or {); a recipe needs a few."
+            ) from None
         if node is None:
             return None
-        if _expanded_size(node, {}, set()) > MAX_EXPANDED_NODES:
+        try:
+            size = _expanded_size(node, {}, set())
+        except RecursionError:
+            raise RecipeError("The YAML nests too deeply to read; a recipe needs a few levels.") from None
+        if size > MAX_EXPANDED_NODES:
             raise RecipeError(
                 f"The YAML expands to more than {MAX_EXPANDED_NODES:,} values through its anchors and aliases (an "
                 "alias bomb?); a recipe needs a few hundred. Write the values out or use fewer aliases."

@@ -292,8 +292,8 @@ def measure(ctx: Context, model, stage_name: str, latency_repeats: int = 10) -> 
 def run_recipe(recipe: Recipe, output_dir: str | Path, force: bool = False) -> list[dict]:
     """Run every stage of ``recipe`` under ``output_dir``; returns the per-stage measurements. One run at a time
     per output folder (`output_lock`); nothing is created before the inputs and outputs are checked."""
-    output_dir = Path(output_dir)
-    check_outputs(recipe, output_dir.expanduser().resolve())
+    output_dir = Path(output_dir).expanduser()
+    check_outputs(recipe, output_dir.resolve())
     try:
         output_dir.mkdir(parents=True, exist_ok=True)
         probe = output_dir / ".hf_compress_write_test"

@@ -197,7 +197,9 @@ def test_training_again_after_pruning_is_refused(tmp_path):
         trainer.train()
 
 
-def test_stopped_before_the_targets_keeps_the_masked_model(tmp_path):
+def test_stopped_before_the_targets_keeps_the_masked_model(tmp_path, caplog):
+    import logging
+
     from transformers import TrainerCallback
 
     class StopAt(TrainerCallback):
@@ -206,7 +208,9 @@ def test_stopped_before_the_targets_keeps_the_masked_model(tmp_path):
 
     trainer = trainer_for(str(tmp_path / "run"))
     trainer.add_callback(StopAt())
-    trainer.train()
+    with caplog.at_level(logging.WARNING, logger="hf_compress.prune.trainer"):
+        trainer.train()
     assert not trainer.pruner.finished and trainer.model is trainer.pruner.model
+    assert "before pruning reached its targets" in caplog.text and "would save unpruned" in caplog.text
     with pytest.raises(RuntimeError, match="not pruned to its targets yet .*no sliced model to save"):
         trainer.save_model(str(tmp_path / "x"))

@@ -238,3 +238,13 @@ def test_a_truncated_weights_file_is_one_line_for_run_evaluate_and_export(assets
     code = main(["export", str(teacher), "--output-dir", str(tmp_path / "onnx")])
     err = capsys.readouterr().err
     assert code == 2 and "are truncated or corrupt" in err and "Traceback" not in err, err
+
+
+def test_yaml_nested_hundreds_of_levels_deep_is_one_line(tmp_path, capsys):
+    from hf_compress.cli import main
+
+    path = tmp_path / "deep.yaml"
+    path.write_text("a: " + "[" * 2000 + "]" * 2000 + "\n")
+    expect_cli_error(capsys, main(["run", str(path), "--dry-run"]), "nests too deeply")
+    code = main(["quantize", "--config", str(path), "--dry-run"])
+    expect_cli_error(capsys, code, r"--config .*deep.yaml: The YAML nests too deeply")

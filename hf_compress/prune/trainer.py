@@ -126,6 +126,15 @@ class HomoDistilTrainer(DistillationTrainer):
         result = super().train(*args, **kwargs)
         if self.pruner.finished:
             self._use_sliced_model()
+        else:
+            logger.warning(
+                "Training stopped at step %d before pruning reached its targets (prune end step %d): trainer.model "
+                "is still the full-size masked student, and trainer.model.save_pretrained() would save unpruned "
+                "weights. Resume from a checkpoint (train(resume_from_checkpoint=...)) with more steps; "
+                "save_model() refuses until then.",
+                self.state.global_step,
+                self.args.final_prune_step,
+            )
         return result
 
     def _use_sliced_model(self) -> None:
