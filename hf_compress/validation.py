@@ -68,8 +68,15 @@ _KEY_VALUE = re.compile(
     r"""(?<![\w.-])(?P<key>[A-Za-z_][\w.-]*)["']?\s*[:=]\s*(?P<value>"[^"]*"|'[^']*'|[^\s"',}#]+)"""
 )
 # tokenizer vocabularies hold ordinary words ("secret", "password") as tokens: only Hub tokens are looked for
-TOKENIZER_VOCABS = ("vocab.txt", "merges.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model",
-                    "tokenizer.model", "sentencepiece.model")  # fmt: skip
+TOKENIZER_VOCABS = ("vocab.txt", "merges.txt", "vocab.json", "added_tokens.json", "spiece.model",
+                    "sentencepiece.bpe.model", "tokenizer.model", "sentencepiece.model")  # fmt: skip
+# a credential written into a string value under an ordinary key: a command line (`--hub_token=abc`,
+# `--hub_token abc`) or an environment assignment (`HF_TOKEN=abc`); no spaces around `=`, so template code
+# (`{% set token = message %}`) is not a hit
+_INLINE = re.compile(r"""(?:(?<![\w.])(?P<key>[A-Za-z_][\w.-]*)=(?P<value>[^\s"',;}]+)"""
+                     r"""|--(?P<flag>[A-Za-z_][\w.-]*)\s+(?P<arg>[^\s"',;}-][^\s"',;}]*))""")  # fmt: skip
+# a number this long under a credential key is a PIN or a numeric password, not a count or a token id
+_SECRET_DIGITS = 6
 _STRUCTURED = {".json": "json", ".yaml": "yaml", ".yml": "yaml"}
 
 
@@ -100,13 +107,17 @@ def _hub_tokens(text: str, where: str) -> list[str]:
 
 
 def _walk(value: Any, path: str, skip: tuple[str, ...] = (), secret: bool = False, keys: bool = True) -> list[str]:
-    """Secrets in parsed JSON / YAML: a real string at or under a secret-looking key, or a Hub token in any string.
-    Numbers (vocabulary ids, ``secret: 3595``) are never secrets; under a ``skip`` path (a tokenizer's vocab and
-    merges: ordinary words) keys are not looked at, only Hub tokens."""
+    """Secrets in parsed JSON / YAML: a real string or a long number (``password: 12345678``) at or under a
+    secret-looking key, a credential written into any other string (``"--hub_token=abc"``), or a Hub token in
+    any string. Short numbers (``secret: 3595``, a token id) are not secrets; under a ``skip`` path (a
+    tokenizer's vocab and merges: ordinary words) keys are not looked at, only Hub tokens."""
     if isinstance(value, str):
         if secret and not _is_placeholder(value):
             return [f"key {path!r}"]
-        return _hub_tokens(value, f" under {path!r}" if path else "")
+        inline = [] if not keys else [f"key {key!r} inside {path!r}" for key in _inline_keys(value)]
+        return inline or _hub_tokens(value, f" under {path!r}" if path else "")
+    if secret and isinstance(value, int) and not isinstance(value, bool) and len(str(abs(value))) >= _SECRET_DIGITS:
+        return [f"key {path!r}"]
     if isinstance(value, dict):
         items = [(f"{path}.{key}" if path else str(key), key, item) for key, item in value.items()]
     elif isinstance(value, list):
@@ -120,11 +131,25 @@ def _walk(value: Any, path: str, skip: tuple[str, ...] = (), secret: bool = Fals
     return found
 
 
+def _inline_keys(text: str) -> list[str]:
+    """The secret-looking keys given a real value inside a string: ``--hub_token=abc``, ``--hub_token abc``,
+    ``HF_TOKEN=abc``. Template code (a chat template's ``{% set token=message %}``) is code, not a setting."""
+    found = []
+    if "{%" in text or "{{" in text:
+        return found
+    for match in _INLINE.finditer(text):
+        key, value = (match["key"], match["value"]) if match["key"] else (match["flag"], match["arg"])
+        if _is_secret_key(key) and not _is_placeholder(value):
+            found.append(key)
+    return found
+
+
 def _text_secrets(text: str) -> list[str]:
     found = []
     for number, line in enumerate(text.splitlines(), 1):
         keys = [f"key {m['key']!r} on line {number}" for m in _KEY_VALUE.finditer(line)
                 if _is_secret_key(m["key"]) and not _is_placeholder(m["value"])]  # fmt: skip
+        keys = keys or [f"key {key!r} on line {number}" for key in _inline_keys(line)]
         found += keys or _hub_tokens(line, f" on line {number}")  # a token under a key is named by its key
     return found
 
@@ -415,10 +440,13 @@ def check_tokenizer(tokenizer, config, where: str, folder: str | Path | None = N
     size, rows = len(tokenizer), getattr(config, "vocab_size", None)
     if not isinstance(rows, int) or rows < 1:
         return
-    if size > rows:
+    vocab = tokenizer.get_vocab() if hasattr(tokenizer, "get_vocab") else {}
+    past = sorted(token for token, index in vocab.items() if index >= rows)  # ids, not the count, index the table
+    if past:
         raise RecipeError(
-            f"{where}: the tokenizer has {size} tokens but the model's embedding table has vocab_size={rows} rows, "
-            "so some token ids index past it. Use the model's own tokenizer (or resize the embeddings and save)."
+            f"{where}: the tokenizer gives {len(past)} token(s) ids at or past the model's vocab_size={rows} "
+            f"(e.g. {past[:3]}), so they index past its embedding table. Use the model's own tokenizer (or resize "
+            "the embeddings and save)."
         )
     if size < rows // 2:
         raise RecipeError(

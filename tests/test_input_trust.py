@@ -84,7 +84,25 @@ def test_a_tokenizer_that_does_not_fit_the_embeddings_is_refused(assets, tmp_pat
     AutoTokenizer.from_pretrained(assets / "teacher").save_pretrained(teacher)  # 64 tokens for 16 rows
     raw = tiny_recipe(assets)
     raw["teacher"]["source"] = str(teacher)
-    expect_cli_error(capsys, run_cli(tmp_path, raw), r"the tokenizer has 64 tokens but .* vocab_size=16")
+    expect_cli_error(capsys, run_cli(tmp_path, raw), r"the tokenizer gives 48 token\(s\) ids at or past the model's "
+                                                     r"vocab_size=16 \(e\.g\. \['w11', 'w12', 'w13'\]\)")  # fmt: skip
+
+
+@pytest.mark.parametrize("added, refused", [(2, None), (3, r"'\[NEW2\]'")])
+def test_added_tokens_must_fit_the_embedding_table(assets, tmp_path, capsys, added, refused):
+    teacher = tmp_path / "added"
+    BertForSequenceClassification(bert_config(num_labels=2, vocab_size=66)).save_pretrained(teacher)
+    tokenizer = AutoTokenizer.from_pretrained(assets / "teacher")  # 64 tokens
+    tokenizer.add_tokens([f"[NEW{i}]" for i in range(added)])
+    tokenizer.save_pretrained(teacher)
+    raw = tiny_recipe(assets)
+    raw["teacher"]["source"] = str(teacher)
+    if refused is None:
+        assert run_cli(tmp_path, raw) == 0
+    else:
+        expect_cli_error(
+            capsys, run_cli(tmp_path, raw), rf"gives 1 token\(s\) ids at or past .*vocab_size=66 .*{refused}"
+        )
 
 
 # ---- label orders --------------------------------------------------------------------------------------------

@@ -130,3 +130,40 @@ def test_nested_and_listed_values_under_a_secret_key_are_found():
     found = find_secrets(json.dumps({"a": {"b": [{"credentials": {"user": "me", "pass": "hunter2"}}]}}), "x.json")
     assert found == ["key 'a.b[0].credentials.user'", "key 'a.b[0].credentials.pass'"]
     assert find_secrets("a: 1\n---\nsecret: s3cr3t\n", "multi.yaml") == ["key 'secret'"]
+
+
+@pytest.mark.parametrize(
+    "name, text, expected",
+    [
+        ("config.json", json.dumps({"password": 12345678}), ["key 'password'"]),
+        ("recipe.resolved.yaml", "teacher: x\napi_key: 987654321\n", ["key 'api_key'"]),
+        (
+            "training_args.json",
+            json.dumps({"argv": ["run.py", "--hub_token=abcdef"]}),
+            ["key 'hub_token' inside 'argv[1]'"],
+        ),  # fmt: skip
+        (
+            "trainer_state.json",
+            json.dumps({"cmd": "python run.py --hub_token abcdef"}),
+            ["key 'hub_token' inside 'cmd'"],
+        ),  # fmt: skip
+        ("config.json", json.dumps({"note": "HF_TOKEN=abc123 python run.py"}), ["key 'HF_TOKEN' inside 'note'"]),
+        ("README.md", "python run.py --hub_token=abcdef\n", ["key 'hub_token' on line 1"]),
+        ("README.md", "\n\npython run.py --hub_token abcdef\n", ["key 'hub_token' on line 3"]),
+    ],
+)
+def test_numeric_passwords_and_credentials_inside_strings_are_found(name, text, expected):
+    assert find_secrets(text, name) == expected
+
+
+@pytest.mark.parametrize(
+    "name, text",
+    [
+        ("tokenizer_config.json", json.dumps({"chat_template": "{% for m in messages %}{% set token=m %}{% end %}"})),
+        ("training_args.json", json.dumps({"argv": ["run.py", "--hub_token=<redacted>", "--push_to_hub"]})),
+        ("README.md", "python run.py --hub_token $HF_TOKEN --push_to_hub\n"),
+        ("added_tokens.json", json.dumps({"secret": 250002, "password": 250003})),
+    ],
+)
+def test_templates_references_and_token_ids_are_not_secrets(name, text):
+    assert find_secrets(text, name) == []
