@@ -172,6 +172,21 @@ def test_default_or_identical_names_keep_index_order(tmp_out, teacher_labels, st
     torch.testing.assert_close(loss, losses.soft_kd_loss(s_logits, t_logits, 2.0))
 
 
+@pytest.mark.parametrize(
+    "teacher_labels, perm",
+    [({0: "NEG", 1: " Pos", 2: "Neu"}, PERM), ({0: "Pos", 1: "NEU", 2: "neg"}, None)],
+    ids=["other_case_other_order", "other_case_same_order"],
+)
+def test_names_are_matched_case_insensitively_as_the_runner_does(tmp_out, teacher_labels, perm):
+    teacher, student = models(teacher_labels=teacher_labels)
+    trainer = DistillationTrainer(model=student, teacher_model=teacher, args=args(tmp_out))
+    inputs = batch()
+    t_logits, s_logits = outputs(teacher, student, inputs)
+    with torch.no_grad():
+        loss = trainer.compute_loss(student, inputs)
+    torch.testing.assert_close(loss, losses.soft_kd_loss(s_logits, t_logits[:, perm] if perm else t_logits, 2.0))
+
+
 def test_labels_are_not_compared_without_prediction_kd(tmp_out):
     teacher, student = models(student_labels={0: "a", 1: "b", 2: "c"})
     DistillationTrainer(model=student, teacher_model=teacher, args=args(tmp_out, kd_weight=0, hidden_weight=1.0))

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 
 from datasets import ClassLabel, Dataset
 
+from ..models.labels import match_by_name, named_labels
 from ..validation import RecipeError
 
 logger = logging.getLogger(__name__)
@@ -95,17 +95,6 @@ def _check_count(where: str, num_labels: int | None, k: int) -> None:
         )
 
 
-_GENERIC = re.compile(r"^LABEL_\d+$")
-
-
-def named_labels(id2label: dict | None) -> dict[int, str] | None:
-    """``id2label`` with int keys, or None when it holds only transformers' generic ``LABEL_i`` names."""
-    if not id2label:
-        return None
-    names = {int(k): str(v) for k, v in id2label.items()}
-    return None if all(_GENERIC.match(v) for v in names.values()) else names
-
-
 def align_with_teacher_head(
     splits: dict[str, Dataset], column: str, data_labels: dict[int, str] | None, head_labels: dict | None, order: str
 ) -> tuple[dict[str, Dataset], dict[int, str] | None]:
@@ -119,14 +108,13 @@ def align_with_teacher_head(
     head = named_labels(head_labels)
     if order == "index" or head is None or data_labels is None or named_labels(data_labels) is None:
         return splits, head or data_labels
-    fold = {name.lower(): i for i, name in head.items()}
-    if sorted(fold) != sorted(name.lower() for name in data_labels.values()) or len(fold) != len(head):
+    remap = match_by_name(data_labels, head)
+    if remap is None:
         raise RecipeError(
             f"The teacher's classification head has classes {head} but the data's labels are {data_labels}: "
             "matching them by index would silently swap classes. Rename the data's labels to the head's names, "
             "or set teacher.label_order: index if the data's class i really is the head's class i."
         )
-    remap = {i: fold[name.lower()] for i, name in data_labels.items()}
     if all(i == j for i, j in remap.items()):
         return splits, head
     logger.info("renumbering the data's classes to the teacher head's order: %s", remap)

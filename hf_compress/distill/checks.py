@@ -20,6 +20,7 @@ from transformers import (
 
 from ..models.arch import modality_of
 from ..models.families import find_family, refuse
+from ..models.labels import match_by_name, named_labels
 from .attention import ATTN_IMPLEMENTATION
 from .config import DistillationConfig
 from .matching import recorded_teacher_layers, resolve_layer_map
@@ -114,35 +115,32 @@ def _id2label(config) -> dict[int, str]:
     return {int(i): str(name) for i, name in sorted((config.id2label or {}).items(), key=lambda kv: int(kv[0]))}
 
 
-def _generic_names(id2label: dict[int, str]) -> bool:
-    """transformers' default names (LABEL_0, LABEL_1, ...): the config says nothing about what the labels mean."""
-    return all(name == f"LABEL_{i}" for i, name in id2label.items())
-
-
 def teacher_label_order(student: PreTrainedModel, teacher: PreTrainedModel) -> list[int] | None:
     """For prediction KD of a classifier: the teacher's class index of each of the student's classes, or None
     to compare the logits index by index.
 
     The dataset's labels are class ids in the student's order (it is what the student trains on), so the teacher's
     logits are brought into that order. When both configs name their labels (not the default LABEL_0, LABEL_1, ...)
-    and the names are the same set in another order, the result reorders them; different names are a ValueError.
+    and the names are the same set in another order (compared as `match_by_name` does: case-insensitively), the
+    result reorders them; different names are a ValueError.
     When either side has only default names there is nothing to compare, and index order is kept. Label counts
     are checked by `check_compatibility`.
     """
     if head_kind(student) not in _CLASSIFICATION or is_regression(student) or is_regression(teacher):
         return None
-    s_map, t_map = _id2label(student.config), _id2label(teacher.config)
-    if _generic_names(s_map) or _generic_names(t_map) or s_map == t_map:
+    s_map, t_map = named_labels(student.config.id2label), named_labels(teacher.config.id2label)
+    if s_map is None or t_map is None:
         return None
-    names = list(t_map.values())
-    if sorted(names) != sorted(s_map.values()) or len(set(names)) != len(names):
+    order = match_by_name(s_map, t_map)
+    if order is None:
         raise ValueError(
             f"Label mismatch: the teacher's id2label is {t_map}, the student's {s_map}; prediction KD needs the same "
             "distinct label names on both, or it would teach the student the wrong classes. "
             f"{_relabel_hint(teacher.config)}"
         )
-    teacher_index = {name: i for i, name in t_map.items()}
-    return [teacher_index[s_map[i]] for i in range(len(s_map))]
+    if all(i == j for i, j in order.items()):
+        return None
+    return [order[i] for i in range(len(s_map))]
 
 
 def check_compatibility(student: PreTrainedModel, teacher: PreTrainedModel, args: DistillationConfig):
