@@ -36,6 +36,34 @@ def _holder(path: Path) -> str:
     return f"pid {info['pid']} on {info.get('host', '?')} (started {started}: {info.get('command', '?')})"
 
 
+def held_by(output_dir: Path) -> str | None:
+    """Who holds ``output_dir``'s lock (as `output_lock`'s refusal names them), or None when nobody does. Creates
+    nothing: a folder without a lock file is free."""
+    path = Path(output_dir) / LOCK_NAME
+    try:
+        import fcntl
+
+        fd = os.open(path, os.O_RDONLY)
+    except (ImportError, OSError):
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:
+        return _holder(path)
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
+def in_use_error(output_dir: Path, holder: str) -> RecipeError:
+    return RecipeError(
+        f"{output_dir} is in use by another hf-compress run: {holder}. Wait for it to finish, or "
+        "choose another --output-dir (a run that was killed releases the lock by itself)."
+    )
+
+
 @contextlib.contextmanager
 def output_lock(output_dir: Path) -> Iterator[None]:
     """Hold the output folder's lock for the ``with`` block; a `RecipeError` (exit code 2) naming the holder when
@@ -54,10 +82,7 @@ def output_lock(output_dir: Path) -> Iterator[None]:
         except OSError as err:
             if err.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
                 raise
-            raise RecipeError(
-                f"{output_dir} is in use by another hf-compress run: {_holder(path)}. Wait for it to finish, or "
-                "choose another --output-dir (a run that was killed releases the lock by itself)."
-            ) from None
+            raise in_use_error(output_dir, _holder(path)) from None
         info = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time(),
                 "command": " ".join(sys.argv)[:300]}  # fmt: skip
         os.ftruncate(fd, 0)

@@ -30,7 +30,7 @@ from . import evaluation
 from .card import write_model_card
 from .data import demo_model_path, load_fashion_mnist, load_rotten_tomatoes
 from .data.labels import align_with_teacher_head, check_text_column, resolve_labels
-from .lock import output_lock
+from .lock import held_by, in_use_error, output_lock
 from .metrics import higher_is_better, percent_of_teacher
 from .recipes import Recipe
 from .store import (
@@ -254,8 +254,9 @@ def load_processor(ctx: Context) -> None:
             f"teacher.source {spec.source!r} has no loadable {auto.__name__[4:]} ({err}); save it with the model."
         ) from err
     if ctx.recipe.data.task == "text-classification":
-        config = ctx.teacher_config or AutoConfig.from_pretrained(path)
-        check_tokenizer(ctx.processor, config, f"teacher.source {spec.source!r}", path)
+        if ctx.teacher_config is None:  # called on its own, not by run_recipe (which checks the task first)
+            check_teacher_task(ctx)
+        check_tokenizer(ctx.processor, ctx.teacher_config, f"teacher.source {spec.source!r}", path)
 
 
 # ---- stages --------------------------------------------------------------------------------------------------
@@ -293,7 +294,13 @@ def run_recipe(recipe: Recipe, output_dir: str | Path, force: bool = False) -> l
     """Run every stage of ``recipe`` under ``output_dir``; returns the per-stage measurements. One run at a time
     per output folder (`output_lock`); nothing is created before the inputs and outputs are checked."""
     output_dir = Path(output_dir).expanduser()
-    check_outputs(recipe, output_dir.resolve())
+    try:
+        check_outputs(recipe, output_dir.resolve())
+    except RecipeError:
+        holder = held_by(output_dir)  # a live run's half-written folders: say the folder is busy, not foreign
+        if holder:
+            raise in_use_error(output_dir, holder) from None
+        raise
     try:
         output_dir.mkdir(parents=True, exist_ok=True)
         probe = output_dir / ".hf_compress_write_test"

@@ -115,6 +115,8 @@ def check_outputs(recipe: Recipe, output_dir: Path) -> None:
         replaced += [folder, work, output_dir / f".tmp-{folder.name}", output_dir / f".old-{folder.name}"]
     inputs = {"teacher.source": recipe.teacher.source}
     inputs.update({f"data.files.{k}": v for k, v in (recipe.data.files or {}).items()})
+    if recipe.data.source != "files" and not recipe.data.source.startswith("demo-"):
+        inputs["data.source"] = recipe.data.source  # a dataset folder (load_dataset of a path) is an input too
     for field_name, value in inputs.items():
         if not value or not looks_local(value) and not Path(value).expanduser().exists():
             continue

@@ -72,6 +72,20 @@ def test_an_output_folder_inside_the_teacher_folder_is_refused(assets, tmp_path,
     assert sorted(os.listdir(teacher)) == before
 
 
+def test_an_output_folder_inside_a_dataset_folder_is_refused(assets, tmp_path, capsys):
+    import shutil
+
+    data = tmp_path / "dataset"
+    data.mkdir()
+    for split in ("train", "validation", "test"):
+        shutil.copy(assets / f"{split}.csv", data / f"{split}.csv")
+    raw = tiny_recipe(assets)
+    raw["data"] = {"source": str(data), "max_length": 16}
+    code = run_cli(tmp_path, raw, out=data / "out")
+    expect_cli_error(capsys, code, r"--output-dir .* is inside data.source .*: the run would write into its")
+    assert sorted(os.listdir(data)) == ["test.csv", "train.csv", "validation.csv"]
+
+
 def test_an_input_inside_a_folder_the_run_replaces_is_refused(assets, tmp_path, capsys):
     out = tmp_path / "out"
     assert run_cli(tmp_path, tiny_recipe(assets), out=out) == 0
@@ -94,6 +108,17 @@ def test_a_second_run_on_a_locked_folder_exits_2_naming_the_holder(assets, tmp_p
         code = run_cli(tmp_path, tiny_recipe(assets), out=out)
         expect_cli_error(capsys, code, rf"is in use by another hf-compress run: pid {os.getpid()} on ")
     assert run_cli(tmp_path, tiny_recipe(assets), out=out) == 0  # released at the end of the block
+
+
+def test_a_live_runs_half_written_folder_is_reported_as_busy_not_foreign(assets, tmp_path, capsys):
+    out = tmp_path / "out"
+    (out / "00-int8").mkdir(parents=True)  # the holder is writing it: no stage marker yet
+    (out / "00-int8" / "model.safetensors").write_text("partial")
+    with output_lock(out):
+        code = run_cli(tmp_path, tiny_recipe(assets), out=out)
+        expect_cli_error(capsys, code, rf"is in use by another hf-compress run: pid {os.getpid()} on ")
+    code = run_cli(tmp_path, tiny_recipe(assets), out=out)  # nobody holds it now: the folder is foreign
+    expect_cli_error(capsys, code, r"00-int8 exists and was not written by hf-compress")
 
 
 def test_a_lock_left_by_a_killed_run_is_recovered(assets, tmp_path, capsys):

@@ -127,8 +127,9 @@ def test_building_a_float_model_from_a_quantized_config_is_refused(checkpoints):
     from transformers import AutoConfig
 
     config = AutoConfig.from_pretrained(checkpoints["int8_dynamic"][0])
-    with pytest.raises(ValueError, match="loads only through from_pretrained with hf_compress imported"):
+    with pytest.raises(ValueError, match="loads only through from_pretrained with hf_compress imported") as err:
         AutoModelForSequenceClassification.from_config(config)
+    assert "use from_pretrained, not from_config" in str(err.value)  # hf_compress is imported here
 
 
 @pytest.mark.parametrize("damage", ["truncated", "garbage"])

@@ -43,7 +43,9 @@ MARKER = "hf_compress_quantized__to_load_run_pip_install_hf_compress_then_import
 GUARD_FIELD = "experts_implementation"
 PLUGIN_REQUIRED = (
     f"{MARKER} (this checkpoint is quantized with hf-compress and loads only through from_pretrained with "
-    "hf_compress imported: run `pip install hf-compress`, then `import hf_compress` before from_pretrained)"
+    "hf_compress imported: run `pip install hf-compress`, then `import hf_compress` before from_pretrained; "
+    "with it imported, use from_pretrained, not from_config: a model built from this config alone would be a "
+    "float model without the quantized weights)"
 )
 
 
