@@ -18,6 +18,20 @@ VOCAB = 64
 SEQ = 12
 
 
+# Offline CPU training arguments every trainer test starts from (tiny steps, no saves, no reporting).
+TRAIN_DEFAULTS = dict(max_steps=10, per_device_train_batch_size=8, per_device_eval_batch_size=8, learning_rate=1e-3,
+                      logging_steps=2, save_strategy="no", report_to=[], seed=0, use_cpu=True,
+                      dataloader_pin_memory=False)  # fmt: skip
+# HomoDistil to a quarter of the tiny BERT's width (32 -> 16 hidden, 4 -> 2 heads, 64 -> 32 FFN) in 6 steps
+PRUNE_TARGETS = dict(target_hidden_size=16, target_num_heads=2, target_intermediate_size=32)
+PRUNE_DEFAULTS = dict(hidden_weight=1.0, prune_start_step=0, prune_end_step=6, prune_every=2, **PRUNE_TARGETS)
+
+
+def train_args(cls, output_dir, **overrides):
+    """``cls`` (a TrainingArguments subclass) over `TRAIN_DEFAULTS`, with ``overrides`` on top."""
+    return cls(output_dir=str(output_dir), **{**TRAIN_DEFAULTS, **overrides})
+
+
 def bert_config(**overrides) -> BertConfig:
     values = dict(
         vocab_size=VOCAB,

@@ -3,7 +3,7 @@ import os
 import numpy as np
 import pytest
 import torch
-from conftest import SEQ, VOCAB, bert_config, image_dataset, text_dataset, vit_config
+from conftest import SEQ, VOCAB, bert_config, image_dataset, text_dataset, train_args, vit_config
 from safetensors.torch import load_file
 from transformers import (
     AutoModelForSequenceClassification,
@@ -21,21 +21,7 @@ from hf_compress.distill.trainer import PROJECTIONS_NAME
 
 
 def config(tmp_out, **kw):
-    base = dict(
-        output_dir=tmp_out,
-        max_steps=3,
-        per_device_train_batch_size=8,
-        per_device_eval_batch_size=8,
-        learning_rate=1e-3,
-        logging_steps=1,
-        save_strategy="no",
-        report_to=[],
-        seed=0,
-        use_cpu=True,
-        dataloader_pin_memory=False,
-    )
-    base.update(kw)
-    return DistillationConfig(**base)
+    return train_args(DistillationConfig, tmp_out, **{"max_steps": 3, "logging_steps": 1, **kw})
 
 
 def teacher_student(student_overrides=None, teacher_cls=BertForSequenceClassification, **teacher_overrides):

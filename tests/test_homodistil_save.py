@@ -12,40 +12,21 @@ from types import SimpleNamespace
 import huggingface_hub
 import pytest
 import torch
-from conftest import bert_config, text_dataset
+from conftest import PRUNE_DEFAULTS, PRUNE_TARGETS, bert_config, text_dataset, train_args
 from safetensors.torch import load_file
 from transformers import BertForSequenceClassification
 
 from hf_compress import HomoDistilConfig, HomoDistilTrainer
 from hf_compress.prune.trainer import PRUNING_STATE_NAME
 
-TARGETS = dict(target_hidden_size=16, target_num_heads=2, target_intermediate_size=32)
+TARGETS = PRUNE_TARGETS
 SLICED = (16, 2, 32)
 FULL = (32, 4, 64)
 
 
 def config(out, **kw):
-    base = dict(
-        output_dir=out,
-        max_steps=10,
-        per_device_train_batch_size=8,
-        per_device_eval_batch_size=8,
-        learning_rate=1e-3,
-        logging_steps=2,
-        save_strategy="no",
-        report_to=[],
-        seed=0,
-        use_cpu=True,
-        dataloader_pin_memory=False,
-        hidden_weight=1.0,
-        importance="magnitude",  # the saves are under test, not the ranking
-        prune_start_step=0,
-        prune_end_step=6,
-        prune_every=2,
-        **TARGETS,
-    )
-    base.update(kw)
-    return HomoDistilConfig(**base)
+    # magnitude importance: the saves are under test, not the ranking
+    return train_args(HomoDistilConfig, out, **{"importance": "magnitude", **PRUNE_DEFAULTS, **kw})
 
 
 def trainer_for(out, **kw):

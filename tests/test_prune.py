@@ -6,7 +6,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import bert_config, image_dataset, text_dataset, vit_config
+from conftest import PRUNE_DEFAULTS, PRUNE_TARGETS, bert_config, image_dataset, text_dataset, train_args, vit_config
 from transformers import (
     BertForMaskedLM,
     BertForSequenceClassification,
@@ -22,29 +22,11 @@ from hf_compress.prune.schedule import cubic_schedule, oneshot_schedule
 from hf_compress.prune.scores import ImportanceScores, platon_update, structure_scores
 from hf_compress.prune.trainer import PRUNING_STATE_NAME
 
-TARGETS = dict(target_hidden_size=16, target_num_heads=2, target_intermediate_size=32)
+TARGETS = PRUNE_TARGETS
 
 
 def config(out, **kw):
-    base = dict(
-        output_dir=out,
-        max_steps=10,
-        per_device_train_batch_size=8,
-        learning_rate=1e-3,
-        logging_steps=2,
-        save_strategy="no",
-        report_to=[],
-        seed=0,
-        use_cpu=True,
-        dataloader_pin_memory=False,
-        hidden_weight=1.0,
-        prune_start_step=0,
-        prune_end_step=6,
-        prune_every=2,
-        **TARGETS,
-    )
-    base.update(kw)
-    return HomoDistilConfig(**base)
+    return train_args(HomoDistilConfig, out, **{**PRUNE_DEFAULTS, **kw})
 
 
 # ---- schedule ------------------------------------------------------------------------------------------

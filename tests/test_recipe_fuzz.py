@@ -171,6 +171,54 @@ def _rows(path):
         return list(csv.reader(handle))[1:]
 
 
+def _index(label):
+    """A row's class id, whether an earlier mutation left it an id or renamed it ("neg" / "pos", "a" / "b")."""
+    try:
+        return int(label)
+    except ValueError:
+        return int(str(label).strip().lower() in ("pos", "b"))
+
+
+def _named_teacher(names, label_order=None):
+    """A copy of the tiny teacher whose head names its classes ``names`` (in id order), the data's labels as the
+    strings "neg" / "pos"."""
+
+    def apply(raw, tmp):
+        import json
+        import shutil
+
+        folder = tmp / f"teacher-{len(list(tmp.iterdir()))}"
+        shutil.copytree(raw["teacher"]["source"], folder)
+        config = json.loads((folder / "config.json").read_text())
+        config["id2label"] = dict(enumerate(names))
+        config["label2id"] = {name: i for i, name in enumerate(names)}
+        (folder / "config.json").write_text(json.dumps(config))
+        raw["teacher"]["source"] = str(folder)
+        if label_order:
+            raw["teacher"]["label_order"] = label_order
+        for split in ("train", "validation", "test"):
+            _relabel(split, lambda r: [[t, ("neg", "pos")[_index(y)]] for t, y in r])(raw, tmp)
+
+    return apply
+
+
+def _inside_output(what):
+    """Put an input (the teacher, the train file) inside the stage folder the run replaces."""
+
+    def apply(raw, tmp):
+        import shutil
+
+        stage = tmp / "out" / "00-int8"
+        stage.mkdir(parents=True, exist_ok=True)
+        if what == "teacher":
+            shutil.copytree(raw["teacher"]["source"], stage / "teacher", dirs_exist_ok=True)
+            raw["teacher"]["source"] = str(stage / "teacher")
+        else:
+            raw["data"]["files"]["train"] = str(shutil.copy(raw["data"]["files"]["train"], stage / "train.csv"))
+
+    return apply
+
+
 def _relabel(split, change):
     def apply(raw, tmp):
         rows = _rows(raw["data"]["files"][split])
@@ -193,7 +241,7 @@ def _set(path, value):
 STRUCTURE = {
     # labels
     "empty-label": (_relabel("train", lambda r: [[t, ""] if i == 3 else [t, y] for i, (t, y) in enumerate(r)]), True),
-    "labels-1..K": (_relabel("test", lambda r: [[t, int(y) + 1] for t, y in r]), True),
+    "labels-1..K": (_relabel("test", lambda r: [[t, _index(y) + 1] for t, y in r]), True),
     "fractional-label": (
         _relabel("validation", lambda r: [[t, 0.5] if i == 0 else [t, y] for i, (t, y) in enumerate(r)]),
         True,
@@ -209,7 +257,7 @@ STRUCTURE = {
             _relabel(
                 s,
                 lambda r, s=s: [
-                    [t, ("odd" if s == "test" and i == 0 else ("a", "b")[int(y)])] for i, (t, y) in enumerate(r)
+                    [t, ("odd" if s == "test" and i == 0 else ("a", "b")[_index(y)])] for i, (t, y) in enumerate(r)
                 ],
             )(raw, tmp)
             for s in ("train", "validation", "test")
@@ -218,11 +266,16 @@ STRUCTURE = {
     ),  # fmt: skip
     "string-labels": (
         lambda raw, tmp: [
-            _relabel(s, lambda r: [[t, ("neg", "pos")[int(y)]] for t, y in r])(raw, tmp)
+            _relabel(s, lambda r: [[t, ("neg", "pos")[_index(y)]] for t, y in r])(raw, tmp)
             for s in ("train", "validation", "test")
         ],
         False,
     ),  # fmt: skip
+    # the teacher head's class names against the data's ("neg" / "pos")
+    "head-other-names": (_named_teacher(["bad", "good"]), True),
+    "head-same-names-other-case-and-order": (_named_teacher(["POS", "Neg"]), False),
+    "head-other-names-index-order": (_named_teacher(["bad", "good"], label_order="index"), False),
+    "head-repeated-name": (_named_teacher(["pos", "Pos"]), True),
     "empty-text": (_relabel("test", lambda r: [["", y] if i == 1 else [t, y] for i, (t, y) in enumerate(r)]), True),
     # splits
     "test-is-train": (_set(("data", "test_split"), "train"), True),
@@ -233,6 +286,8 @@ STRUCTURE = {
     # paths
     "data-file-missing": (_set(("data", "files", "validation"), lambda raw, tmp: str(tmp / "gone.csv")), True),
     "data-file-is-a-folder": (_set(("data", "files", "validation"), lambda raw, tmp: str(tmp)), True),
+    "teacher-inside-output": (_inside_output("teacher"), True),
+    "train-file-inside-output": (_inside_output("train"), True),
     "teacher-is-a-file": (_set(("teacher", "source"), lambda raw, tmp: raw["data"]["files"]["train"]), True),
     # YAML structure (applied to the text)
     "duplicate-key": ("data:\n  max_length: 8\n", True),
@@ -242,6 +297,18 @@ STRUCTURE = {
     "stage-a-string": (lambda raw, tmp: raw.update(stages=["quantize"]), True),
     "key-at-wrong-level": (lambda raw, tmp: raw.update(max_length=8), True),
 }
+
+
+# mutations that rewrite every label: applied before the others, which change single rows
+RENAMING = {"string-labels", "unseen-name", *(name for name in STRUCTURE if name.startswith("head-"))}
+
+
+# mutations that set the same field: the second would undo the first
+SAME_FIELD = [{"test-is-train", "no-test", "no-test-eval-is-train"}, {"teacher-is-a-file", "teacher-inside-output"}]
+
+
+def _overwrite(a, b):
+    return any({a, b} <= group for group in SAME_FIELD)
 
 
 def _write(raw, text_additions, path):
@@ -254,14 +321,15 @@ def test_structural_mutations_never_succeed_silently(assets, tmp_path, capsys):
     names = sorted(STRUCTURE)
     (tmp_path / "victim").mkdir()
     outcomes = {0: 0, 2: 0}
-    cases = [[name] for name in names] + [rng.sample(names, 2) for _ in range(12)]  # each alone, then pairs
+    pairs = [pair for pair in (rng.sample(names, 2) for _ in range(40)) if not _overwrite(*pair)][:12]
+    cases = [[name] for name in names] + pairs  # each alone, then pairs
     for case, picked in enumerate(cases):
         case_dir = tmp_path / f"case{case}"
         case_dir.mkdir()
         raw = tiny_recipe(assets, {"name": "int8", "method": "quantize", "calibration_samples": 8})
         raw["data"].update(train_limit=16, eval_limit=8, test_limit=8)
         text_additions = []
-        for name in picked:
+        for name in sorted(picked, key=lambda name: name not in RENAMING):  # renaming first: later ones edit rows
             change, _ = STRUCTURE[name]
             if isinstance(change, str):
                 text_additions.append(change)
