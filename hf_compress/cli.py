@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import subprocess
 import sys
 from pathlib import Path
@@ -38,15 +39,20 @@ def _dry_run(recipe) -> None:
     print(yaml.safe_dump(recipe.resolved(), sort_keys=False))
 
 
+def _run(recipe, args) -> int:
+    from .runner import run_recipe
+
+    run_recipe(recipe, args.output_dir, force=args.force)
+    print((Path(args.output_dir).expanduser() / "summary.md").read_text())
+    return 0
+
+
 def cmd_run(args) -> int:
     recipe = load_recipe(args.recipe, args.set)
     if args.dry_run:
         _dry_run(recipe)
         return 0
-    from .runner import run_recipe
-
-    run_recipe(recipe, args.output_dir, force=args.force)
-    return 0
+    return _run(recipe, args)
 
 
 def cmd_stage(args) -> int:
@@ -88,10 +94,7 @@ def cmd_stage(args) -> int:
     if args.dry_run:
         _dry_run(recipe)
         return 0
-    from .runner import run_recipe
-
-    run_recipe(recipe, args.output_dir, force=args.force)
-    return 0
+    return _run(recipe, args)
 
 
 def check_push_folder(folder: str | Path) -> list[str]:
@@ -152,6 +155,7 @@ def cmd_export(args) -> int:
     except ExportError as err:
         print(f"hf-compress: error: {err}", file=sys.stderr)
         return 2
+    print(report.summary())
     return 0 if report.passed else 1
 
 
@@ -213,8 +217,37 @@ def build_parser() -> argparse.ArgumentParser:
 INPUT_ERRORS = (RecipeError, FileNotFoundError, NotADirectoryError, PermissionError, ValueError)
 
 
+class _Progress(logging.Handler):
+    """hf_compress's INFO and above on stderr while a command runs (stage progress, resumes, warnings): the stream is
+    looked up per record, so a caller that swaps sys.stderr (pytest, a notebook) still sees it."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.setFormatter(logging.Formatter("[hf-compress] %(message)s"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            sys.stderr.write(self.format(record) + "\n")
+        except Exception:  # pragma: no cover - a closed stream
+            self.handleError(record)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    library = logging.getLogger("hf_compress")
+    handler = None if library.handlers else _Progress()  # a caller's own logging setup is left alone
+    if handler is not None:
+        library.addHandler(handler)
+        previous, library.level = library.level, min(library.level or logging.INFO, logging.INFO)
+    try:
+        return _main(args)
+    finally:
+        if handler is not None:
+            library.removeHandler(handler)
+            library.setLevel(previous)
+
+
+def _main(args) -> int:
     try:
         return args.func(args)
     except KeyboardInterrupt:

@@ -71,7 +71,7 @@ def test_recipe_runs_every_stage_to_loadable_checkpoints_with_cards(assets, tmp_
     capsys.readouterr()
     stamp = os.path.getmtime(out / "01-distill" / "model.safetensors")
     assert cli_main(["run", str(recipe), "--output-dir", str(out)]) == 0
-    assert capsys.readouterr().out.count("finished earlier, skipped") == 4
+    assert capsys.readouterr().err.count("finished earlier, skipped") == 4  # progress is on stderr
     assert os.path.getmtime(out / "01-distill" / "model.safetensors") == stamp
     assert (
         cli_main(
@@ -87,7 +87,7 @@ def test_recipe_runs_every_stage_to_loadable_checkpoints_with_cards(assets, tmp_
         )
         == 0
     )
-    assert "finished earlier" not in capsys.readouterr().out
+    assert "finished earlier" not in capsys.readouterr().err
 
 
 def test_interrupted_stage_is_redone_and_resumes_from_its_checkpoint(assets, tmp_path, monkeypatch):

@@ -378,8 +378,9 @@ def export_onnx(
     _write_readme(source, output_dir, report)
     if source is not None:
         copy_extra(source, output_dir)
-    print(report.summary())
-    if not passed:
+    if passed:  # (a failed check is a warning below; the CLI prints the summary either way)
+        logger.debug("exported to %s: %s", output_dir, report.summary())
+    else:
         logger.warning("ONNX Runtime does not reproduce the PyTorch model closely: %s", report.summary())
     return report
 
