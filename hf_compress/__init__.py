@@ -1,10 +1,11 @@
-"""hf_compress: distillation, structured pruning and quantization for Hugging Face BERT and ViT models."""
+"""hf_compress: distillation, structured pruning, sparsity and quantization for Hugging Face BERT and ViT models."""
 
 from .distill import DistillationConfig, DistillationTrainer, make_student
 from .export import export_onnx
 from .models.rnn import RNNStudentConfig, RNNStudentForSequenceClassification, rnn_student_from_teacher
 from .prune import HomoDistilConfig, HomoDistilTrainer, slice_model
 from .quant import QuantizationConfig, quantize, sensitivity_report
+from .sparsity import SparsifyConfig, SparsifyTrainer
 
 __version__ = "0.1.0"
 
@@ -16,6 +17,8 @@ __all__ = [
     "QuantizationConfig",
     "RNNStudentConfig",
     "RNNStudentForSequenceClassification",
+    "SparsifyConfig",
+    "SparsifyTrainer",
     "export_onnx",
     "make_student",
     "quantize",

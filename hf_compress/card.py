@@ -114,6 +114,8 @@ def write_model_card(
     about = f"Lineage: {lineage}."
     if stage.spec.learns_from_teacher:
         about += f"\n\nTeacher: {_teacher_of(recipe, origin, earlier)}."
+    if record.get("note"):
+        about += f"\n\n{record['note']}"
     quantized = stage.spec.quantizes
     load = (
         "import hf_compress  # registers the 'hf_compress' quantization: required to load this checkpoint\n"

@@ -404,49 +404,6 @@ def test_needs_homodistil_config(tmp_path):
         HomoDistilTrainer(teacher_model=BertModel(bert_config()), args=DistillationConfig(output_dir=str(tmp_path)))
 
 
-# ---- unstructured / 2:4 baselines ------------------------------------------------------------------------
-
-
-def test_two_four_masks_keep_two_of_every_four():
-    from hf_compress.prune.sparse import magnitude_masks
-
-    masks = magnitude_masks(BertForSequenceClassification(bert_config()), 0.5, "2:4")
-    assert masks and all(m.view(m.shape[0], -1, 4).sum(-1).eq(2).all() for m in masks.values())
-
-
-def test_unstructured_masks_and_callback_keep_zeros_through_distillation(tmp_path):
-    from hf_compress import DistillationConfig, DistillationTrainer
-    from hf_compress.prune.sparse import WeightMaskCallback, magnitude_masks
-
-    torch.manual_seed(0)
-    teacher = BertForSequenceClassification(bert_config())
-    student = BertForSequenceClassification(bert_config())
-    masks = magnitude_masks(student, 0.75)
-    assert all(abs(1 - m.float().mean().item() - 0.75) < 0.01 for m in masks.values())
-    args = DistillationConfig(output_dir=str(tmp_path), max_steps=3, report_to=[], use_cpu=True, learning_rate=1e-2)
-    trainer = DistillationTrainer(
-        model=student,
-        teacher_model=teacher,
-        args=args,
-        train_dataset=text_dataset(32),
-        callbacks=[WeightMaskCallback(student, masks)],
-    )
-    trainer.train()
-    modules = dict(student.named_modules())
-    for name, keep in masks.items():
-        assert modules[name].weight[~keep].abs().max() == 0
-
-
-def test_sparse_mask_errors():
-    from hf_compress.prune.sparse import magnitude_masks
-
-    model = BertForSequenceClassification(bert_config())
-    with pytest.raises(ValueError, match="2:4 semi-structured sparsity is always 0.5"):
-        magnitude_masks(model, 0.6, "2:4")
-    with pytest.raises(ValueError, match="pattern='1:8' is not supported"):
-        magnitude_masks(model, 0.5, "1:8")
-
-
 def test_student_copied_from_an_already_frozen_teacher_trains(tmp_path):
     teacher = BertForSequenceClassification(bert_config())
     teacher.requires_grad_(False)  # e.g. frozen by an earlier trainer

@@ -38,9 +38,10 @@ def scratch_stage():
 
 
 def test_the_shipped_stages_are_registered():
-    assert stage_names() == ["distill", "evaluate", "finetune", "homodistil", "prune", "quantize"]
+    assert stage_names() == ["distill", "evaluate", "finetune", "homodistil", "prune", "quantize", "sparsify"]
     assert get_stage("quantize").quantizes and get_stage("finetune").becomes_teacher
-    assert [n for n in stage_names() if get_stage(n).trains] == ["distill", "finetune", "homodistil", "prune"]
+    trains = ["distill", "finetune", "homodistil", "prune", "sparsify"]
+    assert [n for n in stage_names() if get_stage(n).trains] == trains
 
 
 def test_the_registry_refuses_duplicates_bad_names_and_says_what_is_known():

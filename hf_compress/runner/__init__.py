@@ -96,6 +96,8 @@ def _run_locked(recipe: Recipe, output_dir: Path, force: bool) -> list[dict]:
                 ctx.teacher, baseline = model, None
             baseline = baseline or measure(ctx, ctx.teacher, "teacher")
             record = measure(ctx, model, stage.name)
+            if spec.note is not None:
+                record["note"] = spec.note(model)
             card = write_model_card(recipe, stage, record, baseline, base_model, output_dir, earlier=ctx.results)
             marker = json.dumps({"fingerprint": fingerprint, "measurements": record}, indent=2)
             save_atomically(model, ctx.processor, folder,

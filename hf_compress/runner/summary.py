@@ -46,6 +46,7 @@ def write_summary(ctx: Context, baseline: dict) -> None:
             f"{evaluation.format_speedup(row['latency_1x128'], row.get('latency_control_1x128'))} |"
         )
     lines += ["", evaluation.control_summary(rows)]
+    lines += [f"\n- {row['stage']}: {row['note']}" for row in rows if row.get("note")]
     text = "\n".join(lines) + "\n"
     (ctx.output_dir / "summary.md").write_text(text)
     (ctx.output_dir / "summary.json").write_text(json.dumps({"teacher": baseline, "stages": ctx.results}, indent=2))

@@ -25,6 +25,8 @@ class StageSpec:
     build_config: ``build_config(values, extras, output_dir) -> config``; default ``config_cls(output_dir=...,
         **values)`` (a TrainingArguments subclass) or ``config_cls(**values)``.
     check_extras: ``check_extras(where, extras)``, raising `validation.RecipeError` for a bad extra value.
+    note: ``note(model) -> str``: a sentence about the stage's output that its model card and the run's summary
+        carry (what was measured about it, what it does not do), or None.
     """
 
     name: str
@@ -42,6 +44,7 @@ class StageSpec:
     check_extras: Callable[[str, dict], None] | None = None
     takes_model: bool = False  # the single-stage CLI command reads --model (the model it measures)
     method_alias: str | None = None  # in a single-stage config, `method: X` means this extra key (quant_method: X)
+    note: Callable[[Any], str] | None = None
 
     def config(self, values: dict[str, Any], extras: dict[str, Any], output_dir: str) -> Any:
         """The typed config of one stage of a recipe (None for a stage without one)."""

@@ -1,27 +1,31 @@
-"""Unstructured and 2:4 semi-structured weight masks: baselines, not a speed-up.
+"""Unstructured and N:M (2:4) semi-structured weight masks of the encoder's Linear layers, by magnitude.
 
-These zero individual weights of the encoder's Linear layers (magnitude criterion). The model keeps its
-shape, so dense CPU inference is exactly as slow as before and the checkpoint is exactly as large (zeros
-are stored). 2:4 sparsity is only faster on GPUs with sparse tensor cores (NVIDIA Ampere and newer) through
-dedicated kernels; unstructured sparsity needs a sparse runtime. For a smaller, faster model that loads
-anywhere use structured pruning (`HomoDistilTrainer`), which removes whole heads, neurons and channels.
+These zero individual weights. The model keeps its shape, so dense CPU inference is exactly as slow as before
+and the checkpoint is exactly as large (zeros are stored). 2:4 sparsity is only faster on GPUs with sparse tensor
+cores (NVIDIA Ampere and newer) through dedicated kernels (``torch.sparse.to_sparse_semi_structured``);
+unstructured sparsity needs a sparse runtime. For a smaller, faster model that loads anywhere use structured
+pruning (`HomoDistilTrainer`), which removes whole heads, neurons and channels.
 """
 
 from __future__ import annotations
-
-from typing import Literal
 
 import torch
 from torch import Tensor, nn
 from transformers import PreTrainedModel, TrainerCallback
 
 from ..models.arch import find_layer_list
+from .config import SparsityPattern
 
-SparsityPattern = Literal["unstructured", "2:4"]
 
-
-def _encoder_linears(model: PreTrainedModel) -> dict[str, nn.Linear]:
-    prefix, layers = find_layer_list(model)
+def encoder_linears(model: PreTrainedModel) -> dict[str, nn.Linear]:
+    """Every Linear inside the encoder's layers, by its full module name."""
+    try:
+        prefix, layers = find_layer_list(model)
+    except (ValueError, AttributeError, KeyError, TypeError) as err:
+        raise ValueError(
+            f"{type(model).__name__} has no transformer layers to sparsify ({err}); sparsity applies to the Linear "
+            "layers of a BERT / ViT-family encoder."
+        ) from err
     return {f"{prefix}.{name}": m for name, m in layers.named_modules() if isinstance(m, nn.Linear)}
 
 
@@ -40,7 +44,7 @@ def magnitude_masks(
     if not 0.0 <= sparsity < 1.0:
         raise ValueError(f"sparsity must be in [0, 1), got {sparsity}.")
     masks = {}
-    for name, linear in _encoder_linears(model).items():
+    for name, linear in encoder_linears(model).items():
         weight = linear.weight.abs()
         if pattern == "2:4":
             if sparsity != 0.5:
@@ -59,6 +63,14 @@ def magnitude_masks(
                 keep[weight.flatten().topk(drop, largest=False).indices] = False
             masks[name] = keep.view_as(weight)
     return masks
+
+
+@torch.no_grad()
+def measured_sparsity(model: PreTrainedModel) -> float:
+    """The fraction of exact zeros among the weights of the encoder's Linear layers."""
+    linears = encoder_linears(model).values()
+    total = sum(m.weight.numel() for m in linears)
+    return sum(int((m.weight == 0).sum()) for m in linears) / max(total, 1)
 
 
 @torch.no_grad()
