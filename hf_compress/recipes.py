@@ -40,8 +40,6 @@ from .validation import (
 )
 
 TASKS = ("text-classification", "image-classification")
-DEMO_MODELS = ("demo-minilm",)
-DEMO_DATA = ("demo-rotten-tomatoes", "demo-fashion-mnist")
 STAGE_KEYS = ("method", "name")  # every stage; the rest are the method's fields (+ its extras below)
 
 

@@ -52,6 +52,11 @@ def inside(root: Path, path: Path) -> Path:
     return resolved
 
 
+# the offline demo teacher and data sets a recipe may name instead of a path or a Hub id
+DEMO_MODELS = ("demo-minilm",)
+DEMO_DATA = ("demo-rotten-tomatoes", "demo-fashion-mnist")
+
+
 # ---- secrets and local paths ------------------------------------------------------------------------------
 
 SECRET_KEY = re.compile(
@@ -234,7 +239,6 @@ def looks_local(source: str) -> bool:
 
 
 def check_teacher(where: str, teacher, task: str) -> None:
-    from .recipes import DEMO_MODELS
 
     if teacher.num_labels is not None and teacher.num_labels < 1:
         raise RecipeError(f"{where} teacher: num_labels must be >= 1 (1 = regression), got {teacher.num_labels}.")

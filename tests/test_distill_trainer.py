@@ -17,7 +17,7 @@ from transformers import (
 )
 
 from hf_compress import DistillationConfig, DistillationTrainer, make_student
-from hf_compress.distill.trainer import PROJECTIONS_NAME
+from hf_compress.distill.projection_training import PROJECTIONS_NAME
 
 
 def config(tmp_out, **kw):

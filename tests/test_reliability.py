@@ -133,7 +133,7 @@ def test_attention_kd_on_a_model_that_cannot_return_attentions(tmp_path, monkeyp
 
 
 def test_truncated_checkpoint_state_file(tmp_path):
-    from hf_compress.distill.trainer import PROJECTIONS_NAME
+    from hf_compress.distill.projection_training import PROJECTIONS_NAME
 
     torch.manual_seed(0)
     teacher = BertForSequenceClassification(bert_config())

@@ -11,7 +11,9 @@ import torch
 from datasets import Dataset
 from transformers import PreTrainedModel
 
-from ..distill.trainer import TEACHER_LOGITS
+# The column of teacher logits `label_with_teacher` stores; `DistillationTrainer` uses it instead of a teacher forward.
+TEACHER_LOGITS = "teacher_logits"
+
 
 _PAD_VALUES = {"input_ids": None, "attention_mask": 0, "token_type_ids": 0}
 

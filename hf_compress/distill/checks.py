@@ -143,28 +143,9 @@ def teacher_label_order(student: PreTrainedModel, teacher: PreTrainedModel) -> l
     return [order[i] for i in range(len(s_map))]
 
 
-def check_compatibility(student: PreTrainedModel, teacher: PreTrainedModel, args: DistillationConfig):
-    """Validate the pair for the configured losses; return the resolved (student, teacher) layer pairs."""
-    for role, model in (("student", student), ("teacher", teacher)):
-        if getattr(model, "is_quantized", False) or getattr(model.config, "quantization_config", None):
-            raise ValueError(
-                f"The {role} is quantized; distillation and pruning train float weights. Train first, quantize "
-                "last: distil / prune the float model, then quantize the result."
-            )
+def _check_inputs(student: PreTrainedModel, teacher: PreTrainedModel, args: DistillationConfig) -> None:
+    """Both models must read the same inputs: one modality, one vocabulary, one image geometry."""
     s_cfg, t_cfg = student.config, teacher.config
-    if (args.needs_hidden_states or args.needs_attentions) and getattr(s_cfg, "num_hidden_layers", None) is None:
-        raise ValueError(
-            f"{type(student).__name__} has no transformer layers, so hidden-state / attention / embedding KD do not "
-            "apply; distil it with prediction KD and labels only (hidden_weight=attention_weight=embedding_weight=0)."
-        )
-    for role, model in (("student", student), ("teacher", teacher)):
-        family = find_family(model)
-        if family is None:
-            continue
-        if args.hidden_weight > 0 or args.embedding_weight > 0:
-            refuse(family.hidden_kd, f"Hidden-state / embedding KD with the {role} {type(model).__name__}")
-        if args.attention_weight > 0:
-            refuse(family.attention_kd, f"Attention KD (attention_weight > 0) with the {role} {type(model).__name__}")
     s_mod, t_mod = modality_of(student), modality_of(teacher)
     if s_mod != t_mod:
         raise ValueError(f"The student is a {s_mod} model but the teacher is a {t_mod} model; they must match.")
@@ -189,6 +170,10 @@ def check_compatibility(student: PreTrainedModel, teacher: PreTrainedModel, args
                 "prediction KD (hidden_weight=attention_weight=embedding_weight=0)."
             )
 
+
+def _check_heads(student: PreTrainedModel, teacher: PreTrainedModel, args: DistillationConfig) -> None:
+    """Prediction KD and label losses need heads that predict the same things."""
+    s_cfg, t_cfg = student.config, teacher.config
     s_head, t_head = head_kind(student), head_kind(teacher)
     if args.kd_weight > 0:
         if s_head == "none" or t_head == "none":
@@ -219,6 +204,31 @@ def check_compatibility(student: PreTrainedModel, teacher: PreTrainedModel, args
             "Set hard_label_weight=0."
         )
 
+
+def check_compatibility(student: PreTrainedModel, teacher: PreTrainedModel, args: DistillationConfig):
+    """Validate the pair for the configured losses; return the resolved (student, teacher) layer pairs."""
+    for role, model in (("student", student), ("teacher", teacher)):
+        if getattr(model, "is_quantized", False) or getattr(model.config, "quantization_config", None):
+            raise ValueError(
+                f"The {role} is quantized; distillation and pruning train float weights. Train first, quantize "
+                "last: distil / prune the float model, then quantize the result."
+            )
+    s_cfg, t_cfg = student.config, teacher.config
+    if (args.needs_hidden_states or args.needs_attentions) and getattr(s_cfg, "num_hidden_layers", None) is None:
+        raise ValueError(
+            f"{type(student).__name__} has no transformer layers, so hidden-state / attention / embedding KD do not "
+            "apply; distil it with prediction KD and labels only (hidden_weight=attention_weight=embedding_weight=0)."
+        )
+    for role, model in (("student", student), ("teacher", teacher)):
+        family = find_family(model)
+        if family is None:
+            continue
+        if args.hidden_weight > 0 or args.embedding_weight > 0:
+            refuse(family.hidden_kd, f"Hidden-state / embedding KD with the {role} {type(model).__name__}")
+        if args.attention_weight > 0:
+            refuse(family.attention_kd, f"Attention KD (attention_weight > 0) with the {role} {type(model).__name__}")
+    _check_inputs(student, teacher, args)
+    _check_heads(student, teacher, args)
     pairs: list[tuple[int, int]] = []
     if args.hidden_weight > 0 or args.attention_weight > 0:
         pairs = resolve_layer_map(

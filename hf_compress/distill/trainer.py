@@ -8,12 +8,11 @@ import os
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from transformers import PreTrainedModel, Trainer, TrainerCallback
 from transformers.modeling_outputs import SequenceClassifierOutput
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
+from ..data.transfer import TEACHER_LOGITS
 from ..json_args import JsonTrainingArgs
 from . import attention, losses
 from .accumulation import accumulated_positions, accumulation_scales
@@ -28,12 +27,10 @@ from .checks import (
 )
 from .config import DistillationConfig
 from .matching import EMBEDDING_KEY, build_projections
+from .projection_training import ProjectionTraining
 
 logger = logging.getLogger(__name__)
 
-PROJECTIONS_NAME = "distillation_projections.safetensors"
-# A column of teacher logits stored by `hf_compress.data.label_with_teacher`: used instead of a teacher forward.
-TEACHER_LOGITS = "teacher_logits"
 LOSS_TERMS = ("kd_loss", "hard_label_loss", "hidden_loss", "attention_loss", "embedding_loss")
 
 
@@ -45,7 +42,7 @@ class _ZeroGradAfterStep(TrainerCallback):
         self.module.zero_grad(set_to_none=True)
 
 
-class DistillationTrainer(JsonTrainingArgs, Trainer):
+class DistillationTrainer(JsonTrainingArgs, ProjectionTraining, Trainer):
     """Train ``model`` (the student) to imitate ``teacher_model`` under a `DistillationConfig`.
 
     The teacher is frozen (``requires_grad_(False)``, ``eval()``), run under ``torch.no_grad()`` and placed by
@@ -461,55 +458,6 @@ class DistillationTrainer(JsonTrainingArgs, Trainer):
             logs = {**logs, **self._reduce_terms("train")}
         super().log(logs, start_time)
 
-    # ---- projections in the optimizer and in checkpoints ----------------------------------------------
-
-    def create_optimizer(self, model=None):
-        optimizer = super().create_optimizer(model)
-        params = list(self._projections.named_parameters())
-        already = {id(p) for group in optimizer.param_groups for p in group["params"]}
-        if params and not any(id(p) in already for _, p in params):
-            lr = self.args.projection_learning_rate or self.args.learning_rate
-            decay = [p for n, p in params if not n.endswith("bias")]
-            no_decay = [p for n, p in params if n.endswith("bias")]
-            optimizer.add_param_group({"params": decay, "weight_decay": self.args.weight_decay, "lr": lr})
-            optimizer.add_param_group({"params": no_decay, "weight_decay": 0.0, "lr": lr})
-        return optimizer
-
-    def _clip_grad_norm(self, model):
-        """Clip the student as the Trainer does, and the projections on their own with the same max norm."""
-        norm = super()._clip_grad_norm(model)
-        if len(self._projections):
-            # Gradients are already unscaled by the student's clip (fp16), so plain torch clipping is right here.
-            torch.nn.utils.clip_grad_norm_(self._projections.parameters(), self.args.max_grad_norm)
-        return norm
-
-    def _checkpoint_folder(self, trial) -> str:
-        """The folder the Trainer is about to write this step's checkpoint into (created)."""
-        run_dir = self._get_output_dir(trial=trial)
-        folder = os.path.join(run_dir, f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
-        os.makedirs(folder, exist_ok=True)
-        return folder
-
-    def _save_checkpoint(self, model, trial) -> None:
-        if len(self._projections) and self.args.should_save:
-            folder = self._checkpoint_folder(trial)
-            state = {k: v.detach().cpu().contiguous() for k, v in self._projections.state_dict().items()}
-            save_file(state, os.path.join(folder, PROJECTIONS_NAME))
-        super()._save_checkpoint(model, trial)
-
-    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: nn.Module | None = None) -> None:
-        super()._load_from_checkpoint(resume_from_checkpoint, model)
-        if not len(self._projections):
-            return
-        path = os.path.join(resume_from_checkpoint, PROJECTIONS_NAME)
-        if not os.path.isfile(path):
-            raise FileNotFoundError(
-                f"{resume_from_checkpoint} has no {PROJECTIONS_NAME}: it was not written by a DistillationTrainer "
-                "with the same projections. Resume from a checkpoint of this run, or start without "
-                "resume_from_checkpoint."
-            )
-        self._projections.load_state_dict(load_state_file(path, device=str(self.args.device)))
-
 
 def _check_cached_only(args: DistillationConfig, train_dataset) -> None:
     """Without a teacher, the only teacher signal is a cached logit column: prediction KD only."""
@@ -524,14 +472,3 @@ def _check_cached_only(args: DistillationConfig, train_dataset) -> None:
             f"DistillationTrainer needs teacher_model= (a PreTrainedModel, a local path or a Hub id), or a "
             f"train_dataset with a '{TEACHER_LOGITS}' column (hf_compress.data.label_with_teacher); got neither."
         )
-
-
-def load_state_file(path: str, device: str = "cpu") -> dict[str, Tensor]:
-    """Read a safetensors state file, turning a truncated or corrupt file into an actionable error."""
-    try:
-        return load_file(path, device=device)
-    except Exception as err:  # safetensors raises its own error types for bad headers / short files
-        raise ValueError(
-            f"{path} is truncated or corrupt ({err}). Resume from an earlier checkpoint, or delete this checkpoint "
-            "folder and start again."
-        ) from err

@@ -83,7 +83,7 @@ def load_for_export(source: str | Path) -> nn.Module:
     """Load a model folder with the class named in its config.json, or raise a one-line ExportError."""
     import transformers
 
-    import hf_compress  # noqa: F401  (registers the quantizer for quantized checkpoints)
+    from ..models import rnn  # noqa: F401  (the RNN student's Auto classes; the quantizer came with GUARD_FIELD)
 
     path = Path(source)
     if not path.is_dir():

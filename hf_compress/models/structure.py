@@ -117,17 +117,10 @@ def _norm(root: nn.Module, path: str, hidden: int) -> nn.LayerNorm | None:
     return None
 
 
-def model_structure(model: PreTrainedModel) -> ModelStructure:
-    """The `ModelStructure` of a supported model, or a clear refusal naming why its family cannot be pruned."""
-    family = family_of(model)
-    refuse(family.prune, f"Structured pruning of {type(model).__name__}")
-    base, config = model.base_model, model.config
-    hidden = int(getattr(config, family.hidden_field))
-    num_heads = int(getattr(config, family.heads_field))
-    head_dim = int(getattr(config, "attention_head_size", None) or hidden // num_heads)
-    layer_list = _get(base, family.layers)
-
-    layers, norms, tables, reads, writes = [], [], [], [], []
+def _layers(family: Family, layer_list: nn.ModuleList, num_heads: int, hidden: int):
+    """Each encoder layer's parts, with the norms, tables and head projections that read or scale the hidden size:
+    ``(layers, norms, tables, reads)``."""
+    layers, norms, tables, reads = [], [], [], []
     for index, layer in enumerate(layer_list):
         where = f"{family.layers}.{index}"
         parts = LayerParts(
@@ -145,6 +138,45 @@ def model_structure(model: PreTrainedModel) -> ModelStructure:
         layers.append(parts)
         norms += [n for path in family.layer_norms if (n := _norm(layer, path, hidden))]
         tables += [t for spec in family.layer_tables if (t := _table(layer, spec, hidden))]
+    return layers, norms, tables, reads
+
+
+def _task_heads(model, family: Family, hidden: int, reads: list, writes: list, sources: list, norms: list) -> list:
+    """Add the task heads' Linears and norms that read (or write) the hidden size to ``reads`` / ``writes`` /
+    ``sources`` / ``norms``; return the heads that read it twice (a concatenation of two positions)."""
+    twice = []
+    for path, role in family.heads:
+        module = _get(model, path)
+        if role == "norm":
+            if (norm := _norm(model, path, hidden)) is not None:
+                norms.append(norm)
+            continue
+        if not isinstance(module, nn.Linear) or any(module is m for m in reads + twice):
+            continue
+        if module.in_features != (2 * hidden if role == "read_twice" else hidden):
+            continue  # reads the narrower embedding width (ELECTRA's generator decoder)
+        if role == "read_twice":
+            twice.append(module)
+            continue
+        reads.append(module)
+        if role == "transform" and module.out_features == hidden:
+            writes.append(module)
+            sources.append(module)
+    return twice
+
+
+def model_structure(model: PreTrainedModel) -> ModelStructure:
+    """The `ModelStructure` of a supported model, or a clear refusal naming why its family cannot be pruned."""
+    family = family_of(model)
+    refuse(family.prune, f"Structured pruning of {type(model).__name__}")
+    base, config = model.base_model, model.config
+    hidden = int(getattr(config, family.hidden_field))
+    num_heads = int(getattr(config, family.heads_field))
+    head_dim = int(getattr(config, "attention_head_size", None) or hidden // num_heads)
+    layer_list = _get(base, family.layers)
+
+    layers, norms, tables, reads = _layers(family, layer_list, num_heads, hidden)
+    writes: list[nn.Module] = []
     if not layers:
         raise NotImplementedError(f"{type(model).__name__} has no encoder layers at {family.layers}.")
     ffn_size = layers[0].ffn_in.out_features // (2 if family.glu_ffn else 1)
@@ -173,24 +205,7 @@ def model_structure(model: PreTrainedModel) -> ModelStructure:
             writes.append(pooler)
             sources.append(pooler)
 
-    twice = []
-    for path, role in family.heads:
-        module = _get(model, path)
-        if role == "norm":
-            if (norm := _norm(model, path, hidden)) is not None:
-                norms.append(norm)
-            continue
-        if not isinstance(module, nn.Linear) or any(module is m for m in reads + twice):
-            continue
-        if module.in_features != (2 * hidden if role == "read_twice" else hidden):
-            continue  # reads the narrower embedding width (ELECTRA's generator decoder)
-        if role == "read_twice":
-            twice.append(module)
-            continue
-        reads.append(module)
-        if role == "transform" and module.out_features == hidden:
-            writes.append(module)
-            sources.append(module)
+    twice = _task_heads(model, family, hidden, reads, writes, sources, norms)
     _check_heads(model, family, reads + twice)
     shared = [path for path in family.shared_head_tables if _get(base, path) is not None]
     head_refusal = family.head_prune or (

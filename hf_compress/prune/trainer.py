@@ -15,7 +15,8 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, HubStrategy, SaveS
 from transformers.utils import PushInProgress, hf_api
 
 from ..distill.checks import head_kind
-from ..distill.trainer import DistillationTrainer, load_state_file
+from ..distill.projection_training import load_state_file
+from ..distill.trainer import DistillationTrainer
 from .config import HomoDistilConfig
 from .masks import kept_indices
 from .pruner import StructuredPruner
