@@ -9,6 +9,7 @@ SUITES = {
     "report": "benchmarks.report",
     "rnn": "benchmarks.rnn",
     "onnx": "benchmarks.onnx",
+    "recipes": "benchmarks.recipes",
 }
 
 

@@ -11,6 +11,11 @@ from ..metrics import higher_is_better, percent_of_teacher
 from .context import Context
 
 logger = logging.getLogger(__name__)
+# summary.json: {"schema": SUMMARY_SCHEMA, "teacher": row, "stages": [row, ...]}; a row is what `measure` returns
+# (stage, the task metric, params_m, size_mb, latency_{8x128,1x128} as ratios to the teacher and their
+# latency_control_* (the teacher against itself)) plus method, folder and maybe a note. The benchmarks' recipe
+# suite stores these rows as they are; a change to them bumps the schema.
+SUMMARY_SCHEMA = 1
 
 
 def measure(ctx: Context, model, stage_name: str, latency_repeats: int = 10) -> dict:
@@ -49,5 +54,7 @@ def write_summary(ctx: Context, baseline: dict) -> None:
     lines += [f"\n- {row['stage']}: {row['note']}" for row in rows if row.get("note")]
     text = "\n".join(lines) + "\n"
     (ctx.output_dir / "summary.md").write_text(text)
-    (ctx.output_dir / "summary.json").write_text(json.dumps({"teacher": baseline, "stages": ctx.results}, indent=2))
+    (ctx.output_dir / "summary.json").write_text(
+        json.dumps({"schema": SUMMARY_SCHEMA, "teacher": baseline, "stages": ctx.results}, indent=2)
+    )
     logger.info("summary written to %s", ctx.output_dir / "summary.md")
