@@ -10,21 +10,26 @@ import argparse
 import re
 import sys
 
+from ..quant.kinds import method_names
 from .families import FAMILIES, Family
 
 BEGIN, END = "<!-- supported-models:begin -->", "<!-- supported-models:end -->"
 HEADS = {"text": "sequence / token classification, question answering, masked LM", "vision": "image classification"}
-COLUMNS = (
-    "Family (model types)",
-    "Heads",
-    "Prediction KD",
-    "Hidden / embedding KD",
-    "Attention KD",
-    "make_student",
-    "HomoDistil",
-    "Quantization (4 methods)",
-    "Reload / pipeline()",
-)
+
+
+def columns() -> tuple[str, ...]:
+    """The table's header; the quantization column counts the registered methods (`quant.kinds.method_names`)."""
+    return (
+        "Family (model types)",
+        "Heads",
+        "Prediction KD",
+        "Hidden / embedding KD",
+        "Attention KD",
+        "make_student",
+        "HomoDistil",
+        f"Quantization ({len(method_names())} methods)",
+        "Reload / pipeline()",
+    )
 
 
 def _cell(reason: str | None, yes: str = "yes") -> str:
@@ -65,7 +70,8 @@ def reasons() -> list[str]:
 
 
 def support_table() -> str:
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    header = columns()
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row(family)) + " |" for family in FAMILIES]
     return "\n".join([BEGIN, *lines, "", *reasons(), END])
 

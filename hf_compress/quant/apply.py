@@ -13,15 +13,21 @@ from transformers import PreTrainedModel
 from ..models.families import not_quantizable
 from .calibration import calibration_batches, input_statistics, run_batches, smoothquant_factors
 from .config import QuantizationConfig
-from .modules import LINEAR_KINDS, Int4WeightOnlyLinear, Int8Embedding, Int8StaticLinear
-from .serialization import HfCompressQuantizationConfig, HfCompressQuantizer, add_marker, replace_module
+from .kinds import Calibration, QuantizedKind, extra_kinds
+from .serialization import (
+    HfCompressQuantizationConfig,
+    HfCompressQuantizer,
+    add_marker,
+    module_description,
+    replace_module,
+)
 from .validation import (
     as_config,
     check_batching,
     check_finite_statistics,
     check_finite_weights,
-    check_group_size,
     check_model,
+    check_quantizable,
     warn_unmatched_patterns,
 )
 
@@ -68,14 +74,26 @@ def select_linears(model: PreTrainedModel, config: QuantizationConfig) -> dict[s
     return chosen
 
 
-def _linear_spec(kind: str, module: nn.Module) -> dict:
-    spec = {"kind": kind, "in_features": module.in_features, "out_features": module.out_features,
-            "bias": module.bias is not None}  # fmt: skip
-    if isinstance(module, Int4WeightOnlyLinear):
-        spec["group_size"] = module.group_size
-    else:
-        spec["smooth"] = getattr(module, "input_smooth", None) is not None
-    return spec
+def _extra_targets(model: PreTrainedModel, config: QuantizationConfig) -> dict[str, tuple[QuantizedKind, nn.Module]]:
+    """The modules that the kinds a config switches on (int8 embeddings: ``quantize_embeddings``) replace: each
+    module of the kind's float class that the globs leave, except an input embedding tied to the output."""
+    tied_input = model.get_input_embeddings() if _tied_output(model) is not None else None
+    skip = config.exclude + config.keep_fp32 + not_quantizable(model)
+    targets: dict[str, tuple[QuantizedKind, nn.Module]] = {}
+    for kind in extra_kinds():
+        if not kind.enabled(config):
+            continue
+        for name, module in model.named_modules():
+            if isinstance(module, kind.replaces.cls) and module is not tied_input and not _matches(name, skip):
+                targets.setdefault(name, (kind, module))
+    return targets
+
+
+def _extra_candidates(model: PreTrainedModel, config: QuantizationConfig) -> dict[str, nn.Module]:
+    """What those kinds could replace (tied or not), whose float weights must be finite before quantizing."""
+    classes = tuple(kind.replaces.cls for kind in extra_kinds() if kind.enabled(config))
+    skip = config.exclude + config.keep_fp32
+    return {n: m for n, m in model.named_modules() if classes and isinstance(m, classes) and not _matches(n, skip)}
 
 
 def _error(reference: list[torch.Tensor], outputs: list[torch.Tensor]) -> float:
@@ -85,17 +103,10 @@ def _error(reference: list[torch.Tensor], outputs: list[torch.Tensor]) -> float:
 
 
 def _quantized_linear(name, linear, config, smooth, stats):
-    if config.method == "int4_weight_only":
-        if linear.in_features % config.group_size:
-            raise ValueError(
-                f"{name} has {linear.in_features} input features, not a multiple of group_size={config.group_size}; "
-                "choose a group_size that divides it or exclude the layer."
-            )
-        return Int4WeightOnlyLinear.from_float(linear, config.group_size)
-    module = LINEAR_KINDS[config.method].from_float(linear, smooth.get(name))
-    if isinstance(module, Int8StaticLinear):
-        module.set_input_range(float(stats[name]["low"]), float(stats[name]["high"]))
-    return module
+    """The method's kind of one selected Linear layer, with what calibration measured for it."""
+    entry = stats.get(name)
+    input_range = None if entry is None else (float(entry["low"]), float(entry["high"]))
+    return config.kind.from_float(linear, config, Calibration(smooth=smooth.get(name), input_range=input_range))
 
 
 @torch.no_grad()
@@ -108,6 +119,7 @@ def sensitivity_report(
         raise ValueError("sensitivity_report needs calibration_data: the errors are measured on those inputs.")
     batches = calibration_batches(model, calibration_data, config.num_calibration_batches, batch_size, collate_fn)
     linears = select_linears(model, config)
+    check_quantizable(linears, config)
     smooth, stats = _calibrate(model, config, linears, batches)
     reference = run_batches(model, batches)
     report = []
@@ -130,7 +142,7 @@ def _calibrate(model, config, linears, batches):
             n: smoothquant_factors(m, absmax[n]["channel_absmax"], config.smoothquant_alpha)
             for n, m in linears.items()
         }
-    if config.method == "int8_static":
+    if config.kind.needs_input_ranges:
         stats = input_statistics(model, linears, batches, config.observer, config.percentile, smooth or None)
         check_finite_statistics(stats)
     return smooth, stats
@@ -147,6 +159,32 @@ def _check_inputs(model, config, batch_size, collate_fn) -> QuantizationConfig:
     return config
 
 
+def _fit_error_budget(model: PreTrainedModel, config: QuantizationConfig, batches, batch_size: int) -> list[str]:
+    """The layers to keep in fp32, most sensitive first, until the quantized model's error is within the budget
+    (all layers but one at most; a warning says when even that misses it)."""
+    report = sensitivity_report(model, config, batches, batch_size=batch_size)
+    keep: list[str] = []
+    while True:
+        trial = QuantizationConfig.from_dict(config.to_dict())
+        trial.keep_fp32, trial.error_budget = config.keep_fp32 + keep, None
+        reference = run_batches(model, batches)
+        error = _error(reference, run_batches(_quantize_copy(model, trial, batches), batches))
+        if error <= config.error_budget or len(keep) == len(report) - 1:
+            break
+        keep.append(report[len(keep)][0])
+    logger.info(
+        "error_budget %.2e: keeping %d layers in fp32 (error %.2e): %s", config.error_budget, len(keep), error, keep
+    )
+    if error > config.error_budget:
+        warnings.warn(
+            f"error_budget={config.error_budget:.2e} is not met even with all layers but one in fp32 (error "
+            f"{error:.2e}); raise the budget, or quantize fewer layers with include / exclude.",
+            UserWarning,
+            stacklevel=4,
+        )
+    return keep
+
+
 @torch.no_grad()
 def quantize(
     model: PreTrainedModel,
@@ -160,7 +198,8 @@ def quantize(
 
     config: a `QuantizationConfig` or a dict of its fields.
     calibration_data: a `datasets.Dataset` of model inputs (``input_ids`` / ``pixel_values`` ...), a list of row
-    dicts, an iterable of batches or one batch dict; needed for int8_static, SmoothQuant and ``error_budget``.
+    dicts, an iterable of batches or one batch dict; needed for a method with calibrated activation ranges
+    (`QuantizedKind.needs_input_ranges`), SmoothQuant and ``error_budget``.
     Half-precision (bf16 / fp16) models stay in their dtype; the int8 kernels compute in fp32 inside.
     """
     config = _check_inputs(model, config, batch_size, collate_fn)
@@ -172,40 +211,10 @@ def quantize(
         logger.info("calibration_data is ignored: %s needs none.", config.method)
 
     linears = select_linears(model, config)
-    embeddings = {
-        n: m
-        for n, m in model.named_modules()
-        if config.quantize_embeddings
-        and isinstance(m, nn.Embedding)
-        and not _matches(n, config.exclude + config.keep_fp32)
-    }
-    check_finite_weights({**linears, **embeddings})
-    check_group_size(linears, config)  # before any layer is replaced: an error never leaves a half-quantized model
+    check_finite_weights({**linears, **_extra_candidates(model, config)})
+    check_quantizable(linears, config)  # before any layer is replaced: an error never leaves a half-quantized model
     if config.error_budget is not None:
-        report = sensitivity_report(model, config, batches, batch_size=batch_size)
-        keep: list[str] = []
-        while True:
-            trial = QuantizationConfig.from_dict(config.to_dict())
-            trial.keep_fp32, trial.error_budget = config.keep_fp32 + keep, None
-            reference = run_batches(model, batches)
-            error = _error(reference, run_batches(_quantize_copy(model, trial, batches), batches))
-            if error <= config.error_budget or len(keep) == len(report) - 1:
-                break
-            keep.append(report[len(keep)][0])
-        logger.info(
-            "error_budget %.2e: keeping %d layers in fp32 (error %.2e): %s",
-            config.error_budget,
-            len(keep),
-            error,
-            keep,
-        )
-        if error > config.error_budget:
-            warnings.warn(
-                f"error_budget={config.error_budget:.2e} is not met even with all layers but one in fp32 (error "
-                f"{error:.2e}); raise the budget, or quantize fewer layers with include / exclude.",
-                UserWarning,
-                stacklevel=3,
-            )
+        keep = _fit_error_budget(model, config, batches, batch_size)
         linears = {n: m for n, m in linears.items() if n not in keep}
         config = QuantizationConfig.from_dict(config.to_dict())
         config.keep_fp32 = config.keep_fp32 + keep
@@ -215,18 +224,11 @@ def quantize(
     for name, linear in linears.items():
         module = _quantized_linear(name, linear, config, smooth, stats)
         replace_module(model, name, module)
-        specs[name] = _linear_spec(config.method, module)
-    if config.quantize_embeddings:
-        tied_input = model.get_input_embeddings() if _tied_output(model) is not None else None
-        for name, module in list(model.named_modules()):
-            if (
-                isinstance(module, nn.Embedding)
-                and module is not tied_input
-                and not _matches(name, config.exclude + config.keep_fp32 + not_quantizable(model))
-            ):
-                replace_module(model, name, Int8Embedding.from_float(module))
-                specs[name] = {"kind": "embedding", "num_embeddings": module.num_embeddings,
-                               "embedding_dim": module.embedding_dim, "padding_idx": module.padding_idx}  # fmt: skip
+        specs[name] = module_description(config.method, module)
+    for name, (kind, module) in _extra_targets(model, config).items():
+        quantized = kind.from_float(module, config, Calibration())
+        replace_module(model, name, quantized)
+        specs[name] = module_description(kind.name, quantized)
 
     quant_config = HfCompressQuantizationConfig(method=config.method, modules=specs, user_config=config.to_dict())
     add_marker(model)

@@ -10,6 +10,7 @@ from torch.utils.data import DataLoader
 from transformers import default_data_collator
 
 from ..models.arch import modality_of
+from .kinds import get_quantized_kind, method_names
 from .validation import check_calibration_batch, split_calibration_data
 
 _MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "position_ids", "pixel_values")
@@ -47,7 +48,10 @@ def calibration_batches(
     """Up to ``num_batches`` batches of model inputs from a `datasets.Dataset`, a list of row dicts, an iterable
     of ready batches (dicts of tensors) or one batch dict. Raises a clear error for empty data or missing columns."""
     if data is None:
-        raise ValueError("This quantization needs calibration_data (int8_static, smoothquant_alpha or error_budget).")
+        calibrated = ", ".join(n for n in method_names() if get_quantized_kind(n).needs_input_ranges)
+        raise ValueError(
+            f"This quantization needs calibration_data ({calibrated}, smoothquant_alpha or error_budget)."
+        )
     data = split_calibration_data(data)
     required = "pixel_values" if modality_of(model) == "vision" else "input_ids"
     columns = getattr(data, "column_names", None)

@@ -7,7 +7,9 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
-QuantMethod = Literal["int8_dynamic", "int8_static", "int8_weight_only", "int4_weight_only"]
+from .kinds import QuantizedKind, get_quantized_kind, method_names
+
+DEFAULT_METHOD = "int8_dynamic"  # the method of a config that names none (the fastest on CPU, no calibration)
 Observer = Literal["minmax", "percentile"]
 CONFIG_VERSION = 1
 
@@ -35,11 +37,8 @@ def _check_number(name: str, value: Any, optional: bool = False) -> None:
 class QuantizationConfig:
     """Post-training quantization settings.
 
-    method:
-        ``int8_dynamic`` int8 per-output-channel weights, int8 activations quantized per call (fbgemm kernel);
-        ``int8_static`` the same with activation ranges calibrated ahead of time (needs calibration data);
-        ``int8_weight_only`` / ``int4_weight_only`` (group-wise, two values per byte) store low-bit weights and
-        compute in the activation dtype: the smallest checkpoints, and the only ones that also run on CUDA.
+    method: the quantized layer kind of the selected Linear layers, one of the registered method kinds
+        (`kinds.method_names()`; each kind's ``help`` says what it stores and computes; the README lists them).
     include / exclude / keep_fp32: module-name globs (``fnmatch``) choosing the Linear layers to quantize;
         ``keep_fp32`` is for sensitive layers (also filled from the sensitivity report when ``error_budget``).
     quantize_embeddings: store the word / position / token-type tables in int8 with a scale per row.
@@ -49,7 +48,7 @@ class QuantizationConfig:
         data; layers are kept in fp32, most sensitive first, until the budget is met. None = off.
     """
 
-    method: str = "int8_dynamic"
+    method: str = DEFAULT_METHOD
     include: list[str] = field(default_factory=lambda: ["*"])
     exclude: list[str] = field(default_factory=list)
     keep_fp32: list[str] = field(default_factory=list)
@@ -62,7 +61,8 @@ class QuantizationConfig:
     error_budget: float | None = None
 
     def __post_init__(self) -> None:
-        _check_choice("method", self.method, QuantMethod)
+        if not isinstance(self.method, str) or self.method not in method_names():
+            raise ValueError(f"method={self.method!r} is not supported; choose one of {method_names()}.")
         _check_choice("observer", self.observer, Observer)
         for name in ("include", "exclude", "keep_fp32"):
             value = getattr(self, name)
@@ -85,16 +85,22 @@ class QuantizationConfig:
             raise ValueError(f"percentile must be in (50, 100], got {self.percentile}.")
         if self.smoothquant_alpha is not None and not 0.0 <= self.smoothquant_alpha <= 1.0:
             raise ValueError(f"smoothquant_alpha must be in [0, 1] or None, got {self.smoothquant_alpha}.")
-        if self.smoothquant_alpha is not None and self.method not in ("int8_dynamic", "int8_static"):
-            raise ValueError("smoothquant_alpha applies to int8_dynamic / int8_static (activations are quantized).")
+        if self.smoothquant_alpha is not None and not self.kind.quantizes_activations:
+            activations = " / ".join(n for n in method_names() if get_quantized_kind(n).quantizes_activations)
+            raise ValueError(f"smoothquant_alpha applies to {activations} (activations are quantized).")
         if self.num_calibration_batches < 1:
             raise ValueError(f"num_calibration_batches must be >= 1, got {self.num_calibration_batches}.")
         if self.error_budget is not None and not (math.isfinite(self.error_budget) and self.error_budget > 0):
             raise ValueError(f"error_budget must be a positive number (mean 1 - cosine), got {self.error_budget}.")
 
     @property
+    def kind(self) -> QuantizedKind:
+        """The registered `kinds.QuantizedKind` of ``method``."""
+        return get_quantized_kind(self.method)
+
+    @property
     def needs_calibration(self) -> bool:
-        return self.method == "int8_static" or self.smoothquant_alpha is not None or self.error_budget is not None
+        return self.kind.needs_input_ranges or self.smoothquant_alpha is not None or self.error_budget is not None
 
     def to_dict(self) -> dict[str, Any]:
         """``{"_type", "_version", "_data"}``: versioned, so old saved configs stay readable."""

@@ -21,7 +21,8 @@ from torch import nn
 from transformers.quantizers import HfQuantizer, register_quantization_config, register_quantizer
 from transformers.utils.quantization_config import QuantizationConfigMixin
 
-from .modules import LINEAR_KINDS, Int4WeightOnlyLinear, Int8Embedding
+from .config import DEFAULT_METHOD
+from .kinds import get_quantized_kind
 from .validation import (
     check_against_float_module,
     check_checkpoint_tensors,
@@ -59,7 +60,7 @@ class HfCompressQuantizationConfig(QuantizationConfigMixin):
 
     def __init__(
         self,
-        method: str = "int8_dynamic",
+        method: str = DEFAULT_METHOD,
         modules: dict[str, dict[str, Any]] | None = None,
         user_config: dict[str, Any] | None = None,
         format_version: int = FORMAT_VERSION,
@@ -82,16 +83,14 @@ class HfCompressQuantizationConfig(QuantizationConfigMixin):
         }
 
 
+def module_description(kind: str, module: nn.Module) -> dict[str, Any]:
+    """The ``config.json`` entry of a quantized module: its kind and what the kind records to rebuild it."""
+    return {"kind": kind, **get_quantized_kind(kind).describe(module)}
+
+
 def build_quantized_module(spec: dict[str, Any]) -> nn.Module:
-    """An empty quantized module from its ``config.json`` entry."""
-    kind = spec["kind"]
-    if kind == "embedding":
-        return Int8Embedding(spec["num_embeddings"], spec["embedding_dim"], spec.get("padding_idx"))
-    if kind == "int4_weight_only":
-        return Int4WeightOnlyLinear(spec["in_features"], spec["out_features"], spec["bias"], spec["group_size"])
-    if kind in LINEAR_KINDS:
-        return LINEAR_KINDS[kind](spec["in_features"], spec["out_features"], spec["bias"], spec.get("smooth", False))
-    raise ValueError(f"Unknown quantized module kind {kind!r} in the checkpoint; upgrade hf-compress.")
+    """An empty quantized module from its ``config.json`` entry (validated by `validate_module_spec` first)."""
+    return get_quantized_kind(spec["kind"]).build(spec)
 
 
 def replace_module(model: nn.Module, name: str, new: nn.Module) -> None:

@@ -10,18 +10,18 @@ import fnmatch
 import logging
 import warnings
 from collections.abc import Mapping
-from typing import Any, get_args
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 from transformers import PreTrainedModel
 
-from .config import CONFIG_VERSION, QuantizationConfig, QuantMethod
+from .config import CONFIG_VERSION, DEFAULT_METHOD, QuantizationConfig
+from .kinds import get_quantized_kind, method_names, quantized_kind_names
 
 logger = logging.getLogger(__name__)
 
-LINEAR_KIND_NAMES = get_args(QuantMethod)  # a quantized Linear's kind is the method that made it
-_REPAIR = "config.json does not match the weights (edited by hand, or mixed files?); re-save it with hf_compress."
+REPAIR = "config.json does not match the weights (edited by hand, or mixed files?); re-save it with hf_compress."
 
 
 # --------------------------------------------------------------------------------------------- quantize() inputs
@@ -38,7 +38,7 @@ def as_config(config: Any) -> QuantizationConfig:
         return QuantizationConfig.from_dict(payload)
     raise TypeError(
         f"config must be a QuantizationConfig or a dict of its fields, got {type(config).__name__} ({config!r}); "
-        "e.g. QuantizationConfig(method='int8_dynamic')."
+        f"e.g. QuantizationConfig(method={DEFAULT_METHOD!r})."
     )
 
 
@@ -62,16 +62,13 @@ def check_batching(batch_size: Any, collate_fn: Any) -> None:
         )
 
 
-def check_group_size(linears: Mapping[str, nn.Module], config: QuantizationConfig) -> None:
-    """int4: every selected layer's input width is a multiple of group_size (checked before anything changes)."""
-    if config.method != "int4_weight_only":
-        return
-    for name, linear in linears.items():
-        if linear.in_features % config.group_size:
-            raise ValueError(
-                f"{name} has {linear.in_features} input features, not a multiple of group_size={config.group_size}; "
-                "choose a group_size that divides it or exclude the layer."
-            )
+def check_quantizable(linears: Mapping[str, nn.Module], config: QuantizationConfig) -> None:
+    """Every selected layer suits the method's kind (int4: input width a multiple of group_size), checked before
+    anything changes."""
+    check = config.kind.check_float
+    if check is not None:
+        for name, linear in linears.items():
+            check(name, linear, config)
 
 
 def warn_unmatched_patterns(model: nn.Module, config: QuantizationConfig) -> None:
@@ -170,55 +167,46 @@ def check_finite_statistics(stats: Mapping[str, Mapping[str, Tensor]]) -> None:
 
 
 # ------------------------------------------------------------------------------------- checkpoint (config.json)
-def _positive_int(spec: Mapping[str, Any], key: str, name: str) -> int:
+def positive_int_field(spec: Mapping[str, Any], key: str, name: str) -> int:
+    """``spec[key]`` of the saved module ``name``, a positive integer (else a ValueError naming it)."""
     if key not in spec:
-        raise ValueError(f"quantization_config.modules[{name!r}] has no {key!r}; {_REPAIR}")
+        raise ValueError(f"quantization_config.modules[{name!r}] has no {key!r}; {REPAIR}")
     value = spec[key]
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"quantization_config.modules[{name!r}].{key} must be a positive integer, got {value!r}.")
     return value
 
 
-def _flag(spec: Mapping[str, Any], key: str, name: str, required: bool) -> None:
+def flag_field(spec: Mapping[str, Any], key: str, name: str, required: bool) -> None:
+    """``spec[key]`` of the saved module ``name``, true or false (may be absent unless ``required``)."""
     if key not in spec and not required:
         return
     if not isinstance(spec.get(key), bool):
         raise ValueError(f"quantization_config.modules[{name!r}].{key} must be true or false, got {spec.get(key)!r}.")
 
 
+def check_linear_description(name: str, spec: Mapping[str, Any]) -> None:
+    """The fields every quantized Linear's saved description has: in / out features and bias."""
+    positive_int_field(spec, "in_features", name)
+    positive_int_field(spec, "out_features", name)
+    flag_field(spec, "bias", name, required=True)
+
+
 def validate_module_spec(name: str, spec: Any, method: str) -> None:
     """One ``modules`` entry of the saved quantization config: its kind and every field the loader needs."""
     if not isinstance(spec, Mapping):
-        raise ValueError(f"quantization_config.modules[{name!r}] must be a dict, got {spec!r}; {_REPAIR}")
+        raise ValueError(f"quantization_config.modules[{name!r}] must be a dict, got {spec!r}; {REPAIR}")
     kind = spec.get("kind")
-    if kind == "embedding":
-        num = _positive_int(spec, "num_embeddings", name)
-        _positive_int(spec, "embedding_dim", name)
-        padding = spec.get("padding_idx")
-        if padding is not None and (
-            isinstance(padding, bool) or not isinstance(padding, int) or not -num <= padding < num
-        ):
-            raise ValueError(f"quantization_config.modules[{name!r}].padding_idx={padding!r} is not a row index.")
-        return
-    if kind not in LINEAR_KIND_NAMES:
+    if not isinstance(kind, str) or kind not in quantized_kind_names():
         raise ValueError(
             f"Unknown quantized module kind {kind!r} for {name!r} in the checkpoint (known: "
-            f"{['embedding', *LINEAR_KIND_NAMES]}); upgrade hf-compress or re-save the model."
+            f"{quantized_kind_names()}); upgrade hf-compress, import the plugin that registers it, or re-save the "
+            "model."
         )
-    if kind != method:
-        raise ValueError(f"quantization_config says method={method!r} but module {name!r} is {kind!r}; {_REPAIR}")
-    in_features = _positive_int(spec, "in_features", name)
-    _positive_int(spec, "out_features", name)
-    _flag(spec, "bias", name, required=True)
-    if kind == "int4_weight_only":
-        group = _positive_int(spec, "group_size", name)
-        if group % 2 or in_features % group:
-            raise ValueError(
-                f"quantization_config.modules[{name!r}].group_size={group} must be even and divide "
-                f"in_features={in_features}; {_REPAIR}"
-            )
-    else:
-        _flag(spec, "smooth", name, required=False)
+    spec_kind = get_quantized_kind(kind)
+    if spec_kind.method and kind != method:
+        raise ValueError(f"quantization_config says method={method!r} but module {name!r} is {kind!r}; {REPAIR}")
+    spec_kind.check_description(name, spec)
 
 
 def validate_quantization_config(
@@ -227,17 +215,20 @@ def validate_quantization_config(
     """The ``quantization_config`` of a checkpoint, before anything is built from it."""
     if isinstance(format_version, bool) or not isinstance(format_version, int) or format_version < 1:
         raise ValueError(
-            f"quantization_config.format_version must be a positive integer, got {format_version!r}; {_REPAIR}"
+            f"quantization_config.format_version must be a positive integer, got {format_version!r}; {REPAIR}"
         )
     if format_version > latest:
         raise ValueError(
             f"This checkpoint uses hf_compress quantization format {format_version}, newer than this "
             f"hf_compress understands ({latest}); upgrade hf-compress."
         )
-    if method not in LINEAR_KIND_NAMES:
-        raise ValueError(f"quantization_config.method={method!r} is not one of {list(LINEAR_KIND_NAMES)}; {_REPAIR}")
+    if not isinstance(method, str) or method not in method_names():
+        raise ValueError(
+            f"quantization_config.method={method!r} is not one of {method_names()}: upgrade hf-compress or import the "
+            f"plugin that registers it (if the name is a typo: {REPAIR})"
+        )
     if not isinstance(modules, Mapping):
-        raise ValueError(f"quantization_config.modules must be a dict of module specs, got {modules!r}; {_REPAIR}")
+        raise ValueError(f"quantization_config.modules must be a dict of module specs, got {modules!r}; {REPAIR}")
     for name, spec in modules.items():
         validate_module_spec(name, spec, method)
     if user_config:
@@ -247,29 +238,8 @@ def validate_quantization_config(
             raise ValueError(f"quantization_config.user_config is invalid: {err}") from err
         if user.method != method:
             raise ValueError(
-                f"quantization_config.method={method!r} but user_config says method={user.method!r}; {_REPAIR}"
+                f"quantization_config.method={method!r} but user_config says method={user.method!r}; {REPAIR}"
             )
-
-
-def _expected_tensors(spec: Mapping[str, Any]) -> dict[str, tuple[tuple[int, ...], torch.dtype | None]]:
-    """suffix -> (shape, integer dtype or None for a float tensor) that a module spec stores."""
-    if spec["kind"] == "embedding":
-        n, d = spec["num_embeddings"], spec["embedding_dim"]
-        return {"weight": ((n, 1, d), torch.int8), "weight_scale": ((n,), None)}
-    out, inp = spec["out_features"], spec["in_features"]
-    if spec["kind"] == "int4_weight_only":
-        g = spec["group_size"]
-        expected = {"weight": ((out, inp // g, g // 2), torch.uint8), "weight_scale": ((out, inp // g), None)}
-    else:
-        expected = {"weight": ((out, 1, inp), torch.int8), "weight_scale": ((out,), None)}
-        if spec.get("smooth", False):
-            expected["input_smooth"] = ((inp,), None)
-        if spec["kind"] == "int8_static":
-            expected["input_scale"] = ((), None)
-            expected["input_zero_point"] = ((), torch.int32)
-    if spec["bias"]:
-        expected["bias"] = ((out,), None)
-    return expected
 
 
 def _key_renamer(model: nn.Module):
@@ -313,14 +283,14 @@ def checkpoint_tensors(
     return tensors
 
 
-_SAFETENSORS_DTYPES = {torch.int8: "I8", torch.uint8: "U8", torch.int32: "I32"}
+_SAFETENSORS_DTYPES = {torch.int8: "I8", torch.uint8: "U8", torch.int16: "I16", torch.int32: "I32", torch.int64: "I64"}
 
 
 def check_checkpoint_tensors(modules: Mapping[str, Mapping[str, Any]], tensors: Mapping[str, tuple]) -> None:
     """The tensors in the file are exactly those the quantization config describes (so a tampered or mismatched
     config.json, e.g. ``smooth: false`` for smoothed weights or static <-> dynamic, fails instead of loading wrong)."""
     for name, spec in modules.items():
-        expected = _expected_tensors(spec)
+        expected = get_quantized_kind(spec["kind"]).expected_tensors(spec)
         found = {
             k[len(name) + 1 :]: v
             for k, v in tensors.items()
@@ -330,7 +300,7 @@ def check_checkpoint_tensors(modules: Mapping[str, Mapping[str, Any]], tensors: 
         if missing or unexpected:
             raise ValueError(
                 f"The checkpoint's tensors for {name!r} ({sorted(found)}) do not match its quantization_config entry "
-                f"{dict(spec)} (missing {missing}, unexpected {unexpected}); {_REPAIR}"
+                f"{dict(spec)} (missing {missing}, unexpected {unexpected}); {REPAIR}"
             )
         for suffix, (shape, dtype) in expected.items():
             file_shape, file_dtype = found[suffix]
@@ -342,7 +312,7 @@ def check_checkpoint_tensors(modules: Mapping[str, Mapping[str, Any]], tensors: 
             if tuple(file_shape) != shape or wrong_dtype:
                 raise ValueError(
                     f"The checkpoint's {name}.{suffix} is {file_dtype} {list(file_shape)}, but its "
-                    f"quantization_config entry {dict(spec)} needs shape {list(shape)}; {_REPAIR}"
+                    f"quantization_config entry {dict(spec)} needs shape {list(shape)}; {REPAIR}"
                 )
     quantized = {
         k.rpartition(".")[0] for k, (_, dtype) in tensors.items() if dtype in ("I8", "U8") and k.endswith(".weight")
@@ -350,28 +320,18 @@ def check_checkpoint_tensors(modules: Mapping[str, Mapping[str, Any]], tensors: 
     unlisted = sorted(quantized - set(modules))
     if unlisted:
         raise ValueError(
-            f"The checkpoint holds integer weights for {unlisted}, not listed in its quantization_config; {_REPAIR}"
+            f"The checkpoint holds integer weights for {unlisted}, not listed in its quantization_config; {REPAIR}"
         )
 
 
 def check_against_float_module(name: str, spec: Mapping[str, Any], module: nn.Module) -> None:
     """The module the model's config builds has the checkpoint's shape (``from_pretrained(num_labels=3)`` on a
     2-label quantized checkpoint must fail as it does for a float one, not load 2 logits under a 3-label config)."""
-    if spec["kind"] == "embedding":
-        ok = isinstance(module, nn.Embedding) and (module.num_embeddings, module.embedding_dim) == (
-            spec["num_embeddings"],
-            spec["embedding_dim"],
-        )
-        saved = f"an embedding of {spec['num_embeddings']} x {spec['embedding_dim']}"
-    else:
-        ok = isinstance(module, nn.Linear) and (module.in_features, module.out_features) == (
-            spec["in_features"],
-            spec["out_features"],
-        )
-        saved = f"a Linear {spec['in_features']} -> {spec['out_features']}"
-    if not ok:
+    replaces = get_quantized_kind(spec["kind"]).replaces
+    if not replaces.matches(spec, module):
         raise ValueError(
-            f"The quantized checkpoint stores {name!r} as {saved}, but the model built from this config has "
+            f"The quantized checkpoint stores {name!r} as {replaces.describe(spec)}, but the model built from this "
+            "config has "
             f"{module}: a quantized checkpoint cannot be reshaped at load time (e.g. by num_labels=...); load it "
             "without overriding its config, or change the float model and quantize it again."
         )
