@@ -334,12 +334,7 @@ def export_onnx(
     check_output_dir(source, Path(output_dir))  # before anything is written
     names = input_names(model, processor)
     processor = processor if processor is not None else source_processor(source, model)
-    check = sample_inputs(model, names, batch=num_samples, length=sequence_length, seed=2)
-    if inputs is not None:
-        missing = [name for name in names if name not in inputs]
-        if missing:
-            raise ExportError(f"inputs lack {missing}, which the exported model takes; pass all of {names}.")
-        check = {name: inputs[name] for name in names}
+    check = _check_inputs(model, names, inputs, num_samples, sequence_length)
     example = sample_inputs(model, names, batch=2, length=min(16, sequence_length), seed=1)
     outputs = head_outputs(model, example)
     quantized = is_quantized(model)
@@ -370,6 +365,26 @@ def export_onnx(
         passed=passed, onnx_mb=onnx_path.stat().st_size / 2**20,
         quantized_layers={name: kind for name, (kind, _) in plan.items()}, fused_ops=fused_ops,
     )  # fmt: skip
+    _write_folder(output_dir, report, model, processor, source)
+    if passed:  # (a failed check is a warning below; the CLI prints the summary either way)
+        logger.debug("exported to %s: %s", output_dir, report.summary())
+    else:
+        logger.warning("ONNX Runtime does not reproduce the PyTorch model closely: %s", report.summary())
+    return report
+
+
+def _check_inputs(model, names: list[str], inputs: dict | None, num_samples: int, length: int) -> dict[str, Tensor]:
+    """The rows the export is verified on: the caller's ``inputs`` (every input the model takes) or random ones."""
+    if inputs is None:
+        return sample_inputs(model, names, batch=num_samples, length=length, seed=2)
+    missing = [name for name in names if name not in inputs]
+    if missing:
+        raise ExportError(f"inputs lack {missing}, which the exported model takes; pass all of {names}.")
+    return {name: inputs[name] for name in names}
+
+
+def _write_folder(output_dir: Path, report: ExportReport, model, processor, source: Path | None) -> None:
+    """Beside model.onnx: the report, the config, the processor, a README and the source folder's extra files."""
     stored = {**asdict(report), "onnx_path": ONNX_NAME}  # relative: the folder is pushed as is
     (output_dir / REPORT_NAME).write_text(json.dumps(stored, indent=2) + "\n")
     _save_config(model, output_dir)
@@ -378,11 +393,6 @@ def export_onnx(
     _write_readme(source, output_dir, report)
     if source is not None:
         copy_extra(source, output_dir)
-    if passed:  # (a failed check is a warning below; the CLI prints the summary either way)
-        logger.debug("exported to %s: %s", output_dir, report.summary())
-    else:
-        logger.warning("ONNX Runtime does not reproduce the PyTorch model closely: %s", report.summary())
-    return report
 
 
 def _passes(checked: dict, quantized: bool) -> bool:

@@ -6,12 +6,13 @@ from __future__ import annotations
 import copy
 
 from ..quant import QuantizationConfig, quantize
+from ..quant.config import DEFAULT_METHOD
 from ..validation import RecipeError
 from .registry import StageSpec, register_stage
 
 
 def build_config(values: dict, extras: dict, output_dir: str) -> QuantizationConfig:
-    return QuantizationConfig(**values, method=extras.get("quant_method", "int8_dynamic"))
+    return QuantizationConfig(**values, method=extras.get("quant_method", DEFAULT_METHOD))
 
 
 def check_extras(where: str, extras: dict) -> None:
