@@ -259,7 +259,17 @@ def build(results_dir: Path | dict[str, Path], output: Path) -> str:
     sections = [f"# Benchmark results\n\nMeasured on this project's 2-core CPU machine; results in {where}. "
                 "Latency is a ratio to the teacher (or fp32) measured interleaved in one process with 2 threads, "
                 "so it is comparable within a table, not across machines.\n"]  # fmt: skip
+    if "recipes" in results:  # the headline: shipped recipes run by the product's runner, first
+        from . import recipes
+
+        measured = _measured(results["recipes"], days["recipes"], several_days)
+        sections.append(
+            f"## Headline: the shipped recipes\n\nMeasured{measured} with `python -m benchmarks recipes "
+            f"{shlex.join(results['recipes'].get('argv') or [])}`.\n\n{recipes.report(results['recipes'])}\n"
+        )
     for name, payload in results.items():
+        if name == "recipes":
+            continue
         argv = payload.get("argv")
         suite = payload.get("suite", name)
         runs = [a for a in payload.get("commands") or [argv] if a]  # several when runs were merged (--append)

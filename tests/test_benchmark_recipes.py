@@ -40,3 +40,21 @@ def test_quick_overrides_cut_every_training_stage():
     sets = suite.quick_overrides(suite.RECIPES / "minilm-rt-frontier.yaml")
     assert "stages.finetune.max_steps=4" in sets and "stages.frontier.max_steps=4" in sets
     assert "stages.frontier.prune_end_step=2" in sets and "data.train_limit=64" in sets
+
+
+def test_the_report_puts_the_recipes_headline_first(tmp_path):
+    from benchmarks import report
+
+    row = {"stage": "int8", "method": "quantize", "accuracy": 0.8, "params_m": 10.0, "size_mb": 10.0,
+           "latency_8x128": 0.25, "latency_1x128": 0.5}  # fmt: skip
+    teacher = {**row, "stage": "teacher", "accuracy": 0.82, "size_mb": 80.0, "latency_8x128": 1.0,
+               "latency_1x128": 1.0}  # fmt: skip
+    run = {"recipe": "x", "seed": 0, "metric": "accuracy", "teacher": teacher, "stages": [row]}
+    payload = {"suite": "recipes", "argv": ["--recipe", "x"], "schema": 1, "runs": [run]}
+    day = tmp_path / "2026-12-02"
+    day.mkdir()
+    (day / "recipes.json").write_text(json.dumps(payload))
+    text = report.build(day, tmp_path / "RESULTS.md")
+    sections = [line for line in text.splitlines() if line.startswith("## ")]
+    assert sections[0] == "## Headline: the shipped recipes"
+    assert "| x | int8 | quantize | 0.8000 | 97.6 | 4.00x | 2.00x | 10.0 | 10.00 |" in text
