@@ -19,7 +19,8 @@ from hf_compress import HomoDistilConfig, HomoDistilTrainer, slice_model
 from hf_compress.models.structure import model_structure
 from hf_compress.prune.masks import MaskHooks, StructureMasks, keep_top
 from hf_compress.prune.schedule import cubic_schedule, oneshot_schedule
-from hf_compress.prune.scores import ImportanceScores, platon_update, structure_scores
+from hf_compress.prune.scorers.magnitude import MagnitudeScores
+from hf_compress.prune.scores import platon_update, structure_scores
 from hf_compress.prune.trainer import PRUNING_STATE_NAME
 
 TARGETS = PRUNE_TARGETS
@@ -72,7 +73,7 @@ def test_structure_scores_sum_the_weights_of_each_structure():
     torch.manual_seed(0)
     model = BertModel(bert_config(num_hidden_layers=1, hidden_size=8, num_attention_heads=2, intermediate_size=4))
     structure = model_structure(model)
-    scores = ImportanceScores(model, "magnitude", 0.85, 0.95)
+    scores = MagnitudeScores(model)
     got = structure_scores(structure, scores)
     layer = model.encoder.layer[0]
     q, k, v = (layer.attention.self.query, layer.attention.self.key, layer.attention.self.value)
@@ -327,7 +328,7 @@ def test_pruning_lowers_the_loss_after_the_final_mask(tmp_path):
         (dict(prune_end_step=None), "cubic schedule needs prune_end_step > prune_start_step"),
         (dict(prune_start_step=5, prune_end_step=5), "cubic schedule needs prune_end_step > prune_start_step"),
         (dict(prune_every=0), "prune_every must be >= 1"),
-        (dict(importance="random"), "importance='random' is not supported"),
+        (dict(importance="bogus"), r"importance='bogus' is not a registered importance scorer; choose one of \['"),
         (dict(pruning_schedule="linear"), "pruning_schedule='linear' is not supported"),
         (dict(pruning_schedule="oneshot", importance="platon"), "needs gradients from a few steps first"),
         (dict(importance_beta1=1.0), r"importance_beta1 must be in \[0, 1\)"),

@@ -6,9 +6,8 @@ from conftest import bert_config, text_dataset
 from test_prune import TARGETS, config
 from transformers import BertForSequenceClassification
 
-from benchmarks import prune, prune_ablation, rankers
+from benchmarks import prune, prune_ablation
 from hf_compress import HomoDistilTrainer
-from hf_compress.prune.scores import ImportanceScores
 
 
 @pytest.mark.parametrize("key", sorted(prune_ablation.ABLATIONS))
@@ -18,13 +17,11 @@ def test_every_ablation_variant_trains_a_tiny_model(tmp_path, key):
     changes = {k: v for k, v in settings.items() if k not in prune.SHAPES["text"]}
     changes.update(TARGETS)  # the tiny model's shape instead of MiniLM's
     torch.manual_seed(0)
-    args = config(str(tmp_path), **{**changes, "max_steps": 6})
+    args = config(str(tmp_path), **{**changes, "max_steps": 6, "fisher_samples": 4})
     trainer = HomoDistilTrainer(
         teacher_model=BertForSequenceClassification(bert_config()), args=args, train_dataset=text_dataset(48)
     )
-    if key in rankers.RANKERS:  # what `prune_ablation.ablation` does for these variants
-        rankers.install(trainer, key, text_dataset(16), samples=4)
-        assert not isinstance(trainer.pruner.scores, ImportanceScores)
+    assert trainer.pruner.scorer.name == settings.get("importance", "platon")
     trainer.train()
     assert trainer.pruner.finished
     if key == "no_recovery":

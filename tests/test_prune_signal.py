@@ -14,6 +14,7 @@ from transformers import BertForMaskedLM, BertForSequenceClassification, Trainer
 from hf_compress import HomoDistilTrainer, slice_model
 from hf_compress.models.structure import model_structure
 from hf_compress.prune.masks import StructureMasks, keep_top
+from hf_compress.prune.scorers.magnitude import MagnitudeScores
 from hf_compress.prune.scores import ImportanceScores, StructureImportance, platon_update, structure_scores
 from hf_compress.prune.trainer import PRUNING_STATE_NAME
 
@@ -254,7 +255,7 @@ def test_tied_decoder_counts_once(tied):
     torch.manual_seed(0)
     model = BertForMaskedLM(bert_config(tie_word_embeddings=tied))
     structure = model_structure(model)
-    scores = ImportanceScores(model, "magnitude", 0.85, 0.95)
+    scores = MagnitudeScores(model)
     got = structure_scores(structure, scores)["hidden"]
     decoder = model.cls.predictions.decoder
     structure.reads_hidden.remove(decoder)

@@ -6,14 +6,14 @@ import warnings
 
 import torch
 from torch import Tensor
-from transformers import PreTrainedModel
+from transformers import PreTrainedModel, Trainer
 
 from ..models.arch import find_layer_list
 from ..models.structure import model_structure
 from .config import HomoDistilConfig
 from .masks import MaskHooks, StructureMasks, keep_top
 from .schedule import cubic_schedule, oneshot_schedule
-from .scores import ImportanceScores, StructureImportance
+from .scorers import get_scorer
 from .slicing import check_ffn, check_shape, slice_model
 
 
@@ -22,13 +22,14 @@ class StructuredPruner:
 
     ``update_scores()`` after each optimizer step that was really applied, gradients still in place (accumulated,
     unscaled and, under DDP, all-reduced, so every rank computes the same scores and masks), as PLATON's code
-    does; ``step(global_step)`` after each optimizer step.
+    does; ``step(global_step)`` after each optimizer step. ``scores`` is the `scorers.ImportanceScorer` that
+    ``args.importance`` names, built with this pruner and ``trainer`` (the `HomoDistilTrainer`, or None).
     """
 
     # Below this mean |grad| (importance-weighted, see `ImportanceScores.signal`) a gradient is float noise.
     NOISE_SIGNAL = 1e-7
 
-    def __init__(self, model: PreTrainedModel, args: HomoDistilConfig) -> None:
+    def __init__(self, model: PreTrainedModel, args: HomoDistilConfig, trainer: Trainer | None = None) -> None:
         self.model, self.args = model, args
         self.structure = model_structure(model)
         s = self.structure
@@ -65,16 +66,14 @@ class StructuredPruner:
                 f"The student has frozen parameters ({', '.join(frozen[:3])}{', ...' if len(frozen) > 3 else ''}); "
                 "pruning trains and scores every weight. Call model.requires_grad_(True) first."
             )
-        smoothing = (args.importance_beta1, args.importance_beta2, args.importance_window)
-        if args.importance_granularity == "structure":
-            self.scores = StructureImportance(model, s, args.importance, *smoothing)
-        else:
-            self.scores = ImportanceScores(model, args.importance, *smoothing)
         self._warned_noise = False
         self.global_step = 0
         pruned = {key: self.targets[key] < full[key] for key in ("hidden", "heads", "ffn")}
         layer_modules = list(find_layer_list(model)[1]) if self.targets["layers"] < full["layers"] else None
         self.hooks = MaskHooks(s, self.masks, **pruned, layer_modules=layer_modules)
+        # After the mask hooks, so that a scorer's own hooks see what the masked model computes.
+        self.scorer = get_scorer(args.importance)
+        self.scores = self.scorer.build(self, trainer)
 
     # ---- schedule ----------------------------------------------------------------------------------
 
@@ -148,12 +147,22 @@ class StructuredPruner:
     # ---- state -------------------------------------------------------------------------------------
 
     def state_dict(self) -> dict[str, Tensor]:
+        """Masks, the scorer's state and name, and the step: what a checkpoint needs to resume exactly."""
         state = {f"mask.{k}": v.clone() for k, v in self.masks.state_dict().items()}
         state.update({f"score.{k}": v.detach().cpu() for k, v in self.scores.state_dict().items()})
         state["global_step"] = torch.tensor(self.global_step)
+        state["scorer"] = torch.tensor(list(self.scorer.name.encode()), dtype=torch.uint8)
         return state
 
     def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        if "scorer" in state:  # absent from states saved before scorers were named
+            saved = bytes(state["scorer"].tolist()).decode()
+            if saved != self.scorer.name:
+                raise ValueError(
+                    f"This pruning state was saved by a run with importance={saved!r}, but this run uses "
+                    f"importance={self.scorer.name!r}: the scores cannot continue. Resume with importance={saved!r}, "
+                    "or start the pruning run afresh."
+                )
         self.masks.load_state_dict({k[len("mask.") :]: v for k, v in state.items() if k.startswith("mask.")})
         self.scores.load_state_dict({k[len("score.") :]: v for k, v in state.items() if k.startswith("score.")})
         self.global_step = int(state["global_step"])
@@ -164,3 +173,5 @@ class StructuredPruner:
 
     def remove_hooks(self) -> None:
         self.hooks.remove()
+        if hasattr(self.scores, "remove_hooks"):  # a scorer that collects inputs (activation) has its own
+            self.scores.remove_hooks()

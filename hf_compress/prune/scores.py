@@ -10,6 +10,10 @@ updated once per window with that average (PLATON's ``update_ipt_with_local_wind
 use ΔT = 10). Only finite gradients of steps the optimizer really applied are folded in (`update` returns
 False for a step with an inf / NaN gradient), so one overflow can never turn the scores into NaN.
 
+PLATON (``platon``) and its variant without the uncertainty (``taylor``, ``I_bar`` alone) are the scorers of
+``scorers/platon.py`` and ``scorers/taylor.py``; `structure_scores` also sums the per-weight ``|w|`` of
+``scorers/magnitude.py``.
+
 Two granularities. ``weight`` (PLATON's unstructured form): EMAs per weight, a structure's score is the sum of its
 weights' ``I_bar * U_bar``. ``structure`` (`StructureImportance`, HomoDistil's column score
 ``|Θ_j^T ∇_{Θ_j} L|``): each step, the *signed* products ``w * dL/dw`` of a structure's weights are summed
@@ -19,10 +23,20 @@ the absolute value of that sum. Per-weight noise of either sign cancels in the s
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import torch
 from torch import Tensor, nn
 
 from ..models.structure import ModelStructure
+
+
+class WeightScores(Protocol):
+    """Per-weight scores that `structure_scores` sums per structure."""
+
+    def of(self, module: nn.Module, param_name: str) -> Tensor | None:
+        """The score of each weight of ``module.<param_name>`` (its shape), or None when it is not scored."""
+        ...
 
 
 def platon_update(
@@ -54,12 +68,16 @@ class _SmoothedSensitivity:
     ) -> None:
         """``like``: per key, a tensor with the shape and device of its sensitivity (a parameter, or a structure
         vector on the CPU)."""
+        if kind not in ("platon", "taylor"):
+            raise ValueError(
+                f"PLATON-style scores are 'platon' (with uncertainty) or 'taylor' (without), got {kind!r}; other "
+                "criteria are scorers of their own (hf_compress.prune.scorers)."
+            )
         if window < 1:
             raise ValueError(f"The importance window must be >= 1 step, got {window}.")
         self.kind, self.beta1, self.beta2, self.window = kind, beta1, beta2, window
         self.params = params
-        needs_state = kind in ("platon", "taylor")
-        zeros = {k: torch.zeros_like(t, dtype=torch.float32) for k, t in like.items()} if needs_state else {}
+        zeros = {k: torch.zeros_like(t, dtype=torch.float32) for k, t in like.items()}
         self.i_bar = zeros
         self.u_bar = {k: v.clone() for k, v in zeros.items()} if kind == "platon" else {}
         # Sum of the sensitivities of the current ΔT window (only kept when window > 1), and its length so far.
@@ -67,10 +85,6 @@ class _SmoothedSensitivity:
         self.window_steps = 0
         self.skipped_steps = 0  # updates refused for a non-finite gradient
         self.first_signal: float | None = None  # `signal` of the first scored step (the student as it started)
-
-    @property
-    def needs_gradients(self) -> bool:
-        return self.kind != "magnitude"
 
     def _sensitivity(self) -> dict[str, Tensor]:
         raise NotImplementedError
@@ -84,8 +98,6 @@ class _SmoothedSensitivity:
 
         Returns False, and changes nothing, when a gradient holds inf / NaN (an fp16 overflow step).
         """
-        if not self.needs_gradients:
-            return True
         grads = [p.grad for p in self.params.values() if p.grad is not None]
         if grads and not bool(torch.stack([g.isfinite().all() for g in grads]).all()):
             self.skipped_steps += 1
@@ -112,9 +124,7 @@ class _SmoothedSensitivity:
     @torch.no_grad()
     def signal(self) -> float | None:
         """The smoothed sensitivity relative to the weights, ``sum(I_bar) / sum(|w|)``: an importance-weighted mean
-        |grad|. ~0 means the scores are float noise. None for ``magnitude`` (no gradients)."""
-        if not self.needs_gradients:
-            return None
+        |grad|. ~0 means the scores are float noise."""
         return self._relative(self.i_bar)
 
     def _weight_total(self) -> float:
@@ -149,7 +159,7 @@ class _SmoothedSensitivity:
 class ImportanceScores(_SmoothedSensitivity):
     """Running per-weight importance for every trainable parameter of a model.
 
-    kind: ``platon`` (I_bar * U_bar), ``taylor`` (I_bar) or ``magnitude`` (|w|, needs no gradients).
+    kind: ``platon`` (I_bar * U_bar) or ``taylor`` (I_bar).
     """
 
     def __init__(self, model: nn.Module, kind: str, beta1: float, beta2: float, window: int = 1) -> None:
@@ -177,8 +187,6 @@ class ImportanceScores(_SmoothedSensitivity):
         if param is None or id(param) not in self._name_of:
             return None
         name = self._name_of[id(param)]
-        if self.kind == "magnitude":
-            return param.detach().float().abs()
         if self.kind == "taylor":
             return self.i_bar[name]
         return self.i_bar[name] * self.u_bar[name]
@@ -190,8 +198,9 @@ def _sum_except(tensor: Tensor, dim: int) -> Tensor:
 
 
 @torch.no_grad()
-def structure_scores(structure: ModelStructure, scores: ImportanceScores) -> dict[str, Tensor]:
-    """Scores of every prunable structure: ``hidden`` (D,), ``heads`` (L, H), ``ffn`` (L, F)."""
+def structure_scores(structure: ModelStructure, scores: WeightScores) -> dict[str, Tensor]:
+    """Scores of every prunable structure: ``hidden`` (D,), ``heads`` (L, H), ``ffn`` (L, F), each the sum of the
+    per-weight scores ``scores.of(module, name)`` of the weights it owns."""
     num_heads, head_dim = structure.num_heads, structure.head_dim
     hidden = torch.zeros(structure.hidden_size)
     # A tied parameter (MLM decoder = word embeddings) counts once; one read along another dim (a pooler reads

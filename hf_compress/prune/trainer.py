@@ -58,7 +58,7 @@ class HomoDistilTrainer(DistillationTrainer):
 
     ``model`` may be omitted: the student is then a deep copy of ``teacher_model``. Heads, FFN neurons and the
     residual width are masked in the forward pass during training (masked structures contribute nothing), with
-    masks from PLATON importance scores on a cubic schedule.
+    masks from importance scores (``args.importance``: PLATON by default) on a cubic schedule.
 
     What each save writes:
 
@@ -109,7 +109,7 @@ class HomoDistilTrainer(DistillationTrainer):
         self._sliced = False  # True once trainer.model is the sliced model (after train() reached the targets)
         self._push_sliced = False  # True inside push_to_hub: its internal save_model writes the sliced model
         super().__init__(model=model, teacher_model=teacher_model, args=args, **kwargs)
-        self.pruner = StructuredPruner(self.model, args)
+        self.pruner = StructuredPruner(self.model, args, trainer=self)
         self.add_callback(_PruningCallback(self.pruner))
         self._all_layer_pairs = list(self.layer_pairs)
 
