@@ -17,13 +17,6 @@ import copy
 import tempfile
 import time
 
-from transformers import (
-    AutoModelForImageClassification,
-    AutoModelForSequenceClassification,
-    AutoTokenizer,
-    DataCollatorWithPadding,
-)
-
 from hf_compress import (
     DistillationConfig,
     DistillationTrainer,
@@ -36,26 +29,20 @@ from hf_compress import (
 from hf_compress.models.structure import model_structure
 from hf_compress.prune.masks import StructureMasks
 
-from . import common, peers, rankers
+from . import common, peers
+from .prune_common import (
+    HOMODISTIL_ATTENTION,
+    SHAPES,
+    TRAINING,
+    WIDER,
+    _seed_statistics,
+    _shape,
+    _teacher_and_data,
+    _train_homodistil,
+    _with_seed_columns,
+)
 
-# Half of every width: hidden, heads and FFN (Torch-Pruning is driven by one ratio, so the peer gets the same).
-SHAPES = {
-    "text": dict(target_hidden_size=192, target_num_heads=6, target_intermediate_size=768),
-    "vision": dict(target_hidden_size=64, target_num_heads=2, target_intermediate_size=256),
-}
-# A second, wider HomoDistil target (three quarters of every width), for the size / accuracy trade-off.
-WIDER = {
-    "text": dict(target_hidden_size=288, target_num_heads=9, target_intermediate_size=1152),
-    "vision": dict(target_hidden_size=96, target_num_heads=3, target_intermediate_size=384),
-}
-TRAINING = {  # per half: batch size and learning rate (same for every variant)
-    "text": dict(per_device_train_batch_size=32, learning_rate=1e-4),
-    "vision": dict(per_device_train_batch_size=64, learning_rate=3e-4),
-}
 HOMODISTIL = "HomoDistil (PLATON, cubic)"
-# HomoDistil's objective in the paper includes attention KD; the rows trained by HomoDistilTrainer (HomoDistil and
-# one-shot pruning + KD, whose students keep the teacher's head count) add it, on the heads the student keeps.
-HOMODISTIL_ATTENTION = dict(attention_weight=1.0)
 # The retention target (issue 12): >= 3x at 8x128 and >= 2.5x at 1x128 at >= 97 % of the teacher within 3 epochs
 # of the training split. Depth and width together: half the layers at 3/4 and at 2/3 of every width (a latency
 # probe of sliced MiniLM shapes put these at 3.2x / 2.8x and 3.8x / 3.1x; half width alone at 6 layers: 2.9x / 2.3x).
@@ -73,11 +60,6 @@ FRONTIER_TARGET = {"speedup_8x128": 3.0, "speedup_1x128": 2.5, "pct_teacher": 97
 FRONTIER_CACHE = common.CACHE / "homodistil-minilm-rt-frontier"  # the best frontier model, for benchmarks/onnx.py
 PEER = "Torch-Pruning (L2 magnitude) + KD (peer)"
 HOMODISTIL_CACHE = common.CACHE / "homodistil-minilm-rt"  # the text HomoDistil model, reused by benchmarks/onnx.py
-
-
-def _shape(model) -> str:
-    hidden, heads, ffn = peers.structure_of(model)
-    return f"{hidden} / {heads} / {ffn}"
 
 
 def truncated_student(teacher, shape: dict):
@@ -102,23 +84,6 @@ def torch_pruning_student(teacher, shape: dict, example: dict) -> tuple[object, 
     model.config.update({"hidden_size": hidden, "num_attention_heads": heads, "intermediate_size": ffn})
     after_edit = common.reload_check(model)
     return model, f"as handed back: {reload}; after editing config.json by hand: {after_edit}"
-
-
-def _teacher_and_data(kind: str, quick: bool):
-    """(teacher, train set, test set, collator) of one half, shared by `run` and `prune_ablation.ablation`."""
-    if kind == "text":
-        teacher_path = common.text_teacher()
-        tokenizer = AutoTokenizer.from_pretrained(teacher_path)
-        data = common.rt_data(tokenizer, train_limit=256 if quick else None)
-        train_set, test = data["train"], data["test"].select(range(128)) if quick else data["test"]
-        collator = DataCollatorWithPadding(tokenizer)
-        teacher = AutoModelForSequenceClassification.from_pretrained(teacher_path).eval()
-    else:
-        teacher_path = common.vision_teacher(epochs=2.0, train_limit=20000)
-        data = common.fmnist_data(train_limit=256 if quick else 20000, test_limit=256 if quick else None)
-        train_set, test, collator = data["train"], data["test"], None
-        teacher = AutoModelForImageClassification.from_pretrained(teacher_path).eval()
-    return teacher, train_set, test, collator
 
 
 def run(
@@ -199,39 +164,6 @@ def run(
                  + (" (+ attention KD for the HomoDistilTrainer rows)" if attention else ""))  # fmt: skip
     return {"kind": kind, "rows": rows, "steps": steps, "prune_end_step": end, "shape": shape, "objective": objective,
             "seeds": list(seeds)}  # fmt: skip
-
-
-def _seed_statistics(row: dict) -> None:
-    """A row trained at several seeds: ``seed_accuracies`` (the first seed's, measured, first), their mean and
-    sample standard deviation. A row trained once loses the empty list."""
-    further = row.pop("seed_accuracies", [])
-    if not further:
-        return
-    accuracies = [row["accuracy"], *further]
-    mean = sum(accuracies) / len(accuracies)
-    sd = (sum((a - mean) ** 2 for a in accuracies) / (len(accuracies) - 1)) ** 0.5
-    row.update(seed_accuracies=accuracies, mean_accuracy=mean, sd_accuracy=sd)
-
-
-def _train_homodistil(
-    teacher, train_set, collator, kind: str, steps: int, settings: dict, seed: int = 0, ranker: str | None = None
-):
-    """(sliced model on sdpa attention, training seconds, final masks) of one HomoDistil run with the suite's
-    objective (KD + hidden KD) and ``settings`` (shape, schedule, the variant's change), its structures ranked by
-    ``ranker`` (benchmarks/rankers.py) instead of the configured scores if given; shared by
-    `prune_ablation.ablation` and `frontier`."""
-    kwargs = common.train_kwargs(tempfile.mkdtemp(), max_steps=steps, warmup_steps=20, temperature=2.0,
-                                 kd_weight=1.0, hidden_weight=1.0, **TRAINING[kind], seed=seed)  # fmt: skip
-    trainer = HomoDistilTrainer(teacher_model=teacher, args=HomoDistilConfig(**kwargs, **settings),
-                                train_dataset=train_set, data_collator=collator)  # fmt: skip
-    if ranker is not None:
-        rankers.install(trainer, ranker, train_set, collator, seed=seed)
-    start = time.perf_counter()
-    trainer.train()
-    seconds = time.perf_counter() - start
-    model = trainer.sliced_model().eval()
-    model.set_attn_implementation("sdpa")
-    return model, seconds, trainer.pruner.masks
 
 
 def _int8(model):
@@ -378,13 +310,6 @@ def _seed_columns(rows: list[dict], columns: list[tuple[str, str]], seeds: list[
     shown = ", ".join(str(s) for s in seeds)
     columns[at:at] = [("per_seed", f"accuracy at seeds {shown}"), ("mean_sd", "mean +- sd")]
     return [_with_seed_columns(r) for r in rows]
-
-
-def _with_seed_columns(row: dict) -> dict:
-    if "mean_accuracy" not in row:
-        return row
-    per_seed = " / ".join(f"{a:.4f}" for a in row["seed_accuracies"])
-    return {**row, "per_seed": per_seed, "mean_sd": f"{row['mean_accuracy']:.4f} +- {row['sd_accuracy']:.4f}"}
 
 
 def main(argv=None) -> None:

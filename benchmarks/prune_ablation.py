@@ -1,6 +1,7 @@
 """The HomoDistil ablation of the pruning benchmark: HomoDistil at the half-width shape once per variant (each fix /
-addition on or off, or another ranking from benchmarks/rankers.py), all at the same steps, with the share of the
-kept structures that one-shot magnitude pruning keeps too. Run through `python -m benchmarks prune --ablation`.
+addition on or off, or another ``importance`` scorer: the product's, or a probe of benchmarks/rankers.py), all at
+the same steps, with the share of the kept structures that one-shot magnitude pruning keeps too. Run through
+`python -m benchmarks prune --ablation`.
 """
 
 from __future__ import annotations
@@ -11,10 +12,10 @@ import json
 
 from hf_compress.models.structure import model_structure
 from hf_compress.prune.masks import StructureMasks, keep_top
-from hf_compress.prune.scores import ImportanceScores
+from hf_compress.prune.scorers.magnitude import MagnitudeScores
 
 from . import common, rankers
-from .prune import (
+from .prune_common import (
     HOMODISTIL_ATTENTION,
     SHAPES,
     _seed_statistics,
@@ -59,24 +60,24 @@ ABLATIONS = {
         dict(attention_weight=1.0, importance="magnitude", prune_end_step="{0.3}"),
     ),
     "fisher": (
-        "+ attention KD, ranked by Fisher information at each event (benchmarks/rankers.py)",
-        HOMODISTIL_ATTENTION,
+        "+ attention KD, ranked by Fisher information at each event (importance='fisher')",
+        dict(HOMODISTIL_ATTENTION, importance="fisher"),
     ),
     "activation": (
-        "+ attention KD, ranked by activation x weight norms (Wanda; benchmarks/rankers.py)",
-        HOMODISTIL_ATTENTION,
+        "+ attention KD, ranked by activation x weight norms (Wanda; importance='activation')",
+        dict(HOMODISTIL_ATTENTION, importance="activation"),
     ),
     "magnitude_hidden": (
         "+ attention KD, PLATON for heads / FFN, magnitude for hidden channels",
-        HOMODISTIL_ATTENTION,
+        dict(HOMODISTIL_ATTENTION, importance="magnitude_hidden"),  # registered by benchmarks/rankers.py
     ),
     "magnitude_heads_ffn": (
         "+ attention KD, PLATON for hidden channels, magnitude for heads / FFN",
-        HOMODISTIL_ATTENTION,
+        dict(HOMODISTIL_ATTENTION, importance="magnitude_heads_ffn"),
     ),
     "random": (
         "+ attention KD, a random kept set (control: seeded random scores, same order at every event)",
-        HOMODISTIL_ATTENTION,
+        dict(HOMODISTIL_ATTENTION, importance="random"),
     ),
     "depth": ("+ depth: 4 of 6 layers as well (smaller, so faster: not the same shape)", dict(target_num_layers=4)),
     "all": (
@@ -90,7 +91,7 @@ def magnitude_masks(teacher, settings: dict) -> StructureMasks:
     """The masks one-shot magnitude pruning of ``teacher`` keeps at ``settings``' widths (the one-shot row's)."""
     model = copy.deepcopy(teacher).requires_grad_(True)
     structure = model_structure(model)
-    scores = ImportanceScores(model, "magnitude", 0.0, 0.0).structure_scores(structure)
+    scores = MagnitudeScores(model).structure_scores(structure)
     masks = StructureMasks.full(structure)
     targets = {"hidden": "target_hidden_size", "heads": "target_num_heads", "ffn": "target_intermediate_size"}
     for kind, name in targets.items():
@@ -130,9 +131,7 @@ def ablation(quick: bool, steps: int, kind: str, variants: list[str], seeds: tup
     for key in variants:
         label, settings = ABLATIONS[key][0], ablation_settings(key, steps, kind)
         for seed in seeds:
-            ranker = key if key in rankers.RANKERS else None
-            model, seconds, masks = _train_homodistil(teacher, train_set, collator, kind, steps, settings, seed,
-                                                      ranker)  # fmt: skip
+            model, seconds, masks = _train_homodistil(teacher, train_set, collator, kind, steps, settings, seed)
             acc = common.evaluate_accuracy(model, test, collator)
             print(f"[prune ablation {kind}] {label} (seed {seed}): acc {acc:.4f} ({100 * acc / teacher_acc:.1f} %), "
                   f"{seconds:.0f}s", flush=True)  # fmt: skip

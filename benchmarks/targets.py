@@ -15,8 +15,8 @@ def _verdict(met: bool) -> str:
 
 
 def retention(results: dict[str, dict]) -> list[str]:
-    """The retention target: text frontier (>= 97 % at >= 3x / 2.5x within 3 epochs, + int8 >= 4x); vision: HomoDistil above
-    truncated + KD and one-shot + KD at the same shape and steps."""
+    """The retention target: text frontier (>= 97 % at >= 3x / 2.5x within 3 epochs, + int8 >= 4x); vision:
+    HomoDistil above truncated + KD and one-shot + KD at the same shape and steps."""
     lines = ["### Retention (text: >= 97 % of the teacher at >= 3x (8x128) and >= 2.5x (1x128) within 3 epochs; "
              f"pruned + int8 >= {FRONTIER_TARGET['int8_speedup_8x128']:.0f}x at >= 97 %)\n"]  # fmt: skip
     frontier = results.get("prune-frontier")
