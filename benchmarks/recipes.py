@@ -10,13 +10,18 @@ summary schema), so what the headline table reports is what a user gets from the
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import logging
 import math
+import os
+import platform
 import statistics
-import sys
 from pathlib import Path
 
+import torch
+
+from hf_compress.evaluation import format_speedup
 from hf_compress.metrics import percent_of_teacher
 from hf_compress.recipes import load_recipe
 from hf_compress.runner import run_recipe
@@ -36,15 +41,31 @@ def quick_overrides(recipe_path: Path) -> list[str]:
     for stage in recipe.stages:
         if get_stage(stage.method).trains:
             sets.append(f"stages.{stage.name}.max_steps=4")
-            if stage.method in ("homodistil", "prune", "sparsify"):
-                fields = {"prune_end_step": 2, "prune_every": 1} if stage.method != "sparsify" else {}
-                sets += [f"stages.{stage.name}.{k}={v}" for k, v in fields.items() if k in stage.fields]
+            schedule = {
+                "prune_start_step": 0,
+                "prune_end_step": 2,
+                "prune_every": 1,
+                "sparsify_start_step": 0,
+                "sparsify_end_step": 2,
+                "sparsify_every": 1,
+            }  # fmt: skip  (a schedule that fits 4 steps)
+            sets += [f"stages.{stage.name}.{k}={v}" for k, v in schedule.items() if k in stage.fields]
     return sets
 
 
-def run(names: list[str], seeds: list[int], quick: bool, out: Path) -> dict:
-    """Run each recipe at each seed into ``out``/<recipe>-seed<N>; the payload is rewritten after every run."""
-    payload = {"suite": "recipes", "argv": sys.argv[2:], "schema": SUMMARY_SCHEMA, "quick": quick, "runs": []}
+def _earlier_runs(suite: str) -> list[dict]:
+    """Today's stored runs of the suite (another recipe or seed run earlier today is kept, not overwritten)."""
+    path = common.RESULTS / datetime.date.today().isoformat() / f"{suite}.json"
+    return json.loads(path.read_text()).get("runs", []) if path.is_file() else []
+
+
+def run(names: list[str], seeds: list[int], quick: bool, out: Path, argv: list[str] | None = None) -> dict:
+    """Run each recipe at each seed into ``out``/<recipe>-seed<N>; the payload is rewritten after every run, merged
+    with today's earlier runs (a run of the same recipe and seed replaces its earlier one)."""
+    suite = "recipes" + ("-quick" if quick else "")
+    payload = {"suite": "recipes", "argv": list(argv or []), "schema": SUMMARY_SCHEMA, "quick": quick,
+               "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}",
+               "runs": _earlier_runs(suite)}  # fmt: skip
     for name in names:
         path = RECIPES / f"{name}.yaml"
         for seed in seeds:
@@ -54,10 +75,11 @@ def run(names: list[str], seeds: list[int], quick: bool, out: Path) -> dict:
             logging.getLogger(__name__).info("recipe %s, seed %d -> %s", name, seed, folder)
             run_recipe(recipe, folder)
             summary = json.loads((folder / "summary.json").read_text())
+            payload["runs"] = [r for r in payload["runs"] if (r["recipe"], r["seed"]) != (name, seed)]
             payload["runs"].append({"recipe": name, "seed": seed, "metric": recipe.data.metric,
                                     "command": f"hf-compress run recipes/{name}.yaml --set seed={seed}",
                                     "teacher": summary["teacher"], "stages": summary["stages"]})  # fmt: skip
-            common.write_json("recipes" + ("-quick" if quick else ""), payload)  # partial results as they come
+            common.write_json(suite, payload)  # partial results as they come
     return payload
 
 
@@ -68,8 +90,11 @@ def _mean_sd(values: list[float], digits: int = 4) -> str:
 
 
 def _speedup(row: dict, shape: str) -> str:
+    """The speed-up over the teacher, marked noisy where the teacher-vs-itself control was off."""
     ratio = row.get(f"latency_{shape}")  # the model's time over the teacher's
-    return f"{1 / ratio:.2f}x" if ratio and not math.isnan(ratio) else "n/a"
+    if not ratio or math.isnan(ratio):
+        return "n/a"
+    return format_speedup(ratio, row.get(f"latency_control_{shape}"))
 
 
 def _line(name: str, row: dict, runs: list[dict], index: int | None) -> str:
@@ -103,8 +128,9 @@ def report(payload: dict) -> str:
         seeds = ", ".join(str(r["seed"]) for r in runs)
         commands.append(f"- {name} ({runs[0]['metric']}, seeds {seeds}): `hf-compress run recipes/{name}.yaml "
                         "--set seed=N`")  # fmt: skip
+    machine = payload.get("machine", "this machine")
     note = ("Speed-ups are the first seed's, measured by the runner interleaved against the recipe's own teacher "
-            "(its fine-tuned stage) on this 2-core CPU: torch eager, fp32 or int8 dynamic.")  # fmt: skip
+            f"(its fine-tuned stage) on {machine}: torch eager, fp32 or int8 dynamic.")  # fmt: skip
     return "\n".join([*lines, "", note, "", *commands])
 
 
@@ -124,7 +150,7 @@ def main(argv=None) -> None:
     seeds = [int(s) for s in args.seeds.split(",")]
     logging.basicConfig(level=logging.INFO, format="[benchmarks] %(message)s")
     common.setup()
-    payload = run(names, seeds, args.quick, args.output_dir / ("quick" if args.quick else "full"))
+    payload = run(names, seeds, args.quick, args.output_dir / ("quick" if args.quick else "full"), argv=argv)
     print(report(payload))
 
 

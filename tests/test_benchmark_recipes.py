@@ -8,6 +8,7 @@ from tiny_assets import DISTILL, FINETUNE, make_assets, tiny_recipe
 
 from benchmarks import common
 from benchmarks import recipes as suite
+from hf_compress.evaluation import format_speedup
 from hf_compress.runner.summary import SUMMARY_SCHEMA
 
 
@@ -26,13 +27,15 @@ def test_a_recipe_runs_at_two_seeds_and_its_rows_become_the_headline(tmp_path, m
         assert summary["schema"] == SUMMARY_SCHEMA and run["stages"] == summary["stages"]
     stored = json.loads(next((tmp_path / "results").glob("*/recipes-quick.json")).read_text())
     assert stored["runs"] == payload["runs"]  # written as the runs came
+    again = suite.run(["tiny"], [1], quick=True, out=tmp_path / "out2")  # later today: merged, seed 1 replaced
+    assert [r["seed"] for r in again["runs"]] == [0, 1] and again["runs"][1] != payload["runs"][1]
     table = suite.report(payload)
     lines = [line for line in table.splitlines() if line.startswith("| tiny |")]
     assert [line.split(" | ")[1] for line in lines] == ["teacher", "distill", "int8"]  # finetune is the teacher
     distill = [r["stages"][1] for r in payload["runs"]]
     accuracies = [row["accuracy"] for row in distill]
     assert f"{sum(accuracies) / 2:.4f} +- " in lines[1]
-    assert f"{1 / distill[0]['latency_8x128']:.2f}x" in lines[1]
+    assert format_speedup(distill[0]["latency_8x128"], distill[0]["latency_control_8x128"]) in lines[1]
     assert "`hf-compress run recipes/tiny.yaml --set seed=N`" in table
 
 
@@ -40,6 +43,24 @@ def test_quick_overrides_cut_every_training_stage():
     sets = suite.quick_overrides(suite.RECIPES / "minilm-rt-frontier.yaml")
     assert "stages.finetune.max_steps=4" in sets and "stages.frontier.max_steps=4" in sets
     assert "stages.frontier.prune_end_step=2" in sets and "data.train_limit=64" in sets
+
+
+def test_a_noisy_speedup_is_not_shown_as_a_number():
+    row = {
+        "stage": "s",
+        "method": "quantize",
+        "accuracy": 0.8,
+        "params_m": 1.0,
+        "size_mb": 1.0,
+        "latency_8x128": 0.25,
+        "latency_1x128": 0.5,
+        "latency_control_8x128": 1.3,
+        "latency_control_1x128": 1.0,
+    }
+    teacher = {**row, "latency_8x128": 1.0, "latency_1x128": 1.0}
+    table = suite.report({"runs": [{"recipe": "x", "seed": 0, "metric": "accuracy", "teacher": teacher,
+                                    "stages": [row]}]})  # fmt: skip
+    assert "| noisy (control 0.77x) | 2.00x |" in table
 
 
 def test_the_report_puts_the_recipes_headline_first(tmp_path):

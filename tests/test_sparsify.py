@@ -69,7 +69,7 @@ def test_mask_and_config_errors_say_what_to_do(tmp_path):
     model = BertForSequenceClassification(bert_config())
     with pytest.raises(ValueError, match="2:4 semi-structured sparsity is always 0.5"):
         magnitude_masks(model, 0.6, "2:4")
-    with pytest.raises(ValueError, match="pattern='1:8' is not supported"):
+    with pytest.raises(ValueError, match=r"pattern='1:8' is not supported; choose one of \['unstructured', '2:4'\]"):
         magnitude_masks(model, 0.5, "1:8")
     with pytest.raises(ValueError, match=r"set sparsity=0.5 \(got 0.7\)"):
         config(tmp_path, sparsity_pattern="2:4", sparsity=0.7)
@@ -81,6 +81,8 @@ def test_mask_and_config_errors_say_what_to_do(tmp_path):
         config(tmp_path, sparsify_start_step=4, sparsify_end_step=4)
     with pytest.raises(ValueError, match="is not before max_steps=10"):
         config(tmp_path, sparsify_start_step=10)
+    with pytest.raises(ValueError, match=r"sparsify_end_step=20 is past max_steps=10: the run would end short"):
+        config(tmp_path, sparsify_end_step=20)
     assert config(tmp_path, max_steps=30).sparsify_end_step == 20  # default: 2/3 of the run
 
 
@@ -118,6 +120,46 @@ def test_training_reaches_the_target_and_keeps_the_zeros(tmp_path, pattern):
     trainer.save_model(str(tmp_path / "saved"))
     reloaded = AutoModelForSequenceClassification.from_pretrained(tmp_path / "saved")  # an ordinary checkpoint
     assert abs(measured_sparsity(reloaded) - 0.5) < 0.01
+
+
+def test_masks_only_grow_even_when_the_optimizer_moves_zeroed_weights(tmp_path):
+    teacher, student = pair()
+    args = config(tmp_path, max_steps=8, sparsify_end_step=6, sparsify_every=1, learning_rate=5e-2)
+    trainer = SparsifyTrainer(model=student, teacher_model=teacher, args=args, train_dataset=text_dataset(32))
+    history = []
+    original = trainer.sparsity._step
+
+    def step(step):
+        original(step)
+        history.append({name: keep.clone() for name, keep in trainer.sparsity.masks.items()})
+
+    trainer.sparsity._step = step
+    trainer.train()
+    history = [masks for masks in history if masks]
+    assert len(history) >= 6
+    for before, after in zip(history, history[1:]):  # a weight zeroed once stays zeroed
+        assert all((~before[name] & after[name]).sum() == 0 for name in before)
+
+
+def test_a_2to4_pattern_that_does_not_fit_is_refused_before_training(tmp_path):
+    torch.manual_seed(0)
+    teacher = BertForSequenceClassification(bert_config(intermediate_size=38))
+    student = BertForSequenceClassification(bert_config(intermediate_size=38))
+    with pytest.raises(ValueError, match="38 input features, not a multiple of 4, so 2:4 cannot apply"):
+        SparsifyTrainer(model=student, teacher_model=teacher, train_dataset=text_dataset(8),
+                        args=config(tmp_path, sparsity_pattern="2:4"))  # fmt: skip
+
+
+def test_the_best_checkpoint_is_chosen_only_at_the_target_sparsity(tmp_path):
+    teacher, student = pair()
+    args = config(tmp_path, max_steps=8, sparsify_end_step=6, eval_strategy="steps", eval_steps=2,
+                  save_strategy="steps", save_steps=2, load_best_model_at_end=True, metric_for_best_model="loss",
+                  greater_is_better=False)  # fmt: skip
+    trainer = SparsifyTrainer(model=student, teacher_model=teacher, args=args, train_dataset=text_dataset(32),
+                              eval_dataset=text_dataset(16, seed=1))  # fmt: skip
+    trainer.train()
+    assert int(trainer.state.best_model_checkpoint.rsplit("-", 1)[1]) >= 6
+    assert abs(measured_sparsity(trainer.model) - 0.5) < 0.01
 
 
 def test_a_run_stopped_short_of_the_target_warns(tmp_path, caplog):

@@ -97,7 +97,11 @@ def _run_locked(recipe: Recipe, output_dir: Path, force: bool) -> list[dict]:
             baseline = baseline or measure(ctx, ctx.teacher, "teacher")
             record = measure(ctx, model, stage.name)
             if spec.note is not None:
-                record["note"] = spec.note(model)
+                try:
+                    record["note"] = spec.note(model)
+                except Exception as err:  # a note is a description: never worth the stage's output
+                    logger.warning("stage %s: its card note failed (%s: %s); saved without it", stage.name,
+                                   type(err).__name__, err)  # fmt: skip
             card = write_model_card(recipe, stage, record, baseline, base_model, output_dir, earlier=ctx.results)
             marker = json.dumps({"fingerprint": fingerprint, "measurements": record}, indent=2)
             save_atomically(model, ctx.processor, folder,

@@ -51,7 +51,8 @@ def write_summary(ctx: Context, baseline: dict) -> None:
             f"{evaluation.format_speedup(row['latency_1x128'], row.get('latency_control_1x128'))} |"
         )
     lines += ["", evaluation.control_summary(rows)]
-    lines += [f"\n- {row['stage']}: {row['note']}" for row in rows if row.get("note")]
+    notes = [f"- {row['stage']}: {row['note']}" for row in rows if row.get("note")]
+    lines += ["", *notes] if notes else []
     text = "\n".join(lines) + "\n"
     (ctx.output_dir / "summary.md").write_text(text)
     (ctx.output_dir / "summary.json").write_text(

@@ -51,6 +51,11 @@ class SparsifyConfig(DistillationConfig):
             step = getattr(self, name)
             if not isinstance(step, int) or isinstance(step, bool) or step < (0 if name.endswith("start_step") else 1):
                 raise ValueError(f"{name} must be an integer >= {0 if 'start' in name else 1}, got {step!r}.")
+        if self.max_steps and self.max_steps > 0 and self.sparsify_start_step >= self.max_steps:
+            raise ValueError(
+                f"sparsify_start_step={self.sparsify_start_step} is not before max_steps={self.max_steps}: the model "
+                "would never be sparsified. Start earlier."
+            )
         if self.sparsify_end_step is None and self.sparsity_pattern == "unstructured":
             if self.max_steps is None or self.max_steps <= 0:
                 raise ValueError(
@@ -63,8 +68,8 @@ class SparsifyConfig(DistillationConfig):
                 f"sparsify_end_step must be an integer > sparsify_start_step ({self.sparsify_start_step}), got "
                 f"{end!r}; leave steps after it for the model to recover (e.g. 2/3 of max_steps)."
             )
-        if self.max_steps and self.max_steps > 0 and self.sparsify_start_step >= self.max_steps:
+        if self.max_steps and self.max_steps > 0 and self.sparsity_pattern == "unstructured" and end > self.max_steps:
             raise ValueError(
-                f"sparsify_start_step={self.sparsify_start_step} is not before max_steps={self.max_steps}: the model "
-                "would never be sparsified. Start earlier."
+                f"sparsify_end_step={end} is past max_steps={self.max_steps}: the run would end short of the target "
+                f"sparsity. Set sparsify_end_step <= {self.max_steps} (e.g. {2 * self.max_steps // 3}) or more steps."
             )

@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 from transformers import PreTrainedModel, TrainerCallback
 
+from ..distill.config import check_choice
 from ..models.arch import find_layer_list
 from .config import SparsityPattern
 
@@ -39,8 +40,7 @@ def magnitude_masks(
     ``2:4``: in every group of 4 consecutive input weights of an output row the 2 smallest are dropped
     (``sparsity`` must be 0.5).
     """
-    if pattern not in ("unstructured", "2:4"):
-        raise ValueError(f"pattern={pattern!r} is not supported; choose 'unstructured' or '2:4'.")
+    check_choice("pattern", pattern, SparsityPattern)
     if not 0.0 <= sparsity < 1.0:
         raise ValueError(f"sparsity must be in [0, 1), got {sparsity}.")
     masks = {}

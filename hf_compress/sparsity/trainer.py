@@ -51,11 +51,13 @@ class GradualSparsity(TrainerCallback):
                            c.sparsify_start_step, c.sparsify_end_step, c.sparsity)  # fmt: skip
 
     def _step(self, step: int) -> None:
+        if self.masks:  # the optimizer moved the zeroed weights off zero: back to zero before anything is ranked
+            apply_weight_masks(self.model, self.masks)
         target = self.target(step)
-        if target > self.current:  # 2:4 is chosen once; unstructured masks only grow
-            self.masks = magnitude_masks(self.model, target, self.config.sparsity_pattern)
+        if target > self.current:  # 2:4 is chosen once; unstructured masks only grow (a zero never comes back)
+            masks = magnitude_masks(self.model, target, self.config.sparsity_pattern)
+            self.masks = {name: keep & self.masks[name] for name, keep in masks.items()} if self.masks else masks
             self.current = target
-        if self.masks:
             apply_weight_masks(self.model, self.masks)
 
     def on_train_begin(self, args, state, control, **kwargs):
@@ -82,7 +84,21 @@ class SparsifyTrainer(DistillationTrainer):
     def __init__(self, model: PreTrainedModel | None = None, teacher_model=None, args=None, **kwargs) -> None:
         if not isinstance(args, SparsifyConfig):
             raise TypeError(f"SparsifyTrainer needs args=SparsifyConfig(...), got {type(args).__name__}.")
+        if args.fsdp or args.deepspeed:
+            raise ValueError(
+                "SparsifyTrainer masks the weights of the module it holds; under FSDP or DeepSpeed those are shards. "
+                "Run it with DDP (accelerate launch --multi_gpu) or on one device."
+            )
         super().__init__(model=model, teacher_model=teacher_model, args=args, **kwargs)
         magnitude_masks(self.model, args.sparsity, args.sparsity_pattern)  # the pattern must fit: fail before training
         self.sparsity = GradualSparsity(self.model, args)
         self.add_callback(self.sparsity)
+
+    def _determine_best_metric(self, metrics, trial) -> bool:
+        """With ``load_best_model_at_end``, only checkpoints at the target sparsity compete (an earlier one is denser
+        and would usually score better)."""
+        args = self.args
+        final = args.sparsify_start_step if args.sparsity_pattern == "2:4" else args.sparsify_end_step
+        if self.state.global_step < final:
+            return False
+        return super()._determine_best_metric(metrics, trial)
