@@ -63,7 +63,7 @@ def _one_step(trainer):
 @pytest.fixture
 def private_registry(monkeypatch):
     """Registrations made by a test go to a copy of the registry that is dropped afterwards."""
-    monkeypatch.setattr(registry, "_SCORERS", dict(registry._SCORERS))
+    monkeypatch.setattr(registry._REGISTRY, "entries", dict(registry._REGISTRY.entries))
 
 
 # ---- every scorer: shapes, a full run, a dense model ------------------------------------------------------

@@ -17,7 +17,6 @@ their float class that the include / exclude globs leave.
 from __future__ import annotations
 
 import contextlib
-import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -26,7 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-_NAME = re.compile(r"^[a-z][a-z0-9_]{0,47}$")
+from ..registry import Registry, UnknownNameError
 
 # suffix of a checkpoint tensor -> (shape, its integer dtype, or None for a float tensor of the model's dtype)
 ExpectedTensors = dict[str, tuple[tuple[int, ...], torch.dtype | None]]
@@ -149,24 +148,24 @@ class QuantizedKind:
         return self.onnx is not None or self.onnx_stand_in is not None
 
 
-class UnknownQuantizedKindError(KeyError):
+class UnknownQuantizedKindError(UnknownNameError):
     """A quantized layer kind that is not registered; the message lists the registered ones."""
 
-    def __str__(self) -> str:
-        return str(self.args[0])
 
-
-_KINDS: dict[str, QuantizedKind] = {}
+_REGISTRY: Registry[QuantizedKind] = Registry(
+    "quantized kind",
+    r"^[a-z][a-z0-9_]{0,47}$",
+    "use 1-48 lower-case letters, digits or '_', starting with a letter",
+    UnknownQuantizedKindError,
+    lambda name, known: f"unknown quantized kind {name!r}; registered kinds: {known}",
+)
+_KINDS = _REGISTRY.entries
 
 
 def _check_spec(spec: QuantizedKind) -> None:
     if not isinstance(spec, QuantizedKind):
         raise TypeError(f"register_quantized_kind takes a QuantizedKind, got {type(spec).__name__}.")
-    if not _NAME.match(spec.name):
-        raise ValueError(
-            f"quantized kind name {spec.name!r} is not valid: use 1-48 lower-case letters, digits or '_', starting "
-            "with a letter."
-        )
+    _REGISTRY.check_name(spec.name)
     if not (isinstance(spec.module_cls, type) and issubclass(spec.module_cls, nn.Module)):
         raise ValueError(
             f"quantized kind {spec.name!r}: module_cls must be an nn.Module class, got {spec.module_cls}."
@@ -184,23 +183,20 @@ def _check_spec(spec: QuantizedKind) -> None:
 def register_quantized_kind(spec: QuantizedKind) -> QuantizedKind:
     """Register a quantized layer kind under ``spec.name``; a bad or duplicate name (or class) is a ValueError."""
     _check_spec(spec)
-    if spec.name in _KINDS:
-        raise ValueError(f"quantized kind {spec.name!r} is already registered (registered: {quantized_kind_names()}).")
-    for other in _KINDS.values():
+    if spec.name in _REGISTRY.entries:
+        _REGISTRY.add(spec.name, spec)  # raises: the name is taken
+    for other in _REGISTRY.values():
         if other.module_cls is spec.module_cls:
             raise ValueError(
                 f"quantized kind {spec.name!r}: {spec.module_cls.__name__} is already the layer of kind "
                 f"{other.name!r}; each kind has its own module class."
             )
-    _KINDS[spec.name] = spec
-    return spec
+    return _REGISTRY.add(spec.name, spec)
 
 
 def unregister_quantized_kind(name: str) -> QuantizedKind:
     """Remove a registered kind (for tests and plugins that register one temporarily)."""
-    spec = get_quantized_kind(name)
-    del _KINDS[name]
-    return spec
+    return _REGISTRY.remove(name)
 
 
 @contextlib.contextmanager
@@ -215,16 +211,11 @@ def registered_quantized_kind(spec: QuantizedKind) -> Iterator[QuantizedKind]:
 
 def get_quantized_kind(name: str) -> QuantizedKind:
     """The spec of quantized kind ``name``; `UnknownQuantizedKindError` lists the registered ones."""
-    try:
-        return _KINDS[name]
-    except (KeyError, TypeError):
-        raise UnknownQuantizedKindError(
-            f"unknown quantized kind {name!r}; registered kinds: {quantized_kind_names()}"
-        ) from None
+    return _REGISTRY.get(name)
 
 
 def quantized_kind_names() -> list[str]:
-    return sorted(_KINDS)
+    return _REGISTRY.names()
 
 
 def method_names() -> list[str]:

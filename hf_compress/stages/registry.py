@@ -7,12 +7,11 @@ A new stage type is one module that builds a `StageSpec` and calls `register_sta
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+from ..registry import Registry, UnknownNameError
 
 
 @dataclass(frozen=True)
@@ -57,40 +56,34 @@ class StageSpec:
         return self.config_cls(**values)
 
 
-class UnknownStageError(KeyError):
+class UnknownStageError(UnknownNameError):
     """A stage type that is not registered; the message lists the registered ones."""
 
-    def __str__(self) -> str:
-        return str(self.args[0])
 
-
-_STAGES: dict[str, StageSpec] = {}
+_REGISTRY: Registry[StageSpec] = Registry(
+    "stage",
+    r"^[a-z][a-z0-9_-]{0,31}$",
+    "use 1-32 lower-case letters, digits, '_' or '-', starting with a letter",
+    UnknownStageError,
+    lambda name, known: f"unknown method {name!r}; valid methods: {known}",
+)
+_STAGES = _REGISTRY.entries
 
 
 def register_stage(spec: StageSpec) -> StageSpec:
     """Register a stage type under ``spec.name``; a bad or duplicate name is a ValueError."""
     if not isinstance(spec, StageSpec):
         raise TypeError(f"register_stage takes a StageSpec, got {type(spec).__name__}.")
-    if not _NAME.match(spec.name):
-        raise ValueError(
-            f"stage name {spec.name!r} is not valid: use 1-32 lower-case letters, digits, '_' or '-', starting with "
-            "a letter."
-        )
-    if spec.name in _STAGES:
-        raise ValueError(f"stage {spec.name!r} is already registered (registered: {stage_names()}).")
+    _REGISTRY.check_name(spec.name)
     if spec.trains and spec.quantizes:
         raise ValueError(f"stage {spec.name!r}: a stage either trains or quantizes (train first, quantize last).")
-    _STAGES[spec.name] = spec
-    return spec
+    return _REGISTRY.add(spec.name, spec)
 
 
 def get_stage(name: str) -> StageSpec:
     """The spec of stage type ``name``; `UnknownStageError` lists the registered ones."""
-    try:
-        return _STAGES[name]
-    except (KeyError, TypeError):
-        raise UnknownStageError(f"unknown method {name!r}; valid methods: {stage_names()}") from None
+    return _REGISTRY.get(name)
 
 
 def stage_names() -> list[str]:
-    return sorted(_STAGES)
+    return _REGISTRY.names()

@@ -9,12 +9,13 @@ one's own), plus its test.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from torch import Tensor
+
+from ...registry import Registry, UnknownNameError
 
 if TYPE_CHECKING:
     from transformers import Trainer
@@ -22,7 +23,6 @@ if TYPE_CHECKING:
     from ...models.structure import ModelStructure
     from ..pruner import StructuredPruner
 
-_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 KINDS = ("hidden", "heads", "ffn")
 
 
@@ -99,15 +99,21 @@ class ScorerSpec:
         return scorer
 
 
-class UnknownScorerError(KeyError, ValueError):
+class UnknownScorerError(UnknownNameError, ValueError):
     """An importance scorer that is not registered; the message lists the registered ones. A ValueError too, as
     every other bad config value."""
 
-    def __str__(self) -> str:
-        return str(self.args[0])
 
-
-_SCORERS: dict[str, ScorerSpec] = {}
+_REGISTRY: Registry[ScorerSpec] = Registry(
+    "scorer",
+    r"^[a-z][a-z0-9_-]{0,31}$",
+    "use 1-32 lower-case letters, digits, '_' or '-', starting with a letter",
+    UnknownScorerError,
+    lambda name, known: (
+        f"importance={name!r} is not a registered importance scorer; choose one of {known} (or "
+        "register your own with hf_compress.prune.scorers.register_scorer)."
+    ),
+)
 
 
 def register_scorer(
@@ -115,33 +121,21 @@ def register_scorer(
 ) -> ScorerSpec:
     """Register an importance scorer under ``name`` (``HomoDistilConfig(importance=name)``); a bad or duplicate
     name is a ValueError."""
-    if not isinstance(name, str) or not _NAME.match(name):
-        raise ValueError(
-            f"scorer name {name!r} is not valid: use 1-32 lower-case letters, digits, '_' or '-', starting with a "
-            "letter."
-        )
-    if name in _SCORERS:
+    _REGISTRY.check_name(name)
+    if name in _REGISTRY.entries:
         raise ValueError(f"importance scorer {name!r} is already registered (registered: {scorer_names()}).")
     if not callable(factory):
         raise TypeError(f"register_scorer({name!r}, ...) needs a callable factory(pruner, trainer), got {factory!r}.")
-    spec = ScorerSpec(name, factory, help, needs_steps, structure_granularity)
-    _SCORERS[name] = spec
-    return spec
+    return _REGISTRY.add(name, ScorerSpec(name, factory, help, needs_steps, structure_granularity))
 
 
 def get_scorer(name: str) -> ScorerSpec:
     """The spec of scorer ``name``; `UnknownScorerError` lists the registered ones."""
-    try:
-        return _SCORERS[name]
-    except (KeyError, TypeError):
-        raise UnknownScorerError(
-            f"importance={name!r} is not a registered importance scorer; choose one of {scorer_names()} (or "
-            "register your own with hf_compress.prune.scorers.register_scorer)."
-        ) from None
+    return _REGISTRY.get(name)
 
 
 def scorer_names() -> list[str]:
-    return sorted(_SCORERS)
+    return _REGISTRY.names()
 
 
 def check_state(scorer: str, state: dict[str, Any], expected: set[str]) -> None:
