@@ -1,4 +1,4 @@
-"""Distillation fixes: gradient accumulation with token-level terms, TinyBERT's attention-score loss, and the
+"""Distillation objectives in detail: gradient accumulation with token-level terms, TinyBERT's attention-score loss, and the
 layer map of a `make_student` student."""
 
 import numpy as np
