@@ -1,5 +1,5 @@
-"""Distillation objectives in detail: gradient accumulation with token-level terms, TinyBERT's attention-score loss, and the
-layer map of a `make_student` student."""
+"""Distillation objectives in detail: gradient accumulation with token-level terms, TinyBERT's attention-score
+loss, and the layer map of a `make_student` student."""
 
 import numpy as np
 import pytest
