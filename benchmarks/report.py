@@ -264,8 +264,8 @@ def build(results_dir: Path | dict[str, Path], output: Path) -> str:
 
         measured = _measured(results["recipes"], days["recipes"], several_days)
         sections.append(
-            f"## Headline: the shipped recipes\n\nMeasured{measured} with `python -m benchmarks recipes "
-            f"{shlex.join(results['recipes'].get('argv') or [])}`.\n\n{recipes.report(results['recipes'])}\n"
+            f"## Headline: the shipped recipes\n\nCommand{measured}: `python -m benchmarks recipes "
+            f"{shlex.join(results['recipes'].get('argv') or [])}`\n\n{recipes.report(results['recipes'])}\n"
         )
     for name, payload in results.items():
         if name == "recipes":
