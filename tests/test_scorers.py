@@ -161,6 +161,29 @@ def test_activation_scores_are_weight_column_norm_times_input_norm(tmp_path):
     assert not scores.handles
 
 
+def test_activation_checkpoints_hold_every_processs_sums_and_resume_shares_them(tmp_path, monkeypatch):
+    """Two DDP ranks seeing the same inputs, simulated: the saved sums are both ranks' (twice one rank's), and a
+    resumed rank holds half of them, so the next all-reduce adds up to what an uninterrupted run would have."""
+    from hf_compress.prune.scorers import activation as module
+
+    trainer = _trainer(tmp_path, importance="activation")
+    scores = trainer.pruner.scores
+    batch = {k: torch.tensor(text_dataset(4)[k]) for k in ("input_ids", "attention_mask")}
+    trainer.pruner.model.train()(**batch)
+    local = {key: total.clone() for key, total in scores.squares.items()}
+    monkeypatch.setattr(module.dist, "is_available", lambda: True)
+    monkeypatch.setattr(module.dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(module.dist, "get_world_size", lambda: 2)
+    monkeypatch.setattr(module.dist, "all_reduce", lambda tensor: tensor.mul_(2))  # the other rank: the same sums
+    state = scores.state_dict()
+    for key, total in local.items():
+        torch.testing.assert_close(state[f"squares.{scores.names[key]}"], 2 * total)
+        torch.testing.assert_close(scores.squares[key], total)  # the rank's own sums are left as they were
+    scores.load_state_dict(state)
+    for key, total in local.items():
+        torch.testing.assert_close(scores.squares[key], total)  # a half share each: 2 ranks x 1/2 = the saved sums
+
+
 def test_fisher_is_the_squared_mask_gradient_of_the_sampled_log_likelihood(tmp_path):
     # confident logits (wide initialisation): gradients well above rounding
     trainer = _trainer(tmp_path, importance="fisher", teacher_config=dict(initializer_range=0.3))

@@ -355,9 +355,9 @@ class HomoDistilTrainer(DistillationTrainer):
             in_progress.jobs.extend(jobs)
 
     def _save_checkpoint(self, model, trial) -> None:
+        state = {k: v.contiguous() for k, v in self.pruner.state_dict().items()}  # every rank: a scorer may reduce
         if self.args.should_save:
             folder = self._checkpoint_folder(trial)
-            state = {k: v.contiguous() for k, v in self.pruner.state_dict().items()}
             save_file(state, os.path.join(folder, PRUNING_STATE_NAME))
         super()._save_checkpoint(model, trial)
 

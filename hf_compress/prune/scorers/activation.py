@@ -43,8 +43,13 @@ class ActivationScores(EventScorer):
         key = id(module)
         self.squares[key] = self.squares[key] + squares if key in self.squares else squares
 
+    @staticmethod
+    def _world() -> int:
+        """The number of processes that share this scorer's sums (1 outside a distributed run)."""
+        return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
     def _all_reduce(self) -> None:
-        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
+        if self._world() < 2:
             return
         for key, module in self.modules.items():  # the same order on every rank
             total = self.squares.get(key)
@@ -73,7 +78,16 @@ class ActivationScores(EventScorer):
         return {"hidden": hidden.cpu(), "heads": heads.cpu(), "ffn": ffn.cpu()}
 
     def state_dict(self) -> dict[str, Tensor]:
-        return {f"squares.{self.names[key]}": total for key, total in self.squares.items()}
+        """The sums over every process since the last event (every rank must call it under DDP: it all-reduces a
+        copy; the trainer does so before rank 0 writes the checkpoint)."""
+        if self._world() < 2:
+            return {f"squares.{self.names[key]}": total for key, total in self.squares.items()}
+        local, self.squares = self.squares, {key: total.clone() for key, total in self.squares.items()}
+        try:
+            self._all_reduce()
+            return {f"squares.{self.names[key]}": total for key, total in self.squares.items()}
+        finally:
+            self.squares = local
 
     def load_state_dict(self, state: dict[str, Tensor]) -> None:
         keys = {f"squares.{name}": key for key, name in self.names.items()}
@@ -87,7 +101,8 @@ class ActivationScores(EventScorer):
                     f"Saved {name} has shape {tuple(saved.shape)}; {self.names[keys[name]]} reads "
                     f"{module.weight.shape[1]} features."
                 )
-            self.squares[keys[name]] = saved.to(module.weight.device, torch.float32)
+            # the saved sums are every process's: each rank takes an equal share, so the next all-reduce adds to them
+            self.squares[keys[name]] = saved.to(module.weight.device, torch.float32) / self._world()
 
     def remove_hooks(self) -> None:
         for handle in self.handles:
