@@ -267,9 +267,13 @@ def columns(vision: bool = False, extra: list[tuple[str, str]] = (), after: str 
 # ---- reporting ----------------------------------------------------------------------------------------------
 
 
+def result_path(suite: str) -> Path:
+    """Where today's result of ``suite`` is written."""
+    return RESULTS / datetime.date.today().isoformat() / f"{suite}.json"
+
+
 def write_json(suite: str, payload: dict) -> Path:
-    day = datetime.date.today().isoformat()
-    path = RESULTS / day / f"{suite}.json"
+    path = result_path(suite)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(payload, indent=2))
     return path

@@ -10,7 +10,6 @@ summary schema), so what the headline table reports is what a user gets from the
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import logging
 import math
@@ -55,7 +54,7 @@ def quick_overrides(recipe_path: Path) -> list[str]:
 
 def _earlier_runs(suite: str) -> list[dict]:
     """Today's stored runs of the suite (another recipe or seed run earlier today is kept, not overwritten)."""
-    path = common.RESULTS / datetime.date.today().isoformat() / f"{suite}.json"
+    path = common.result_path(suite)
     return json.loads(path.read_text()).get("runs", []) if path.is_file() else []
 
 
@@ -68,8 +67,9 @@ def run(names: list[str], seeds: list[int], quick: bool, out: Path, argv: list[s
                "runs": _earlier_runs(suite)}  # fmt: skip
     for name in names:
         path = RECIPES / f"{name}.yaml"
+        cut = quick_overrides(path) if quick else []
         for seed in seeds:
-            sets = [f"seed={seed}", *(quick_overrides(path) if quick else [])]
+            sets = [f"seed={seed}", *cut]
             recipe = load_recipe(path, sets)
             folder = out / f"{name}-seed{seed}"
             logging.getLogger(__name__).info("recipe %s, seed %d -> %s", name, seed, folder)

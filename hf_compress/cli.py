@@ -238,7 +238,8 @@ def main(argv: list[str] | None = None) -> int:
     handler = None if library.handlers else _Progress()  # a caller's own logging setup is left alone
     if handler is not None:
         library.addHandler(handler)
-        previous, library.level = library.level, min(library.level or logging.INFO, logging.INFO)
+        previous = library.level
+        library.setLevel(min(previous or logging.INFO, logging.INFO))
     try:
         return _main(args)
     finally:

@@ -36,11 +36,15 @@ class Registry(Generic[T]):
         if not isinstance(name, str) or not self.pattern.match(name):
             raise ValueError(f"{self.what} name {name!r} is not valid: {self.rule}.")
 
-    def add(self, name: str, spec: T) -> T:
-        """Register ``spec`` under ``name``; a bad or taken name is a ValueError."""
+    def check_new(self, name: object) -> None:
+        """A ValueError unless ``name`` is valid and not yet registered (what `add` checks first)."""
         self.check_name(name)
         if name in self.entries:
             raise ValueError(f"{self.what} {name!r} is already registered (registered: {self.names()}).")
+
+    def add(self, name: str, spec: T) -> T:
+        """Register ``spec`` under ``name``; a bad or taken name is a ValueError."""
+        self.check_new(name)
         self.entries[name] = spec
         return spec
 

@@ -34,7 +34,7 @@ def scratch_stage():
 
     yield add
     for name in added:
-        registry._STAGES.pop(name, None)
+        registry._REGISTRY.entries.pop(name, None)
 
 
 def test_the_shipped_stages_are_registered():

@@ -159,7 +159,6 @@ _REGISTRY: Registry[QuantizedKind] = Registry(
     UnknownQuantizedKindError,
     lambda name, known: f"unknown quantized kind {name!r}; registered kinds: {known}",
 )
-_KINDS = _REGISTRY.entries
 
 
 def _check_spec(spec: QuantizedKind) -> None:
@@ -183,8 +182,7 @@ def _check_spec(spec: QuantizedKind) -> None:
 def register_quantized_kind(spec: QuantizedKind) -> QuantizedKind:
     """Register a quantized layer kind under ``spec.name``; a bad or duplicate name (or class) is a ValueError."""
     _check_spec(spec)
-    if spec.name in _REGISTRY.entries:
-        _REGISTRY.add(spec.name, spec)  # raises: the name is taken
+    _REGISTRY.check_new(spec.name)
     for other in _REGISTRY.values():
         if other.module_cls is spec.module_cls:
             raise ValueError(
@@ -220,17 +218,17 @@ def quantized_kind_names() -> list[str]:
 
 def method_names() -> list[str]:
     """The registered kinds that are a `QuantizationConfig.method`."""
-    return sorted(name for name, spec in _KINDS.items() if spec.method)
+    return sorted(name for name, spec in _REGISTRY.entries.items() if spec.method)
 
 
 def extra_kinds() -> list[QuantizedKind]:
     """The kinds that are not methods (switched on by a config field, e.g. int8 embeddings), by name."""
-    return [_KINDS[name] for name in sorted(_KINDS) if not _KINDS[name].method]
+    return [_REGISTRY.get(name) for name in _REGISTRY.names() if not _REGISTRY.get(name).method]
 
 
 def kind_of_module(module: nn.Module) -> QuantizedKind | None:
     """The kind whose layer ``module`` is (its exact class: a subclass may compute differently); None if none."""
-    for spec in _KINDS.values():
+    for spec in _REGISTRY.values():
         if type(module) is spec.module_cls:
             return spec
     return None
@@ -238,4 +236,4 @@ def kind_of_module(module: nn.Module) -> QuantizedKind | None:
 
 def is_quantized_module(module: nn.Module) -> bool:
     """``module`` is (an instance of a subclass of) a registered quantized layer."""
-    return any(isinstance(module, spec.module_cls) for spec in _KINDS.values())
+    return any(isinstance(module, spec.module_cls) for spec in _REGISTRY.values())

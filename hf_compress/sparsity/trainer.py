@@ -44,11 +44,10 @@ class GradualSparsity(TrainerCallback):
         c = self.config
         if step < c.sparsify_start_step:
             return 0.0
-        if c.sparsity_pattern == "2:4":
+        if c.sparsity_pattern == "2:4" or step >= c.sparsify_end_step:
             return c.sparsity
         scheduled = c.sparsify_start_step + (step - c.sparsify_start_step) // c.sparsify_every * c.sparsify_every
-        return sparsity_at(min(scheduled, c.sparsify_end_step) if step < c.sparsify_end_step else step,
-                           c.sparsify_start_step, c.sparsify_end_step, c.sparsity)  # fmt: skip
+        return sparsity_at(scheduled, c.sparsify_start_step, c.sparsify_end_step, c.sparsity)
 
     def _step(self, step: int) -> None:
         if self.masks:  # the optimizer moved the zeroed weights off zero: back to zero before anything is ranked

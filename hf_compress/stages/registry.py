@@ -67,7 +67,6 @@ _REGISTRY: Registry[StageSpec] = Registry(
     UnknownStageError,
     lambda name, known: f"unknown method {name!r}; valid methods: {known}",
 )
-_STAGES = _REGISTRY.entries
 
 
 def register_stage(spec: StageSpec) -> StageSpec:

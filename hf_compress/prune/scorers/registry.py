@@ -105,7 +105,7 @@ class UnknownScorerError(UnknownNameError, ValueError):
 
 
 _REGISTRY: Registry[ScorerSpec] = Registry(
-    "scorer",
+    "importance scorer",
     r"^[a-z][a-z0-9_-]{0,31}$",
     "use 1-32 lower-case letters, digits, '_' or '-', starting with a letter",
     UnknownScorerError,
@@ -121,9 +121,7 @@ def register_scorer(
 ) -> ScorerSpec:
     """Register an importance scorer under ``name`` (``HomoDistilConfig(importance=name)``); a bad or duplicate
     name is a ValueError."""
-    _REGISTRY.check_name(name)
-    if name in _REGISTRY.entries:
-        raise ValueError(f"importance scorer {name!r} is already registered (registered: {scorer_names()}).")
+    _REGISTRY.check_new(name)
     if not callable(factory):
         raise TypeError(f"register_scorer({name!r}, ...) needs a callable factory(pruner, trainer), got {factory!r}.")
     return _REGISTRY.add(name, ScorerSpec(name, factory, help, needs_steps, structure_granularity))
