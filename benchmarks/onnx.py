@@ -19,7 +19,6 @@ import copy
 import tempfile
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import torch
 from torch.utils.data import DataLoader
@@ -28,6 +27,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer, Data
 from hf_compress import HomoDistilConfig, HomoDistilTrainer, QuantizationConfig, evaluation, quantize
 from hf_compress.data import demo_model_path
 from hf_compress.export import export_onnx
+from hf_compress.export.runtime import OrtModel
 
 from . import common
 from .prune import FRONTIER_CACHE, HOMODISTIL_CACHE, SHAPES, TRAINING
@@ -35,33 +35,6 @@ from .prune import FRONTIER_CACHE, HOMODISTIL_CACHE, SHAPES, TRAINING
 PEER = "ORT quantize_dynamic of the teacher (peer)"
 FUSED_PEER = "ORT optimizer + quantize_dynamic of the teacher (peer)"  # what an optimum user would do
 REFERENCE = "torch fp32 teacher"
-
-
-class OrtModel:
-    """An ONNX Runtime session called like a transformers model (``model(**tensors).logits``)."""
-
-    def __init__(self, path: Path, threads: int = common.THREADS) -> None:
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
-        # ORT's idle threads spin by default and steal the cores from the torch model timed next in the same
-        # interleaved round (the control then drifts off 1.00x); torch's own pool does not hold them that way.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        self.inputs = [i.name for i in self.session.get_inputs()]
-        self.path = Path(path)
-
-    def eval(self):
-        return self
-
-    def __call__(self, **tensors):
-        feeds = {}
-        for name in self.inputs:
-            value = tensors.get(name)
-            feeds[name] = (torch.zeros_like(tensors["input_ids"]) if value is None else value).numpy()
-        (logits,) = self.session.run(["logits"], feeds)
-        return SimpleNamespace(logits=torch.from_numpy(logits))
 
 
 def _teacher(quick: bool) -> tuple[str, bool]:

@@ -136,8 +136,9 @@ def ort_rows(teacher, best, int8, tokenizer, test: Dataset, collator, quick: boo
     so a student is never judged against the slower teacher; [] without the onnx extra."""
     try:
         from hf_compress.export import export_onnx
+        from hf_compress.export.runtime import OrtModel
 
-        from .onnx import OrtModel, _logits
+        from .onnx import _logits
     except ImportError as err:
         print(f"[rnn] no ONNX Runtime rows: {err}", flush=True)
         return []

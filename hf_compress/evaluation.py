@@ -16,9 +16,10 @@ from .metrics import load_metric
 
 @torch.inference_mode()
 def predict(model, dataset, collator=None, batch_size: int = 64) -> tuple[list, list]:
-    """(predictions, references) over ``dataset`` with a plain loop (the Trainer refuses quantized models)."""
+    """(predictions, references) over ``dataset`` with a plain loop (the Trainer refuses quantized models); ``model``
+    may also be an exported model called like one (`export.runtime.OrtModel`, on the CPU)."""
     model.eval()
-    device = next(model.parameters()).device
+    device = next(model.parameters()).device if isinstance(model, torch.nn.Module) else torch.device("cpu")
     predictions, references = [], []
     for batch in DataLoader(dataset, batch_size=batch_size, collate_fn=collator or default_data_collator):
         labels = batch.pop("labels")
