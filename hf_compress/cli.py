@@ -4,6 +4,7 @@ hf-compress run recipes/quickstart.yaml --output-dir out [--set stages.homodisti
 hf-compress run recipes/sst2-bert-base.yaml --dry-run          # check a recipe without downloading anything
 hf-compress distill|homodistil|prune|quantize --config stage.yaml --output-dir out [--set key=value]
 hf-compress evaluate --model DIR --config stage.yaml
+hf-compress auto recipes/quickstart-auto.yaml --output-dir out --max-drop 3% --budget 2h   # search (Optuna)
 hf-compress benchmark [distill|prune|quant|rnn|onnx] [--quick] # from a source checkout
 hf-compress push out/02-quantize --repo-id me/minilm-rt-int8 [--private]
 hf-compress export out/02-quantize --format onnx --output-dir out/02-quantize-onnx   # needs hf-compress[onnx]
@@ -49,10 +50,42 @@ def _run(recipe, args) -> int:
 
 def cmd_run(args) -> int:
     recipe = load_recipe(args.recipe, args.set)
+    if recipe.auto is not None:  # a search recipe: `run` is `auto` with the recipe's own settings
+        return _auto(recipe, args, {})
     if args.dry_run:
         _dry_run(recipe)
         return 0
     return _run(recipe, args)
+
+
+AUTO_FLAGS = ("max_drop", "min_speedup", "max_latency_ms", "budget", "objective_shape", "runtimes", "methods")
+
+
+def cmd_auto(args) -> int:
+    recipe = load_recipe(args.recipe, args.set)
+    flags = {name: getattr(args, name) for name in AUTO_FLAGS if getattr(args, name) is not None}
+    for name in ("runtimes", "methods"):
+        if name in flags:
+            flags[name] = [part.strip() for part in flags[name].split(",") if part.strip()]
+    return _auto(recipe, args, flags)
+
+
+def _auto(recipe, args, flags: dict) -> int:
+    from .auto import SearchConfig, run_search
+
+    config = SearchConfig(**{**(recipe.auto or {}), **flags})
+    if args.dry_run:
+        print(f"search: the model that would {config.describe()}; budget {config.budget_s:.0f} s; runtimes "
+              f"{config.runtimes}; methods {config.methods}")  # fmt: skip
+        _dry_run(recipe)
+        return 0
+    summary = run_search(recipe, args.output_dir, config)
+    print((Path(args.output_dir).expanduser() / "auto" / "pareto.md").read_text())
+    if not summary["constraint"]["met"]:
+        print(f"hf-compress: no candidate met the constraint ({config.describe()}); the most accurate one measured "
+              "is in auto/model. Allow a larger drop or a larger --budget.", file=sys.stderr)  # fmt: skip
+        return 1
+    return 0
 
 
 def cmd_stage(args) -> int:
@@ -185,6 +218,18 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("recipe")
     common(run)
     run.set_defaults(func=cmd_run)
+    auto = sub.add_parser("auto", help="search for the fastest model within an accuracy (or latency) budget")
+    auto.add_argument("recipe", help="a recipe with the teacher, the data and optionally finetune stages / auto:")
+    auto.add_argument("--max-drop", dest="max_drop", help="accuracy the model may lose: '3%%' of the teacher or "
+                      "1.5 (points)")  # fmt: skip
+    auto.add_argument("--min-speedup", dest="min_speedup", type=float, help="speed-up over the teacher at --shape")
+    auto.add_argument("--max-latency-ms", dest="max_latency_ms", type=float, help="milliseconds at --shape")
+    auto.add_argument("--shape", dest="objective_shape", help="BATCHxLENGTH the speed is judged at (8x128)")
+    auto.add_argument("--runtimes", help="comma list: torch,onnxruntime")
+    auto.add_argument("--methods", help="comma list: homodistil,quantize (quantize alone: quantization only)")
+    auto.add_argument("--budget", help="wall-clock budget: seconds, '90m' or '2h' (default 2h)")
+    common(auto)
+    auto.set_defaults(func=cmd_auto)
     for method in stage_names():
         spec = get_stage(method)
         if spec.becomes_teacher:  # a recipe's first stage (e.g. finetune), not a command of its own

@@ -104,6 +104,7 @@ class Recipe:
     stages: list[Stage]
     seed: int = 0
     source_path: str | None = None
+    auto: dict | None = None  # the `auto:` section: `hf-compress auto`'s search settings (`auto.SearchConfig`)
 
     def resolved(self) -> dict[str, Any]:
         """The recipe as it runs: every stage with its method defaults filled in (saved with the outputs);
@@ -273,7 +274,7 @@ def parse_recipe(raw: dict, source_path: str | None = None) -> Recipe:
     where = f"recipe {source_path}" if source_path else "recipe"
     if not isinstance(raw, dict):
         raise RecipeError(f"{where}: the top level must be a mapping with teacher, data and stages.")
-    top = {"name": str, "seed": int, "teacher": dict, "data": dict, "stages": list}
+    top = {"name": str, "seed": int, "teacher": dict, "data": dict, "stages": list, "auto": dict}
     _check_fields(where, raw, top)
     check_name(where, "recipe name", raw.get("name", "recipe"))
     check_seed(where, raw.get("seed", 0))
@@ -285,7 +286,11 @@ def parse_recipe(raw: dict, source_path: str | None = None) -> Recipe:
         raise RecipeError(f"{where} data: source 'files' needs files: {{train: path, validation: path}}.")
     check_data(where, data)
     check_teacher(where, teacher, data.task)
+    auto = _auto_section(where, raw.get("auto"))
     raw_stages = raw.get("stages") or []
+    if not raw_stages and auto is not None:
+        # a search recipe needs no stage of its own: a measurements-only one stands in
+        raw_stages = [{"method": next(n for n in stage_names() if get_stage(n).run is None)}]
     if not raw_stages:
         raise RecipeError(f"{where}: 'stages' is empty; list at least one stage (methods: {stage_names()}).")
     stages, names = [], set()
@@ -322,7 +327,24 @@ def parse_recipe(raw: dict, source_path: str | None = None) -> Recipe:
         stages.append(stage)
     check_stage_order(where, stages)
     return Recipe(name=str(raw.get("name", "recipe")), teacher=teacher, data=data, stages=stages,
-                  seed=int(raw.get("seed", 0)), source_path=source_path)  # fmt: skip
+                  seed=int(raw.get("seed", 0)), source_path=source_path, auto=auto)  # fmt: skip
+
+
+def _auto_section(where: str, values: Any) -> dict | None:
+    """The `auto:` section, checked against `auto.SearchConfig` (unknown keys and bad values are errors)."""
+    if values is None:
+        return None
+    from .auto.config import SearchConfig
+
+    if not isinstance(values, dict):
+        raise RecipeError(f"{where}: 'auto' must be a mapping of search settings, got {type(values).__name__}.")
+    _check_fields(f"{where} auto", values, _field_types(SearchConfig))
+    if any(values.get(k) is not None for k in ("max_drop", "min_speedup", "max_latency_ms")):
+        try:
+            SearchConfig(**values)
+        except (ValueError, TypeError) as err:
+            raise RecipeError(f"{where} auto: {err}") from err
+    return dict(values)
 
 
 def _parse_value(item: str, text: str) -> Any:

@@ -39,7 +39,7 @@ def test_prune_method_defaults_to_the_one_shot_baseline():
     [
         (
             lambda r: r.update(teachr={}),
-            r"unknown key\(s\) \['teachr'\]. Valid keys: \['data', 'name', 'seed', 'stages', 'teacher'\]",
+            r"unknown key\(s\) \['teachr'\]. Valid keys: \['auto', 'data', 'name', 'seed', 'stages', 'teacher'\]",
         ),
         (
             lambda r: r["stages"][0].update(learning_rat=1),

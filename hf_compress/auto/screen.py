@@ -1,0 +1,212 @@
+"""Screening: a short HomoDistil run per shape as one Optuna trial, in an SQLite study that a killed search
+resumes. `BoundarySampler` picks the next shape (bisecting the speed order for the fastest one that passes), each
+run reports its validation metric at a few steps after it reaches its shape, and `FloorPruner` stops one that falls
+too far below the accuracy constraint (the allowance shrinks towards the end of the run)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import optuna
+from optuna.distributions import CategoricalDistribution
+from optuna.pruners import BasePruner
+from optuna.samplers import BaseSampler
+from optuna.trial import TrialState
+from transformers import TrainerCallback
+
+from .. import evaluation
+from ..prune import HomoDistilConfig, HomoDistilTrainer
+from .config import SearchConfig
+from .space import Shape
+
+logger = logging.getLogger(__name__)
+STUDY = "screen"
+# the settings of the benchmarks' frontier run (recipes/minilm-rt-frontier.yaml): what a homodistil stage of the
+# search uses unless the search's `homodistil` mapping says otherwise
+HOMODISTIL_DEFAULTS = {
+    "per_device_train_batch_size": 32, "learning_rate": 1.0e-4, "warmup_steps": 20, "weight_decay": 0.01,
+    "temperature": 2.0, "kd_weight": 1.0, "hidden_weight": 1.0, "attention_weight": 1.0, "logging_steps": 50,
+    "report_to": "none",
+}  # fmt: skip
+
+
+def homodistil_fields(config: SearchConfig, shape: Shape, steps: int, prune_fraction: float) -> dict:
+    """The homodistil stage fields that train ``shape`` in ``steps`` (pruning over the first share of them)."""
+    end = max(1, int(steps * prune_fraction))
+    return {**HOMODISTIL_DEFAULTS, **config.homodistil, **shape.targets(), "max_steps": steps,
+            "prune_start_step": 0, "prune_end_step": end, "prune_every": max(1, end // 20)}  # fmt: skip
+
+
+def report_steps(config: SearchConfig) -> list[int]:
+    """Steps at which a screening run is evaluated: when it reaches its shape, half-way through the rest, the end."""
+    end, total = max(1, int(config.screen_steps * config.screen_prune_fraction)), config.screen_steps
+    return sorted({end, (end + total) // 2, total})
+
+
+class FloorPruner(BasePruner):
+    """Prune a trial whose latest validation metric is below ``floor - allowance``; the allowance is ``slack``
+    times the number of reports still to come plus one (a run still recovering from pruning is given more room).
+    Without a floor (a latency constraint only) nothing is pruned."""
+
+    def __init__(self, floor: float | None, slack: float, reports: list[int]) -> None:
+        self.floor, self.slack, self.reports = floor, slack, reports
+
+    def allowance(self, step: int) -> float:
+        remaining = sum(1 for s in self.reports if s > step)
+        return self.slack * (remaining + 1)
+
+    def prune(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
+        step = trial.last_step
+        if self.floor is None or step is None:
+            return False
+        return trial.intermediate_values[step] < self.floor - self.allowance(step)
+
+
+class _Reports(TrainerCallback):
+    """Evaluate the sliced student at the report steps, report to the trial, stop the run if it is pruned."""
+
+    def __init__(self, trial, steps: list[int], evaluate: Callable) -> None:
+        self.trial, self.steps, self.evaluate = trial, steps, evaluate
+        self.trainer = None
+        self.pruned = False
+        self.last: float | None = None
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step in self.steps:
+            value = self.evaluate(self.trainer.sliced_model())
+            self.trial.report(value, state.global_step)
+            self.last = value
+            logger.info("  step %d: validation %.4f", state.global_step, value)
+            if self.trial.should_prune():
+                self.pruned = True
+                control.should_training_stop = True
+        return control
+
+
+def trial_passes(trial: optuna.trial.FrozenTrial, floor: float | None, slack: float) -> bool | None:
+    """True / False for a finished screening trial (complete and within ``slack`` of the floor), None otherwise."""
+    if trial.state == TrialState.PRUNED:
+        return False
+    if trial.state != TrialState.COMPLETE:
+        return None
+    return floor is None or trial.value >= floor - slack
+
+
+class BoundarySampler(BaseSampler):
+    """Picks the next shape to screen from ``order`` (fastest first). With an accuracy floor the metric grows
+    with size, so the fastest shape that passes lies between the slowest failure faster than every pass and the
+    fastest pass: the sampler bisects that gap, then (once it is empty) takes the untried shapes next to the
+    fastest pass, slower ones first, for more finalists. Without a floor it screens the shapes in ``order``.
+    Finished trials in the study are its only state, so a resumed study samples where it left off."""
+
+    def __init__(self, order: list[str], floor: float | None, slack: float) -> None:
+        self.order, self.floor, self.slack = order, floor, slack
+
+    def next_shape(self, trials: list[optuna.trial.FrozenTrial]) -> str | None:
+        outcome: dict[str, bool] = {}
+        busy = set()
+        for t in trials:
+            shape = t.params.get("shape")
+            verdict = trial_passes(t, self.floor, self.slack)
+            if verdict is not None:
+                outcome[shape] = verdict
+            elif t.state == TrialState.RUNNING:
+                busy.add(shape)
+        untried = [i for i, key in enumerate(self.order) if key not in outcome and key not in busy]
+        if not untried:
+            return None
+        if self.floor is None:
+            return self.order[untried[0]]
+        passes = [i for i, key in enumerate(self.order) if outcome.get(key)]
+        first_pass = min(passes) if passes else len(self.order)
+        fails = [i for i, key in enumerate(self.order) if outcome.get(key) is False and i < first_pass]
+        last_fail = max(fails) if fails else -1
+        gap = [i for i in untried if last_fail < i < first_pass]
+        if gap:
+            return self.order[gap[len(gap) // 2]]
+        slower = [i for i in untried if i > first_pass]
+        return self.order[(slower or untried)[0]]
+
+    def settled(self, trials: list[optuna.trial.FrozenTrial], wanted: int) -> bool:
+        """Enough is screened: with a floor, nothing untried lies between the fastest pass and the failures faster
+        than it, and ``wanted`` shapes pass (or no slower shape is left to try); without one, ``2 x wanted``
+        shapes finished."""
+        verdicts = {}
+        for t in trials:
+            verdict = trial_passes(t, self.floor, self.slack)
+            if verdict is not None:
+                verdicts[t.params.get("shape")] = verdict
+        if self.floor is None:
+            return sum(v is not None for v in verdicts.values()) >= 2 * wanted
+        passes = [i for i, key in enumerate(self.order) if verdicts.get(key)]
+        if not passes:
+            return False
+        first = min(passes)
+        fails = [i for i, key in enumerate(self.order) if verdicts.get(key) is False and i < first]
+        last_fail = max(fails) if fails else -1
+        if any(verdicts.get(self.order[i]) is None for i in range(last_fail + 1, first)):
+            return False  # the boundary is not found yet
+        untried_slower = any(verdicts.get(self.order[i]) is None for i in range(first + 1, len(self.order)))
+        return len(passes) >= wanted or not untried_slower
+
+    def infer_relative_search_space(self, study, trial):
+        return {}
+
+    def sample_relative(self, study, trial, search_space):
+        return {}
+
+    def sample_independent(self, study, trial, param_name, param_distribution):
+        if param_name != "shape" or not isinstance(param_distribution, CategoricalDistribution):
+            raise ValueError(f"BoundarySampler samples the categorical 'shape' only, not {param_name!r}.")
+        trials = [t for t in study.get_trials(deepcopy=False) if t.number != trial.number]
+        choice = self.next_shape(trials)
+        if choice is None:
+            raise optuna.exceptions.OptunaError("every shape has been screened")
+        return choice
+
+
+def open_study(path: Path, pruner: BasePruner, sampler: BaseSampler) -> optuna.Study:
+    """The screening study in ``path`` (SQLite), created or resumed; trials a killed run left RUNNING are failed
+    (the sampler then picks their shapes again)."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(study_name=STUDY, storage=f"sqlite:///{path}", load_if_exists=True,
+                                direction="maximize", pruner=pruner, sampler=sampler)  # fmt: skip
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+        logger.info("screening of %s was interrupted; it will be run again", trial.params.get("shape"))
+    return study
+
+
+def objective_for(ctx, config: SearchConfig, shapes: dict[str, Shape], work: Path, metric: str):
+    """The trial function: a screening HomoDistil run of the trial's shape, its final validation metric."""
+    steps = report_steps(config)
+
+    def evaluate(model) -> float:
+        return evaluation.task_metric(model, ctx.data["validation"], metric, ctx.collator,
+                                      ctx.recipe.data.trust_remote_metric)  # fmt: skip
+
+    def objective(trial: optuna.Trial) -> float:
+        shape = shapes[trial.suggest_categorical("shape", sorted(shapes))]
+        logger.info("screening %s (%d steps)", shape.key, config.screen_steps)
+        fields = homodistil_fields(config, shape, config.screen_steps, config.screen_prune_fraction)
+        args = HomoDistilConfig(output_dir=str(work / shape.key), save_strategy="no", seed=ctx.recipe.seed,
+                                **fields)  # fmt: skip
+        reports = _Reports(trial, steps, evaluate)
+        trainer = HomoDistilTrainer(teacher_model=ctx.teacher, args=args, train_dataset=ctx.data["train"],
+                                    data_collator=ctx.collator, processing_class=ctx.processor)  # fmt: skip
+        reports.trainer = trainer
+        trainer.add_callback(reports)  # after the pruning callback: a report sees this step's masks
+        start = time.perf_counter()
+        trainer.train()
+        elapsed = time.perf_counter() - start
+        trial.set_user_attr("steps", trainer.state.global_step)
+        trial.set_user_attr("seconds", elapsed)
+        trial.set_user_attr("seconds_per_step", elapsed / max(1, trainer.state.global_step))
+        if reports.pruned:
+            raise optuna.TrialPruned(f"{shape.key}: below the constraint at step {trainer.state.global_step}")
+        return reports.last if reports.last is not None else evaluate(trainer.sliced_model())
+
+    return objective
