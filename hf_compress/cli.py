@@ -184,7 +184,8 @@ def cmd_export(args) -> int:
 
     output_dir = args.output_dir or default_output_dir(args.folder)
     try:
-        report = export_onnx(args.folder, output_dir)
+        report = export_onnx(args.folder, output_dir, dynamic_activations=args.dynamic_activations,
+                             optimize=not args.no_optimize, num_samples=args.num_samples)  # fmt: skip
     except ExportError as err:
         print(f"hf-compress: error: {err}", file=sys.stderr)
         return 2
@@ -248,6 +249,15 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("folder")
     export.add_argument("--format", choices=["onnx"], default="onnx")
     export.add_argument("--output-dir", default=None, help="default: FOLDER-onnx")
+    export.add_argument("--dynamic-activations", choices=["torch", "ort"], default="torch",
+                        help="int8_dynamic activations: as torch quantizes them (the export reproduces the PyTorch "
+                        "model) or with ORT's fused 8-bit DynamicQuantizeLinear (faster)")  # fmt: skip
+    export.add_argument(
+        "--no-optimize",
+        action="store_true",
+        help="skip ORT's transformer fusions (a plain graph other ONNX tools can post-process)",
+    )
+    export.add_argument("--num-samples", type=int, default=128, help="rows the export is checked on (128)")
     export.set_defaults(func=cmd_export)
     push = sub.add_parser("push", help="upload a finished stage folder to the Hub")
     push.add_argument("folder")

@@ -156,8 +156,9 @@ def test_quantized_export_carries_the_same_decisions(tmp_path, name):
     quantized = quantize(model, config, _calibration(model) if method == "int8_static" else None)
     report = export_onnx(quantized, tmp_path / "onnx", dynamic_activations=dynamic)
     assert report.precision == method and report.passed and report.fidelity >= 0.99
-    if dynamic == "torch":  # the same integer arithmetic as fbgemm: only float rounding differs
-        assert report.max_abs_diff <= 1e-4
+    if dynamic == "torch":  # the same integer arithmetic as fbgemm: only float rounding differs (a rare row
+        # crosses a rounding boundary of an activation and moves by one quantization step)
+        assert report.median_abs_diff <= 1e-6 and report.max_abs_diff <= 1e-3
     kinds = (Int8DynamicLinear, Int8StaticLinear, Int8WeightOnlyLinear, Int4WeightOnlyLinear)
     expected = {n for n, m in quantized.named_modules() if isinstance(m, kinds)}
     assert set(report.quantized_layers) == expected and "classifier" not in expected
@@ -342,3 +343,58 @@ def test_verification_inputs_must_cover_the_model_inputs(tmp_path):
         ExportError, match=r"inputs lack \['attention_mask', 'token_type_ids'\], which the exported model takes"
     ):
         export_onnx(_bert(), tmp_path, inputs={"input_ids": torch.ones(2, 5, dtype=torch.long)})
+
+
+def test_the_int8_check_judges_disagreements_against_the_models_own_noise(tmp_path):
+    """A sound int8 export passes; one with a wrong weight scale in one layer fails: ORT strays from PyTorch by
+    more than the model's own int8 noise, which is measured without the graph."""
+    good = export_onnx(
+        quantize(_bert(), QuantizationConfig(method="int8_dynamic")), tmp_path / "good", dynamic_activations="ort"
+    )
+    assert good.passed and good.num_samples == 128 and good.int8_noise > 0
+    assert good.median_abs_diff <= 4 * good.int8_noise + 1e-4
+    import hf_compress.export.onnx as onnx_export
+
+    real = onnx_export.rewrite_quantized
+
+    def wrong_scale(proto, plan, mode):
+        proto = real(proto, plan, mode)
+        scale = next(i for i in proto.graph.initializer if i.name.endswith("weight_scale"))
+        values = onnx.numpy_helper.to_array(scale) * 1.5
+        scale.CopyFrom(onnx.numpy_helper.from_array(values.astype(np.float32), scale.name))
+        return proto
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(onnx_export, "rewrite_quantized", wrong_scale)
+        broken = export_onnx(
+            quantize(_bert(), QuantizationConfig(method="int8_dynamic")),
+            tmp_path / "broken",
+            dynamic_activations="ort",
+        )
+    assert not broken.passed and broken.median_abs_diff > 4 * broken.int8_noise
+    assert broken.int8_noise == pytest.approx(good.int8_noise)  # the noise does not depend on the graph
+
+
+def test_near_ties_within_the_int8_noise_pass_and_clear_disagreements_fail():
+    """100 rows, 10 of them undecided (margin 1e-5): ORT flipping those is the model's own int8 noise (1e-4) and
+    passes although argmax agreement is 0.90; flipping 10 decided rows (margin 1.0) fails."""
+    from hf_compress.export.onnx import _passes
+
+    reference = torch.zeros(100, 2)
+    reference[:, 0] = 1.0
+    reference[:10, 1] = 1.0 - 1e-5
+
+    def session_returning(values):
+        return SimpleNamespace(get_inputs=lambda: [SimpleNamespace(name="x")], run=lambda names, feeds: [values])
+
+    flipped = reference.clone()
+    flipped[:10] = flipped[:10].flip(-1)
+    checked = verify(session_returning(flipped.numpy()), lambda **i: {"logits": reference}, {"x": torch.zeros(1)},
+                     ["logits"], noise=1e-4)  # fmt: skip
+    assert checked["fidelity"] == pytest.approx(0.9) and checked["near_ties"] == 10
+    assert _passes({**checked, "int8_noise": 1e-4}, quantized=True)
+    wrong = reference.clone()
+    wrong[10:20] = torch.tensor([0.0, 1.0])
+    checked = verify(session_returning(wrong.numpy()), lambda **i: {"logits": reference}, {"x": torch.zeros(1)},
+                     ["logits"], noise=1e-4)  # fmt: skip
+    assert checked["near_ties"] == 0 and not _passes({**checked, "int8_noise": 1e-4}, quantized=True)

@@ -162,3 +162,24 @@ def test_export_of_the_real_pruned_and_quantized_models_passes_on_onnx_runtime(r
         assert code == 0, capsys.readouterr()
         assert (tmp_path / f"{folder}-onnx" / "model.onnx").is_file()
         assert (tmp_path / f"{folder}-onnx" / "tokenizer.json").is_file()
+
+
+@pytest.mark.parametrize("mode", ["torch", "ort"])
+def test_export_of_an_int8_minilm_with_an_untrained_head_passes_the_check(tmp_path, capsys, mode):
+    """A new user's first export: the packaged MiniLM with a fresh head, int8. Its near ties are int8 noise, not a
+    broken graph, so the check passes in both activation modes."""
+    pytest.importorskip("onnxruntime")
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from hf_compress import QuantizationConfig, quantize
+    from hf_compress.cli import main
+    from hf_compress.data import demo_model_path
+
+    torch.manual_seed(0)
+    model = AutoModelForSequenceClassification.from_pretrained(demo_model_path(), num_labels=2)
+    quantize(model, QuantizationConfig(method="int8_dynamic")).save_pretrained(tmp_path / "int8")
+    AutoTokenizer.from_pretrained(demo_model_path()).save_pretrained(tmp_path / "int8")
+    code = main(["export", str(tmp_path / "int8"), "--output-dir", str(tmp_path / "onnx"), "--dynamic-activations",
+                 mode])  # fmt: skip
+    out = capsys.readouterr().out
+    assert code == 0 and "(ok)" in out and "on 128 samples" in out, out

@@ -35,9 +35,14 @@ ONNX_NAME = "model.onnx"
 REPORT_NAME = "onnx_export.json"
 OUTPUTS = ("logits", "start_logits", "end_logits")
 OPSET = 18
-# Verification bars: fp32 must match PyTorch to float tolerance; int8 must pick the same class almost always.
+# Verification bars. fp32 must match PyTorch to float tolerance. A quantized graph is judged against the model's own
+# int8 noise (how far its quantized activations move it from the same weights in float): at most 1 % of rows may
+# disagree where that noise cannot explain it (not a near tie), and ORT may stray from PyTorch by at most a few times
+# that noise (a graph with a wrong scale or weight fails both).
 FP32_MAX_DIFF = 1e-4
-INT8_MIN_FIDELITY = 0.99
+INT8_MAX_CLEAR_DISAGREEMENT = 0.01
+INT8_MAX_NOISE_RATIO = 4.0
+NUM_CHECK_SAMPLES = 128  # rows the export is checked on: one disagreement in 32 was 3 %, more than the bar
 logger = logging.getLogger(__name__)
 
 
@@ -52,16 +57,19 @@ class ExportReport:
     max_abs_diff: float
     fidelity: float  # argmax agreement, ORT vs PyTorch, over every output row
     num_samples: int
-    near_ties: int  # disagreements where PyTorch's own margin is within the typical difference (see `verify`)
-    passed: bool  # fp32: max |diff| <= 1e-4; quantized: argmax agreement >= 0.99
+    near_ties: int  # disagreements where PyTorch's own margin is within the noise (see `verify`)
+    passed: bool  # fp32: max |diff| <= 1e-4; quantized: see INT8_MAX_CLEAR_DISAGREEMENT / INT8_MAX_NOISE_RATIO
     onnx_mb: float
     opset: int = OPSET
     quantized_layers: dict[str, str] = field(default_factory=dict)
     fused_ops: dict[str, int] = field(default_factory=dict)  # ORT's fused kernels in the graph (`fusion.py`)
+    median_abs_diff: float | None = None  # the median over rows of a row's max |ORT - PyTorch|
+    int8_noise: float | None = None  # the same between the quantized model and its weights in float (quantized only)
 
     def summary(self) -> str:
         verdict = "ok" if self.passed else "CHECK FAILED"
-        return (f"{self.onnx_path}: {self.precision}, max |diff| {self.max_abs_diff:.2e}, fidelity "
+        noise = "" if self.int8_noise is None else f", int8 noise {self.int8_noise:.2e}"
+        return (f"{self.onnx_path}: {self.precision}, max |diff| {self.max_abs_diff:.2e}{noise}, fidelity "
                 f"{self.fidelity:.4f} on {self.num_samples} samples ({self.near_ties} near ties), "
                 f"{self.onnx_mb:.1f} MB" + (f", fused: {self.fused_ops}" if self.fused_ops else "") +
                 f" ({verdict})")  # fmt: skip
@@ -199,31 +207,48 @@ def _ort_session(path: Path, threads: int | None = None):
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-def verify(session, model: nn.Module, inputs: dict[str, Tensor], outputs: list[str]) -> dict[str, float]:
-    """ONNX Runtime against the PyTorch model: max |diff|, argmax agreement, rows compared, and near ties.
+def verify(session, model: nn.Module, inputs: dict[str, Tensor], outputs: list[str],
+           noise: float | None = None) -> dict[str, float]:  # fmt: skip
+    """ONNX Runtime against the PyTorch model: max and median |diff|, argmax agreement, rows compared, near ties.
 
-    A near tie is a disagreement where the PyTorch model's own margin between its choice and ORT's is within
-    twice the typical (median) row difference: the runtimes round differently (an int8 layer turns a last-bit
-    difference into one quantization step), and the model was undecided there. Reported, never excused.
+    A near tie is a disagreement where the PyTorch model's own margin between its choice and ORT's is within twice
+    ``noise`` (the model's own int8 noise, `quantization_noise`), or, without one, twice the typical (median) row
+    difference: the runtimes round differently and the model was undecided there. A broken graph cannot make its
+    own disagreements near ties when the noise is measured without it.
     """
     with torch.inference_mode():
         reference = model(**inputs)
     accepted = {i.name for i in session.get_inputs()}  # the exporter drops inputs the model ignores
     feeds = {name: value.numpy() for name, value in inputs.items() if name in accepted}
     got = session.run(outputs, feeds)
-    diff, agree, rows, ties = 0.0, 0, 0, 0
+    diff, agree, rows, ties, medians = 0.0, 0, 0, 0, []
     for name, ort_value in zip(outputs, got):
         ours, theirs = torch.from_numpy(ort_value).float(), reference[name].float()
         row_diff = (ours - theirs).abs().amax(-1)
         diff = max(diff, float(row_diff.max()))
+        medians.append(float(row_diff.flatten().median()))
         picked = ours.argmax(-1)
         margin = theirs.amax(-1) - theirs.gather(-1, picked.unsqueeze(-1)).squeeze(-1)
-        same, tie = picked == theirs.argmax(-1), margin <= 2 * row_diff.flatten().median()
+        same, tie = picked == theirs.argmax(-1), margin <= 2 * (medians[-1] if noise is None else noise)
         if "attention_mask" in inputs and same.dim() == 2 and same.shape == inputs["attention_mask"].shape:
             real = inputs["attention_mask"].bool()  # token heads: compare real tokens only
             same, tie = same[real], tie[real]
         agree, rows, ties = agree + int(same.sum()), rows + same.numel(), ties + int((~same & tie).sum())
-    return {"max_abs_diff": diff, "fidelity": agree / max(rows, 1), "num_samples": rows, "near_ties": ties}
+    return {"max_abs_diff": diff, "fidelity": agree / max(rows, 1), "num_samples": rows, "near_ties": ties,
+            "median_abs_diff": max(medians, default=0.0)}  # fmt: skip
+
+
+@torch.inference_mode()
+def quantization_noise(
+    model: nn.Module, float_model: nn.Module, inputs: dict[str, Tensor], outputs: list[str]
+) -> float:
+    """How far the quantized ``model`` is from its own weights computed in float (``float_model``, the export's
+    stand-ins): the median over rows of a row's max |difference|, the largest over ``outputs``. It measures what
+    activation quantization does to this model on these rows, without the ONNX graph."""
+    ours, theirs = model(**inputs), float_model(**inputs)
+    return max(
+        float((ours[name].float() - theirs[name].float()).abs().amax(-1).flatten().median()) for name in outputs
+    )
 
 
 def source_processor(source: Path | None, model: nn.Module):
@@ -307,7 +332,7 @@ def export_onnx(
     *,
     processor=None,
     inputs: dict[str, Tensor] | None = None,
-    num_samples: int = 32,
+    num_samples: int = NUM_CHECK_SAMPLES,
     sequence_length: int = 32,
     dynamic_activations: DynamicActivations = "torch",
     optimize: bool = True,
@@ -350,7 +375,8 @@ def export_onnx(
     onnx.save_model(proto, str(onnx_path))
     onnx.checker.check_model(str(onnx_path))
 
-    checked = verify(_ort_session(onnx_path), model, check, outputs)
+    noise = quantization_noise(model, float_model, check, outputs) if quantized else None
+    checked = {**verify(_ort_session(onnx_path), model, check, outputs, noise), "int8_noise": noise}
     passed = _passes(checked, quantized)
     fused_ops: dict[str, int] = {}
     if fusable and passed:
@@ -396,7 +422,12 @@ def _write_folder(output_dir: Path, report: ExportReport, model, processor, sour
 
 
 def _passes(checked: dict, quantized: bool) -> bool:
-    return checked["fidelity"] >= INT8_MIN_FIDELITY if quantized else checked["max_abs_diff"] <= FP32_MAX_DIFF
+    if not quantized:
+        return checked["max_abs_diff"] <= FP32_MAX_DIFF
+    rows = checked["num_samples"]
+    clear = round((1 - checked["fidelity"]) * rows) - checked["near_ties"]
+    close = checked["median_abs_diff"] <= INT8_MAX_NOISE_RATIO * (checked["int8_noise"] or 0.0) + FP32_MAX_DIFF
+    return clear <= INT8_MAX_CLEAR_DISAGREEMENT * rows and close
 
 
 def _try_fusion(proto, model, int8_layers: bool, quantized: bool, onnx_path: Path, check, outputs, plain: dict):
@@ -410,7 +441,8 @@ def _try_fusion(proto, model, int8_layers: bool, quantized: bool, onnx_path: Pat
         if not stats:
             return proto, plain, {}
         onnx.save_model(fused, str(candidate))
-        checked = verify(_ort_session(candidate), model, check, outputs)
+        noise = plain.get("int8_noise")
+        checked = {**verify(_ort_session(candidate), model, check, outputs, noise), "int8_noise": noise}
         if _passes(checked, quantized) and checked["fidelity"] >= plain["fidelity"]:
             candidate.replace(onnx_path)
             return fused, checked, stats
