@@ -4,7 +4,7 @@ hf-compress run recipes/quickstart.yaml --output-dir out [--set stages.homodisti
 hf-compress run recipes/sst2-bert-base.yaml --dry-run          # check a recipe without downloading anything
 hf-compress distill|homodistil|prune|quantize --config stage.yaml --output-dir out [--set key=value]
 hf-compress evaluate --model DIR --config stage.yaml
-hf-compress auto recipes/quickstart-auto.yaml --output-dir out --max-drop 3% --budget 2h   # search (Optuna)
+hf-compress auto recipes/minilm-rt-auto.yaml --output-dir out --max-drop 3% --budget 2h   # search (Optuna)
 hf-compress benchmark [distill|prune|quant|rnn|onnx] [--quick] # from a source checkout
 hf-compress push out/02-quantize --repo-id me/minilm-rt-int8 [--private]
 hf-compress export out/02-quantize --format onnx --output-dir out/02-quantize-onnx   # needs hf-compress[onnx]
@@ -79,7 +79,7 @@ def _auto(recipe, args, flags: dict) -> int:
               f"{config.runtimes}; methods {config.methods}")  # fmt: skip
         _dry_run(recipe)
         return 0
-    summary = run_search(recipe, args.output_dir, config)
+    summary = run_search(recipe, args.output_dir, config, force=args.force)
     print((Path(args.output_dir).expanduser() / "auto" / "pareto.md").read_text())
     if not summary["constraint"]["met"]:
         print(f"hf-compress: no candidate met the constraint ({config.describe()}); the most accurate one measured "

@@ -9,6 +9,7 @@ import pytest
 import torch
 import yaml
 from conftest import bert_config
+from optuna.distributions import CategoricalDistribution
 from tiny_assets import FINETUNE, expect_cli_error, make_assets, tiny_recipe
 from transformers import AutoModelForSequenceClassification, BertForSequenceClassification
 
@@ -256,7 +257,7 @@ def test_recipe_auto_section_is_checked_and_compression_stages_are_refused(asset
     assert parse_recipe(tiny_search_recipe(assets, max_drop="3%")).auto == {"max_drop": "3%"}
 
 
-@pytest.mark.parametrize("boundary", [0, 3, 9, 14])
+@pytest.mark.parametrize("boundary", [0, 3, 9, 14, 15])
 def test_boundary_sampler_bisects_to_the_fastest_passing_shape(boundary):
     """Shapes 0..14 fastest first; those from ``boundary`` on pass. The sampler finds the boundary in about
     log2(15) trials plus one more finalist, and never screens a shape twice."""
@@ -268,5 +269,66 @@ def test_boundary_sampler_bisects_to_the_fastest_passing_shape(boundary):
                        n_trials=1)  # fmt: skip
     screened = [t.params["shape"] for t in study.trials]
     passing = sorted(order.index(s) for s in screened if order.index(s) >= boundary)
-    assert passing[0] == boundary and len(passing) >= min(2, 15 - boundary) and len(set(screened)) == len(screened)
-    assert len(screened) <= 7
+    assert (passing[0] if passing else 15) == boundary and len(passing) >= min(2, 15 - boundary)
+    assert len(set(screened)) == len(screened) and len(screened) <= 7  # when nothing passes: no full scan
+
+
+def test_an_interrupted_or_failed_screening_trial_is_handled_on_resume(tmp_path):
+    order = ["fast", "mid", "slow"]
+    sampler = BoundarySampler(order, floor=0.8, slack=0.0)
+    path = tmp_path / "study.db"
+    study = screen.open_study(path, FloorPruner(0.8, 0.0, [1]), sampler)
+    killed = study.ask({"shape": CategoricalDistribution(order)})  # left RUNNING, as kill -9 leaves it
+    assert killed.params["shape"] == "mid"
+    again = screen.open_study(path, FloorPruner(0.8, 0.0, [1]), sampler)
+    assert again.trials[0].state == optuna.trial.TrialState.FAIL
+    assert sampler.next_shape(again.trials) == "mid"  # the interrupted shape is screened again
+
+    def crashes(trial):
+        trial.suggest_categorical("shape", order)
+        trial.set_user_attr("error", "RuntimeError: out of memory")
+        raise RuntimeError("out of memory")
+
+    again.optimize(crashes, n_trials=1, catch=(Exception,))
+    assert screen.trial_passes(again.trials[-1], 0.8, 0.0) is False  # a verdict: not retried forever
+    assert sampler.next_shape(again.trials) == "slow"
+
+
+def test_noisy_latency_is_used_but_not_cached(tmp_path, monkeypatch):
+    teacher = BertForSequenceClassification(bert_config(num_labels=2)).eval()
+    config = SearchConfig(max_drop="3%", depths=[2], heads=[2], runtimes=["torch"], quant_methods=["none"])
+    every = candidates(shapes(teacher, config), config)
+
+    def busy(reference, models, shapes, reps):
+        row = {"8x128": 0.5, "8x128_ms": 1.0, "1x128": 0.5, "1x128_ms": 1.0}
+        return {**{k: dict(row) for k in models}, latency.evaluation.CONTROL: {"8x128": 1.3, "1x128": 1.0}}
+
+    monkeypatch.setattr(latency.evaluation, "latency_ratios", busy)
+    cache = latency.LatencyCache()
+    measured = latency.measure_latency(teacher, every, config.shapes, tmp_path / "w", cache)
+    assert all(r["8x128"] == 0.5 for r in measured.values()) and cache.table(teacher) == {}
+
+
+def test_a_resumed_search_over_budget_keeps_its_finals_and_other_settings_start_over(assets, tmp_path):
+    recipe = parse_recipe(tiny_search_recipe(assets))
+    config = SearchConfig(max_drop="50%", **TINY)
+    first = run_search(recipe, tmp_path / "out", config)
+    out = tmp_path / "out" / "auto"
+    assert json.loads((out / "elapsed.json").read_text())["elapsed_s"] > 0
+    (out / "elapsed.json").write_text(json.dumps({"elapsed_s": config.budget_s + 100}))  # killed after the budget
+    again = run_search(recipe, tmp_path / "out", config)
+    assert again["chosen"]["key"] == first["chosen"]["key"] and again["elapsed_s"] > config.budget_s
+    assert not any(item.startswith("final") for item in again["not_tried"])  # finished finals are not dropped
+    stricter = run_search(recipe, tmp_path / "out", SearchConfig(**{**TINY, "max_drop": "40%"}))
+    assert stricter["elapsed_s"] < config.budget_s  # a different search: its own budget, its own study
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [({"metric": "mse"}, "lower-is-better"), ({"eval_split": "test"}, "would choose on the split it reports")],
+)
+def test_searches_that_would_choose_wrongly_are_refused(assets, tmp_path, data, message):
+    raw = tiny_search_recipe(assets)
+    raw["data"].update(data)
+    with pytest.raises(ValueError, match=message):
+        run_search(parse_recipe(raw), tmp_path / "out", SearchConfig(max_drop="3%", **TINY))

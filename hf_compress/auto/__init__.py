@@ -25,9 +25,9 @@ def require_optuna() -> None:
         ) from None
 
 
-def run_search(recipe: Recipe, output_dir: str | Path, config: SearchConfig) -> dict:
+def run_search(recipe: Recipe, output_dir: str | Path, config: SearchConfig, force: bool = False) -> dict:
     """Search for the model ``config`` asks for and write ``output_dir/auto/`` (see `search.run_search`)."""
     require_optuna()
     from .search import run_search as search
 
-    return search(recipe, output_dir, config)
+    return search(recipe, output_dir, config, force=force)

@@ -146,6 +146,8 @@ class SearchConfig:
                 raise ValueError(f"{name} must be a positive number, got {value!r}.")
         if self.max_drop is None and self.min_speedup is None and self.max_latency_ms is None:
             raise ValueError("give a constraint: max_drop (e.g. '3%'), min_speedup (e.g. 4) or max_latency_ms.")
+        if isinstance(self.shapes, str):
+            self.shapes = [self.shapes]
         self.shapes = list(dict.fromkeys([self.objective_shape, *self.shapes]))
         for shape in self.shapes:
             parse_shape(shape)

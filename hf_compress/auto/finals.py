@@ -57,6 +57,7 @@ def prepare_teacher(recipe: Recipe, out: Path) -> str:
     if not stages:
         return recipe.teacher.source
     raw = {**base_raw(recipe), "stages": stages}
+    raw["data"] = {**raw["data"], "test_split": None}  # the test split is read once, at the end
     run_recipe(parse_recipe(raw), out / "teacher")
     return str(out / "teacher" / f"{len(stages) - 1:02d}-{stages[-1]['name']}")
 

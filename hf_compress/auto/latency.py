@@ -41,22 +41,27 @@ def _cpu_name() -> str:
 
 
 def machine_key() -> str:
-    """What a latency depends on besides the model: the CPU, the threads and the runtimes' versions."""
-    try:
-        import onnxruntime
+    """What a latency depends on besides the model: the CPU, the threads, and the versions of the runtimes and of
+    the code that builds, quantizes and exports the candidates."""
+    import transformers
 
-        ort = onnxruntime.__version__
-    except ImportError:
-        ort = "none"
+    from .. import __version__
+
+    versions = [f"torch {torch.__version__}", f"transformers {transformers.__version__}", f"hf_compress {__version__}"]
+    for name in ("onnxruntime", "onnx"):
+        try:
+            versions.append(f"{name} {__import__(name).__version__}")
+        except ImportError:
+            versions.append(f"{name} none")
     threads = torch.get_num_threads()
-    return f"{_cpu_name()} | {os.cpu_count()} cpus | {threads} threads | torch {torch.__version__} | ort {ort}"
+    return " | ".join([_cpu_name(), f"{os.cpu_count()} cpus", f"{threads} threads", *versions])
 
 
 def teacher_key(teacher) -> str:
     """The teacher's architecture (not its weights: a latency does not depend on them)."""
     config = teacher.config.to_dict()
-    keep = {k: v for k, v in sorted(config.items())
-            if isinstance(v, (int, float, str, bool)) and k != "transformers_version"}  # fmt: skip
+    skip = ("transformers_version", "_name_or_path")  # the architecture, not where it was loaded from
+    keep = {k: v for k, v in sorted(config.items()) if isinstance(v, (int, float, str, bool)) and k not in skip}
     return hashlib.sha256(json.dumps([type(teacher).__name__, keep], sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -122,6 +127,7 @@ def measure_latency(
     the teacher against itself, ...}}`` for every candidate, timing those the cache lacks one shape at a time
     (all variants of a shape in one interleaved run with the teacher)."""
     table = cache.table(teacher)
+    fresh: dict[str, dict] = {}
     wanted = [parse_shape(s) for s in shapes]
     by_shape: dict[Shape, list[Candidate]] = {}
     for candidate in candidates:
@@ -137,12 +143,15 @@ def measure_latency(
             ratios = evaluation.latency_ratios(teacher, models, shapes=wanted, reps=repeats)
             del models
         control = ratios[evaluation.CONTROL]
+        quiet = evaluation.control_warning({s: control[s] for s in shapes}) is None
         for candidate in todo:
             row = {}
             for name in shapes:
                 row[name] = ratios[candidate.key][name]
                 row[f"{name}_ms"] = ratios[candidate.key][f"{name}_ms"]
                 row[f"{name}_control"] = control[name]
-            table[candidate.key] = row
+            fresh[candidate.key] = row
+            if quiet:  # a measurement the control does not trust is used once, never cached
+                table[candidate.key] = row
         cache.save()
-    return {c.key: table[c.key] for c in candidates}
+    return {c.key: fresh.get(c.key) or table[c.key] for c in candidates}

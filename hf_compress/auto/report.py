@@ -118,6 +118,7 @@ def _summary(search, picked, met, ratios, teacher_test, chosen_test, export) -> 
             "latency_ms": {s: ratios["chosen"][f"{s}_ms"] for s in config.shapes},
             "export_check": _export_check(export),
         },
+        "noise": _noise_note(search, rows_n),
         "budget_s": config.budget_s,
         "elapsed_s": time.monotonic() - search.start,
         "training_steps": search.steps,
@@ -126,6 +127,19 @@ def _summary(search, picked, met, ratios, teacher_test, chosen_test, export) -> 
         "candidates": search.rows,
         "pareto": [r["key"] for r in pareto(search.rows)],
     }
+
+
+def _noise_note(search, rows: int) -> str | None:
+    """A sentence when the validation split is too small to tell the floor from the teacher: its standard error is
+    more than half the allowed drop, so 'meets the constraint' is within noise."""
+    if search.floor is None:
+        return None
+    error = standard_error(search.teacher_metric, rows)
+    if error <= (search.teacher_metric - search.floor) / 2:
+        return None
+    return (f"The validation split ({rows} rows) has a standard error of {100 * error:.1f} points, more than half the "
+            f"allowed drop of {100 * (search.teacher_metric - search.floor):.1f}: whether the chosen model meets the "
+            "constraint is within noise; use a larger validation split.")  # fmt: skip
 
 
 def _export_check(export) -> dict | None:
@@ -159,6 +173,8 @@ def pareto_markdown(search, summary: dict) -> str:
         mark = "chosen" if row["key"] == chosen["key"] else ("yes" if row["key"] in front else "")
         lines.append(f"| {row['key']} | {row['stage']} | {row['steps']} | {_fmt(row['validation'])} | "
                      f"{_fmt(row.get('screen_validation'))} | {speeds} | {mark} |")  # fmt: skip
+    if summary["noise"]:
+        lines += ["", summary["noise"]]
     if summary["not_tried"]:
         lines += ["", "Not tried within the budget: " + ", ".join(summary["not_tried"]) + "."]
     return "\n".join(lines) + "\n"

@@ -37,7 +37,8 @@ def homodistil_fields(config: SearchConfig, shape: Shape, steps: int, prune_frac
     """The homodistil stage fields that train ``shape`` in ``steps`` (pruning over the first share of them)."""
     end = max(1, int(steps * prune_fraction))
     return {**HOMODISTIL_DEFAULTS, **config.homodistil, **shape.targets(), "max_steps": steps,
-            "prune_start_step": 0, "prune_end_step": end, "prune_every": max(1, end // 20)}  # fmt: skip
+            "prune_start_step": 0, "prune_end_step": end,
+            "prune_every": config.homodistil.get("prune_every", max(1, end // 20))}  # fmt: skip
 
 
 def report_steps(config: SearchConfig) -> list[int]:
@@ -88,7 +89,7 @@ class _Reports(TrainerCallback):
 
 def trial_passes(trial: optuna.trial.FrozenTrial, floor: float | None, slack: float) -> bool | None:
     """True / False for a finished screening trial (complete and within ``slack`` of the floor), None otherwise."""
-    if trial.state == TrialState.PRUNED:
+    if trial.state == TrialState.PRUNED or "error" in trial.user_attrs:  # an error is a verdict: not retried forever
         return False
     if trial.state != TrialState.COMPLETE:
         return None
@@ -142,13 +143,13 @@ class BoundarySampler(BaseSampler):
         if self.floor is None:
             return sum(v is not None for v in verdicts.values()) >= 2 * wanted
         passes = [i for i, key in enumerate(self.order) if verdicts.get(key)]
-        if not passes:
-            return False
-        first = min(passes)
+        first = min(passes) if passes else len(self.order)
         fails = [i for i, key in enumerate(self.order) if verdicts.get(key) is False and i < first]
         last_fail = max(fails) if fails else -1
         if any(verdicts.get(self.order[i]) is None for i in range(last_fail + 1, first)):
             return False  # the boundary is not found yet
+        if not passes:
+            return True  # even the slowest shapes fail: the faster ones would too
         untried_slower = any(verdicts.get(self.order[i]) is None for i in range(first + 1, len(self.order)))
         return len(passes) >= wanted or not untried_slower
 
@@ -200,7 +201,12 @@ def objective_for(ctx, config: SearchConfig, shapes: dict[str, Shape], work: Pat
         reports.trainer = trainer
         trainer.add_callback(reports)  # after the pruning callback: a report sees this step's masks
         start = time.perf_counter()
-        trainer.train()
+        try:
+            trainer.train()
+        except Exception as err:  # recorded as this shape's verdict (a failure), so a resume does not retry it
+            trial.set_user_attr("error", f"{type(err).__name__}: {err}"[:500])
+            logger.warning("screening %s failed (%s: %s); counted as a failure", shape.key, type(err).__name__, err)
+            raise
         elapsed = time.perf_counter() - start
         trial.set_user_attr("steps", trainer.state.global_step)
         trial.set_user_attr("seconds", elapsed)

@@ -14,7 +14,6 @@ Phases, each resumable (a killed search given the same command again continues):
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import time
@@ -24,6 +23,7 @@ from typing import Any
 
 from .. import evaluation
 from ..lock import output_lock
+from ..metrics import higher_is_better
 from ..recipes import Recipe
 from ..runner.context import Context
 from ..runner.models import load_stage_output
@@ -34,10 +34,10 @@ from .config import SearchConfig
 from .latency import LatencyCache, measure_latency
 from .screen import BoundarySampler, FloorPruner, objective_for, open_study, report_steps, trial_passes
 from .space import Shape, candidates, shapes, teacher_shape
+from .state import Heartbeat, start_or_resume
 
 logger = logging.getLogger(__name__)
 MIN_BUDGET_S = 60.0  # below this nothing can be trained and timed: an error before any work
-ELAPSED_NAME = "elapsed.json"  # the time an interrupted search already spent: its budget is for the whole search
 FINAL_OVERHEAD_S = 90.0  # per finalist beyond its training: the variants' exports and evaluations, the runner's
 # measurements
 
@@ -66,7 +66,6 @@ class Search:
 
     def say(self, message: str) -> None:
         elapsed = time.monotonic() - self.start
-        (self.out / ELAPSED_NAME).write_text(json.dumps({"elapsed_s": elapsed}))  # a resumed search counts it
         logger.info("[auto %s / %s, %s left] %s", _clock(elapsed), _clock(self.config.budget_s),
                     _clock(max(0.0, self.left())), message)  # fmt: skip
 
@@ -95,6 +94,18 @@ def _clock(seconds: float) -> str:
 def check_before_work(recipe: Recipe, config: SearchConfig) -> None:
     """Everything that can be refused without loading a model."""
     finals.check_input_recipe(recipe)
+    data = recipe.data
+    if not higher_is_better(data.metric):
+        raise ValueError(f"data.metric {data.metric!r} is lower-is-better; hf-compress auto searches for a metric "
+                         "that higher is better (accuracy, f1): its drop and noise are in points of it.")  # fmt: skip
+    if data.eval_split is None:
+        raise ValueError("hf-compress auto chooses on the validation split: set data.eval_split.")
+    if data.test_split is not None and data.test_split == data.eval_split:
+        raise ValueError(f"data.eval_split and data.test_split are both {data.eval_split!r}: the search would choose "
+                         "on the split it reports; give a separate validation split.")  # fmt: skip
+    if data.source == "files" and data.files and data.files.get("validation") == data.files.get("test"):
+        raise ValueError("data.files validation and test are the same file: the search would choose on the split "
+                         "it reports; give a separate validation file.")  # fmt: skip
     if config.budget_s < MIN_BUDGET_S:
         raise ValueError(f"budget {config.budget!r} is too small to train anything; give at least "
                          f"{int(MIN_BUDGET_S)} s (a real search wants '30m' or more).")  # fmt: skip
@@ -104,27 +115,22 @@ def check_before_work(recipe: Recipe, config: SearchConfig) -> None:
         require_onnx()
 
 
-def run_search(recipe: Recipe, output_dir: str | Path, config: SearchConfig) -> dict:
-    """Search, write ``OUTPUT/auto/`` and return its summary (see `report.summary`)."""
+def run_search(recipe: Recipe, output_dir: str | Path, config: SearchConfig, force: bool = False) -> dict:
+    """Search, write ``OUTPUT/auto/`` and return its summary (see `report.summary`). The same call again resumes
+    an interrupted search (its budget counts the time already spent); other settings, or ``force``, start over."""
     check_before_work(recipe, config)
     out = Path(output_dir).expanduser().resolve() / "auto"
     out.mkdir(parents=True, exist_ok=True)
     with output_lock(out):
-        search = Search(recipe=recipe, config=config, out=out, start=time.monotonic() - _spent(out))
-        _teacher(search)
-        _latency(search)
-        _teacher_variants(search)
-        _screen(search)
-        _finals(search)
-        return _finish(search)
-
-
-def _spent(out: Path) -> float:
-    """Seconds an earlier, interrupted run of this search spent (0 for a new one)."""
-    try:
-        return float(json.loads((out / ELAPSED_NAME).read_text())["elapsed_s"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return 0.0
+        start = time.monotonic() - start_or_resume(out, recipe, config, force)
+        search = Search(recipe=recipe, config=config, out=out, start=start)
+        with Heartbeat(out, start):
+            _teacher(search)
+            _latency(search)
+            _teacher_variants(search)
+            _screen(search)
+            _finals(search)
+            return _finish(search)
 
 
 def _teacher(search: Search) -> None:
@@ -196,14 +202,14 @@ def _screen(search: Search) -> None:
             break
         per_step = _seconds_per_step(study)
         reserve = config.finalists * ((per_step or 0) * config.final_steps + FINAL_OVERHEAD_S)
-        if per_step is not None and search.left() < reserve + per_step * config.screen_steps:
+        if search.left() <= 0 or (per_step is not None and search.left() < reserve + per_step * config.screen_steps):
             tried = {t.params.get("shape") for t in study.trials}
             search.not_tried += [f"screen {key}" for key in sampler.order if key not in tried]
             search.say("screening stopped: the rest of the budget is kept for the finals")
             break
         passed = len(_screen_passed(search, study, by_key))
         search.say(f"screening {following} ({passed}/{config.finalists} passed so far)")
-        study.optimize(objective, n_trials=1, catch=())
+        study.optimize(objective, n_trials=1, catch=(Exception,))  # a failed shape is a verdict (logged)
     shutil.rmtree(search.out / "screen-work", ignore_errors=True)
 
 
@@ -227,15 +233,12 @@ def _finals(search: Search) -> None:
             shape = by_key[trial.params["shape"]]
             value = trial.value if trial.state.name == "COMPLETE" else None
             search.rows.append(_screen_row(search, shape, value, trial))
-    chosen = _screen_passed(search, study, by_key)
-    if search.floor is None:  # latency only: the most accurate screened shapes
-        values = {t.params["shape"]: t.value for t in study.trials if t.state.name == "COMPLETE"}
-        chosen = sorted(chosen, key=lambda s: values.get(s.key, 0), reverse=True)
+    chosen = _finalists(search, study, by_key)
     per_step = _seconds_per_step(study) or 0.0
     for index, shape in enumerate(chosen[: search.config.finalists]):
         finished = read_done(search.out / "runs" / shape.key / "00-homodistil") is not None  # a resumed search
-        cost = 0.0 if finished else per_step * search.config.final_steps + FINAL_OVERHEAD_S
-        if search.left() < cost:
+        cost = per_step * search.config.final_steps + FINAL_OVERHEAD_S
+        if not finished and search.left() < cost:
             search.not_tried += [f"final {s.key}" for s in chosen[index : search.config.finalists]]
             search.say(f"no time left for the final of {shape.key} (about {cost:.0f} s)")
             break
@@ -246,6 +249,26 @@ def _finals(search: Search) -> None:
         model = load_stage_output(folder, search.recipe.data.task)
         metrics = finals.variant_metrics(search.ctx, model, search.config, folder.parent, search.metric)
         _add_rows(search, shape, metrics, "final", search.config.final_steps)
+
+
+def _last_value(trial) -> float | None:
+    if trial.state.name == "COMPLETE":
+        return trial.value
+    return trial.intermediate_values[max(trial.intermediate_values)] if trial.intermediate_values else None
+
+
+def _finalists(search: Search, study, by_key: dict[str, Shape]) -> list[Shape]:
+    """The shapes trained to the full budget: those that passed screening, fastest first; with a latency constraint
+    only, the most accurate; when none passed, the nearest misses (a short run under-estimates a full one)."""
+    values = {t.params["shape"]: _last_value(t) for t in study.trials if t.params.get("shape") in by_key}
+    values = {key: value for key, value in values.items() if value is not None}
+    chosen = _screen_passed(search, study, by_key)
+    if search.floor is None:
+        chosen = sorted(chosen, key=lambda s: values.get(s.key, 0), reverse=True)
+    elif not chosen and values:
+        chosen = [by_key[key] for key in sorted(values, key=values.get, reverse=True)]
+        search.say(f"no shape passed screening; the nearest misses go to the finals: {[s.key for s in chosen[:2]]}")
+    return chosen
 
 
 def _screen_row(search: Search, shape: Shape, value: float | None, trial) -> dict:
@@ -264,7 +287,8 @@ def _finish(search: Search) -> dict:
     met = picked is not None
     if picked is None:  # nothing met the constraint: the most accurate measured model, said plainly
         measured = [r for r in rows if r["validation"] is not None]
-        picked = max(measured, key=lambda r: (r["validation"], r["speedup"])) if measured else None
+        fast = [r for r in measured if r["fast_enough"]] or measured  # within the latency constraint if any is
+        picked = max(fast, key=lambda r: (r["validation"], r["speedup"])) if fast else None
     if picked is None:
         raise RuntimeError("The search measured no model within its budget; give a larger --budget.")
     return report.write_outputs(search, picked, met)
