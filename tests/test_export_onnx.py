@@ -31,7 +31,8 @@ from hf_compress import (  # noqa: E402
 )
 from hf_compress.cli import check_push_folder, main  # noqa: E402
 from hf_compress.export import ExportError, export_onnx  # noqa: E402
-from hf_compress.export.onnx import sample_inputs, verify  # noqa: E402
+from hf_compress.export.check import verify  # noqa: E402
+from hf_compress.export.onnx import sample_inputs  # noqa: E402
 from hf_compress.models.structure import model_structure  # noqa: E402
 from hf_compress.prune.masks import StructureMasks, keep_top  # noqa: E402
 from hf_compress.quant.modules import (  # noqa: E402
@@ -378,7 +379,7 @@ def test_the_int8_check_judges_disagreements_against_the_models_own_noise(tmp_pa
 def test_near_ties_within_the_int8_noise_pass_and_clear_disagreements_fail():
     """100 rows, 10 of them undecided (margin 1e-5): ORT flipping those is the model's own int8 noise (1e-4) and
     passes although argmax agreement is 0.90; flipping 10 decided rows (margin 1.0) fails."""
-    from hf_compress.export.onnx import _passes
+    from hf_compress.export.check import passes
 
     reference = torch.zeros(100, 2)
     reference[:, 0] = 1.0
@@ -392,9 +393,9 @@ def test_near_ties_within_the_int8_noise_pass_and_clear_disagreements_fail():
     checked = verify(session_returning(flipped.numpy()), lambda **i: {"logits": reference}, {"x": torch.zeros(1)},
                      ["logits"], noise=1e-4)  # fmt: skip
     assert checked["fidelity"] == pytest.approx(0.9) and checked["near_ties"] == 10
-    assert _passes({**checked, "int8_noise": 1e-4}, quantized=True)
+    assert passes({**checked, "int8_noise": 1e-4}, quantized=True)
     wrong = reference.clone()
     wrong[10:20] = torch.tensor([0.0, 1.0])
     checked = verify(session_returning(wrong.numpy()), lambda **i: {"logits": reference}, {"x": torch.zeros(1)},
                      ["logits"], noise=1e-4)  # fmt: skip
-    assert checked["near_ties"] == 0 and not _passes({**checked, "int8_noise": 1e-4}, quantized=True)
+    assert checked["near_ties"] == 0 and not passes({**checked, "int8_noise": 1e-4}, quantized=True)

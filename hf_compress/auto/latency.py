@@ -45,7 +45,7 @@ def machine_key() -> str:
     the code that builds, quantizes and exports the candidates."""
     import transformers
 
-    from .. import __version__
+    from .._version import __version__
 
     versions = [f"torch {torch.__version__}", f"transformers {transformers.__version__}", f"hf_compress {__version__}"]
     for name in ("onnxruntime", "onnx"):

@@ -27,7 +27,7 @@ SEARCH_FILES = ("study.db", ELAPSED_NAME, "latency.json", "summary.json", "paret
 
 
 def fingerprint(recipe: Recipe, config: SearchConfig) -> str:
-    from .. import __version__
+    from .._version import __version__
 
     resolved = recipe.resolved()
     settings = {f.name: getattr(config, f.name) for f in dataclasses.fields(config) if f.name not in NOT_FINGERPRINTED}

@@ -28,6 +28,7 @@ from torch import Tensor, nn
 
 from ..models.arch import modality_of
 from ..quant.serialization import GUARD_FIELD
+from .check import NUM_CHECK_SAMPLES, passes, quantization_noise, verify
 from .fusion import eager_attention, fuse, optimizer_type
 from .quantized import DynamicActivations, ExportError, float_stand_ins, is_quantized, rewrite_quantized
 
@@ -35,14 +36,6 @@ ONNX_NAME = "model.onnx"
 REPORT_NAME = "onnx_export.json"
 OUTPUTS = ("logits", "start_logits", "end_logits")
 OPSET = 18
-# Verification bars. fp32 must match PyTorch to float tolerance. A quantized graph is judged against the model's own
-# int8 noise (how far its quantized activations move it from the same weights in float): at most 1 % of rows may
-# disagree where that noise cannot explain it (not a near tie), and ORT may stray from PyTorch by at most a few times
-# that noise (a graph with a wrong scale or weight fails both).
-FP32_MAX_DIFF = 1e-4
-INT8_MAX_CLEAR_DISAGREEMENT = 0.01
-INT8_MAX_NOISE_RATIO = 4.0
-NUM_CHECK_SAMPLES = 128  # rows the export is checked on: one disagreement in 32 was 3 %, more than the bar
 logger = logging.getLogger(__name__)
 
 
@@ -207,50 +200,6 @@ def _ort_session(path: Path, threads: int | None = None):
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-def verify(session, model: nn.Module, inputs: dict[str, Tensor], outputs: list[str],
-           noise: float | None = None) -> dict[str, float]:  # fmt: skip
-    """ONNX Runtime against the PyTorch model: max and median |diff|, argmax agreement, rows compared, near ties.
-
-    A near tie is a disagreement where the PyTorch model's own margin between its choice and ORT's is within twice
-    ``noise`` (the model's own int8 noise, `quantization_noise`), or, without one, twice the typical (median) row
-    difference: the runtimes round differently and the model was undecided there. A broken graph cannot make its
-    own disagreements near ties when the noise is measured without it.
-    """
-    with torch.inference_mode():
-        reference = model(**inputs)
-    accepted = {i.name for i in session.get_inputs()}  # the exporter drops inputs the model ignores
-    feeds = {name: value.numpy() for name, value in inputs.items() if name in accepted}
-    got = session.run(outputs, feeds)
-    diff, agree, rows, ties, medians = 0.0, 0, 0, 0, []
-    for name, ort_value in zip(outputs, got):
-        ours, theirs = torch.from_numpy(ort_value).float(), reference[name].float()
-        row_diff = (ours - theirs).abs().amax(-1)
-        diff = max(diff, float(row_diff.max()))
-        medians.append(float(row_diff.flatten().median()))
-        picked = ours.argmax(-1)
-        margin = theirs.amax(-1) - theirs.gather(-1, picked.unsqueeze(-1)).squeeze(-1)
-        same, tie = picked == theirs.argmax(-1), margin <= 2 * (medians[-1] if noise is None else noise)
-        if "attention_mask" in inputs and same.dim() == 2 and same.shape == inputs["attention_mask"].shape:
-            real = inputs["attention_mask"].bool()  # token heads: compare real tokens only
-            same, tie = same[real], tie[real]
-        agree, rows, ties = agree + int(same.sum()), rows + same.numel(), ties + int((~same & tie).sum())
-    return {"max_abs_diff": diff, "fidelity": agree / max(rows, 1), "num_samples": rows, "near_ties": ties,
-            "median_abs_diff": max(medians, default=0.0)}  # fmt: skip
-
-
-@torch.inference_mode()
-def quantization_noise(
-    model: nn.Module, float_model: nn.Module, inputs: dict[str, Tensor], outputs: list[str]
-) -> float:
-    """How far the quantized ``model`` is from its own weights computed in float (``float_model``, the export's
-    stand-ins): the median over rows of a row's max |difference|, the largest over ``outputs``. It measures what
-    activation quantization does to this model on these rows, without the ONNX graph."""
-    ours, theirs = model(**inputs), float_model(**inputs)
-    return max(
-        float((ours[name].float() - theirs[name].float()).abs().amax(-1).flatten().median()) for name in outputs
-    )
-
-
 def source_processor(source: Path | None, model: nn.Module):
     """The tokenizer / image processor saved in the model folder (None when it has none), after checking that a
     tokenizer fits the model. A text folder without tokenizer files exports without one (transformers would build
@@ -377,7 +326,7 @@ def export_onnx(
 
     noise = quantization_noise(model, float_model, check, outputs) if quantized else None
     checked = {**verify(_ort_session(onnx_path), model, check, outputs, noise), "int8_noise": noise}
-    passed = _passes(checked, quantized)
+    passed = passes(checked, quantized)
     fused_ops: dict[str, int] = {}
     if fusable and passed:
         proto, checked, fused_ops = _try_fusion(proto, model, bool(plan), quantized, onnx_path, check, outputs,
@@ -421,15 +370,6 @@ def _write_folder(output_dir: Path, report: ExportReport, model, processor, sour
         copy_extra(source, output_dir)
 
 
-def _passes(checked: dict, quantized: bool) -> bool:
-    if not quantized:
-        return checked["max_abs_diff"] <= FP32_MAX_DIFF
-    rows = checked["num_samples"]
-    clear = round((1 - checked["fidelity"]) * rows) - checked["near_ties"]
-    close = checked["median_abs_diff"] <= INT8_MAX_NOISE_RATIO * (checked["int8_noise"] or 0.0) + FP32_MAX_DIFF
-    return clear <= INT8_MAX_CLEAR_DISAGREEMENT * rows and close
-
-
 def _try_fusion(proto, model, int8_layers: bool, quantized: bool, onnx_path: Path, check, outputs, plain: dict):
     """Fuse the graph with ORT's optimizer; keep it in ``onnx_path`` only if it passes the plain graph's bar (and,
     quantized, agrees with PyTorch at least as often). Returns (the kept graph, its check, {fused op: count})."""
@@ -443,7 +383,7 @@ def _try_fusion(proto, model, int8_layers: bool, quantized: bool, onnx_path: Pat
         onnx.save_model(fused, str(candidate))
         noise = plain.get("int8_noise")
         checked = {**verify(_ort_session(candidate), model, check, outputs, noise), "int8_noise": noise}
-        if _passes(checked, quantized) and checked["fidelity"] >= plain["fidelity"]:
+        if passes(checked, quantized) and checked["fidelity"] >= plain["fidelity"]:
             candidate.replace(onnx_path)
             return fused, checked, stats
         logger.info("The fused graph of %s fails the check (%s); keeping the plain graph.", onnx_path, checked)
