@@ -10,6 +10,7 @@ SUITES = {
     "rnn": "benchmarks.rnn",
     "onnx": "benchmarks.onnx",
     "recipes": "benchmarks.recipes",
+    "auto": "benchmarks.auto",
 }
 
 

@@ -290,6 +290,10 @@ def build(results_dir: Path | dict[str, Path], output: Path) -> str:
             body = rnn.report(payload["text"])
         elif name.startswith("onnx"):
             body = onnx_bench.report(payload)
+        elif name.startswith("auto"):
+            from . import auto
+
+            body = auto.report(payload)
         else:
             continue
         measured = _measured(payload, days[name], several_days)
