@@ -332,3 +332,26 @@ def test_searches_that_would_choose_wrongly_are_refused(assets, tmp_path, data, 
     raw["data"].update(data)
     with pytest.raises(ValueError, match=message):
         run_search(parse_recipe(raw), tmp_path / "out", SearchConfig(max_drop="3%", **TINY))
+
+
+def test_the_sampler_uses_depth_and_width_dominance_on_the_grid():
+    """3 depths x 3 head counts, timed so that speed order interleaves depth and width; a shape passes when
+    layers x heads >= 24. A failure rules out every shape no deeper and no wider, so the fastest pass is found
+    without screening the shapes it rules out, and it is the true fastest passing shape."""
+    grid = [(layers, heads) for layers in (2, 3, 6) for heads in (4, 8, 12)]
+    order = sorted(grid, key=lambda s: s[0] * s[1] + 0.1 * s[0])  # fastest first
+    keys = [f"L{layers}-A{heads}" for layers, heads in order]
+    sizes = dict(zip(keys, order))
+    sampler = BoundarySampler(keys, floor=0.8, slack=0.0, sizes=sizes)
+    study = optuna.create_study(direction="maximize", sampler=sampler)
+
+    def objective(trial):
+        layers, heads = sizes[trial.suggest_categorical("shape", keys)]
+        return 0.9 if layers * heads >= 24 else 0.5
+
+    while not sampler.settled(study.trials, 2) and sampler.next_shape(study.trials) is not None:
+        study.optimize(objective, n_trials=1)
+    screened = [t.params["shape"] for t in study.trials]
+    passing = [k for k in keys if sizes[k][0] * sizes[k][1] >= 24]
+    assert passing[0] in screened and len(screened) < len(keys)
+    assert min(keys.index(k) for k in screened if k in passing) == keys.index(passing[0])

@@ -128,7 +128,7 @@ class SearchConfig:
     final_steps: int = 900
     final_prune_fraction: float = 0.6
     finalists: int = 2
-    screen_slack: float = 2.0
+    screen_slack: float = 3.0
     homodistil: dict = field(default_factory=dict)
     latency_repeats: int = 10
 

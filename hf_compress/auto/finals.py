@@ -56,8 +56,9 @@ def prepare_teacher(recipe: Recipe, out: Path) -> str:
     stages = teacher_stages(recipe)
     if not stages:
         return recipe.teacher.source
+    # the recipe's own finetune stages as they are: the teacher's test metric is the teacher's (reported as such;
+    # no choice depends on it), and the replayed recipe makes exactly this teacher
     raw = {**base_raw(recipe), "stages": stages}
-    raw["data"] = {**raw["data"], "test_split": None}  # the test split is read once, at the end
     run_recipe(parse_recipe(raw), out / "teacher")
     return str(out / "teacher" / f"{len(stages) - 1:02d}-{stages[-1]['name']}")
 

@@ -97,18 +97,20 @@ def trial_passes(trial: optuna.trial.FrozenTrial, floor: float | None, slack: fl
 
 
 class BoundarySampler(BaseSampler):
-    """Picks the next shape to screen from ``order`` (fastest first). With an accuracy floor the metric grows
-    with size, so the fastest shape that passes lies between the slowest failure faster than every pass and the
-    fastest pass: the sampler bisects that gap, then (once it is empty) takes the untried shapes next to the
-    fastest pass, slower ones first, for more finalists. Without a floor it screens the shapes in ``order``.
-    Finished trials in the study are its only state, so a resumed study samples where it left off."""
+    """Picks the next shape to screen. ``order`` lists the shapes fastest first and ``sizes`` gives each its
+    (layers, heads). With an accuracy floor the metric grows with size, so a failure rules out every shape no
+    deeper and no wider than it, and a pass makes every shape slower than it useless. The sampler bisects, in speed
+    order, the shapes faster than the fastest pass that no result rules out; once none is left it screens the
+    nearest slower shapes for more finalists. Without a floor it screens the shapes in ``order``. Finished trials
+    are its only state, so a resumed study samples where it left off."""
 
-    def __init__(self, order: list[str], floor: float | None, slack: float) -> None:
+    def __init__(self, order: list[str], floor: float | None, slack: float,
+                 sizes: dict[str, tuple[int, int]] | None = None) -> None:  # fmt: skip
         self.order, self.floor, self.slack = order, floor, slack
+        self.sizes = sizes or {key: (i, i) for i, key in enumerate(order)}  # a chain: plain bisection
 
-    def next_shape(self, trials: list[optuna.trial.FrozenTrial]) -> str | None:
-        outcome: dict[str, bool] = {}
-        busy = set()
+    def _state(self, trials: list[optuna.trial.FrozenTrial]) -> tuple[dict[str, bool], set[str]]:
+        outcome, busy = {}, set()
         for t in trials:
             shape = t.params.get("shape")
             verdict = trial_passes(t, self.floor, self.slack)
@@ -116,42 +118,44 @@ class BoundarySampler(BaseSampler):
                 outcome[shape] = verdict
             elif t.state == TrialState.RUNNING:
                 busy.add(shape)
+        return outcome, busy
+
+    def _open(self, outcome: dict[str, bool], busy: set[str]) -> tuple[list[int], int, list[int]]:
+        """(indices faster than the fastest pass that no failure rules out, that pass's index, untried indices)."""
         untried = [i for i, key in enumerate(self.order) if key not in outcome and key not in busy]
+        passes = [i for i, key in enumerate(self.order) if outcome.get(key)]
+        first = min(passes) if passes else len(self.order)
+        failed = [self.sizes[key] for key, ok in outcome.items() if not ok]
+
+        def ruled_out(key: str) -> bool:
+            layers, heads = self.sizes[key]
+            return any(layers <= fl and heads <= fh for fl, fh in failed)
+
+        return [i for i in untried if i < first and not ruled_out(self.order[i])], first, untried
+
+    def next_shape(self, trials: list[optuna.trial.FrozenTrial]) -> str | None:
+        outcome, busy = self._state(trials)
+        candidates, first, untried = self._open(outcome, busy)
         if not untried:
             return None
         if self.floor is None:
             return self.order[untried[0]]
-        passes = [i for i, key in enumerate(self.order) if outcome.get(key)]
-        first_pass = min(passes) if passes else len(self.order)
-        fails = [i for i, key in enumerate(self.order) if outcome.get(key) is False and i < first_pass]
-        last_fail = max(fails) if fails else -1
-        gap = [i for i in untried if last_fail < i < first_pass]
-        if gap:
-            return self.order[gap[len(gap) // 2]]
-        slower = [i for i in untried if i > first_pass]
-        return self.order[(slower or untried)[0]]
+        if candidates:
+            return self.order[candidates[len(candidates) // 2]]
+        slower = [i for i in untried if i > first]
+        return self.order[slower[0]] if slower else None
 
     def settled(self, trials: list[optuna.trial.FrozenTrial], wanted: int) -> bool:
-        """Enough is screened: with a floor, nothing untried lies between the fastest pass and the failures faster
-        than it, and ``wanted`` shapes pass (or no slower shape is left to try); without one, ``2 x wanted``
-        shapes finished."""
-        verdicts = {}
-        for t in trials:
-            verdict = trial_passes(t, self.floor, self.slack)
-            if verdict is not None:
-                verdicts[t.params.get("shape")] = verdict
+        """Enough is screened: with a floor, no shape faster than the fastest pass is left open, and ``wanted``
+        shapes pass (or no slower one is left to try); without one, ``2 x wanted`` shapes finished."""
+        outcome, busy = self._state(trials)
         if self.floor is None:
-            return sum(v is not None for v in verdicts.values()) >= 2 * wanted
-        passes = [i for i, key in enumerate(self.order) if verdicts.get(key)]
-        first = min(passes) if passes else len(self.order)
-        fails = [i for i, key in enumerate(self.order) if verdicts.get(key) is False and i < first]
-        last_fail = max(fails) if fails else -1
-        if any(verdicts.get(self.order[i]) is None for i in range(last_fail + 1, first)):
-            return False  # the boundary is not found yet
-        if not passes:
-            return True  # even the slowest shapes fail: the faster ones would too
-        untried_slower = any(verdicts.get(self.order[i]) is None for i in range(first + 1, len(self.order)))
-        return len(passes) >= wanted or not untried_slower
+            return len(outcome) >= 2 * wanted
+        candidates, first, untried = self._open(outcome, busy)
+        if candidates:
+            return False
+        passes = sum(outcome.values())
+        return passes == 0 or passes >= wanted or not any(i > first for i in untried)
 
     def infer_relative_search_space(self, study, trial):
         return {}

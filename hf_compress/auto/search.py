@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import statistics
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -178,8 +179,10 @@ def _teacher_variants(search: Search) -> None:
 
 
 def _seconds_per_step(study) -> float | None:
+    """The median screening run's seconds per step: what a final's step costs (both spend most of their steps at
+    the pruned shape after a pruning phase); one run slowed by a busy machine does not set it."""
     values = [t.user_attrs["seconds_per_step"] for t in study.trials if "seconds_per_step" in t.user_attrs]
-    return max(values) if values else None
+    return statistics.median(values) if values else None
 
 
 def _screen(search: Search) -> None:
@@ -191,7 +194,7 @@ def _screen(search: Search) -> None:
     if not todo:
         return
     slack = config.screen_slack / 100
-    sampler = BoundarySampler([s.key for s in todo], search.floor, slack)
+    sampler = BoundarySampler([s.key for s in todo], search.floor, slack, {s.key: (s.layers, s.heads) for s in todo})
     study = open_study(search.out / "study.db", FloorPruner(search.floor, slack, report_steps(config)), sampler)
     by_key = {s.key: s for s in todo}
     objective = objective_for(search.ctx, config, by_key, search.out / "screen-work", search.metric)
