@@ -20,7 +20,7 @@ from ..runner.models import check_teacher_task, load_processor, load_teacher
 from ..validation import RecipeError
 from .config import SearchConfig
 from .screen import homodistil_fields
-from .space import Shape
+from .space import ORT_EXPORT, Shape
 
 logger = logging.getLogger(__name__)
 CALIBRATION_ROWS = 256  # as the quantize stage's default calibration_samples
@@ -164,7 +164,7 @@ def _metric(ctx: Context, model, runtime: str, onnx_dir: Path, metric: str) -> f
 
         if onnx_dir.exists():
             shutil.rmtree(onnx_dir)
-        export_onnx(model, onnx_dir, processor=ctx.processor)
+        export_onnx(model, onnx_dir, processor=ctx.processor, **ORT_EXPORT)
         model = OrtModel(onnx_dir / "model.onnx")
     return evaluation.task_metric(model, ctx.data["validation"], metric, ctx.collator,
                                   ctx.recipe.data.trust_remote_metric)  # fmt: skip

@@ -21,7 +21,7 @@ import torch
 from .. import evaluation
 from ..quant import QuantizationConfig, quantize
 from .config import parse_shape
-from .space import Candidate, Shape, build_untrained
+from .space import ORT_EXPORT, Candidate, Shape, build_untrained
 
 logger = logging.getLogger(__name__)
 CACHE_ENV = "HF_COMPRESS_CACHE"
@@ -54,7 +54,8 @@ def machine_key() -> str:
         except ImportError:
             versions.append(f"{name} none")
     threads = torch.get_num_threads()
-    return " | ".join([_cpu_name(), f"{os.cpu_count()} cpus", f"{threads} threads", *versions])
+    export = ",".join(f"{k}={v}" for k, v in sorted(ORT_EXPORT.items()))
+    return " | ".join([_cpu_name(), f"{os.cpu_count()} cpus", f"{threads} threads", *versions, f"ort export {export}"])
 
 
 def teacher_key(teacher) -> str:
@@ -108,7 +109,7 @@ def deployable(model, quant: str, runtime: str, work: Path, calibration_shape=(8
     quiet = logging.getLogger("hf_compress.export")
     level, quiet.level = quiet.level, logging.ERROR  # an untrained cut's export check means nothing
     try:
-        export_onnx(model, folder)
+        export_onnx(model, folder, **ORT_EXPORT)
     finally:
         quiet.setLevel(level)
     return OrtModel(folder / "model.onnx")

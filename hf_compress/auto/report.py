@@ -18,7 +18,7 @@ from ..runner.models import load_stage_output
 from ..validation import public
 from . import finals
 from .choose import pareto, standard_error
-from .space import Shape
+from .space import ORT_EXPORT, Shape
 
 logger = logging.getLogger(__name__)
 AUTO_SCHEMA = 1
@@ -44,7 +44,7 @@ def _deployable(search, folder: Path, row: dict):
     onnx_dir = search.out / "model-onnx"
     if onnx_dir.exists():
         shutil.rmtree(onnx_dir)
-    export = export_onnx(search.out / "model", onnx_dir)
+    export = export_onnx(search.out / "model", onnx_dir, **ORT_EXPORT)
     return OrtModel(onnx_dir / "model.onnx"), export
 
 
