@@ -399,3 +399,14 @@ def test_near_ties_within_the_int8_noise_pass_and_clear_disagreements_fail():
     checked = verify(session_returning(wrong.numpy()), lambda **i: {"logits": reference}, {"x": torch.zeros(1)},
                      ["logits"], noise=1e-4)  # fmt: skip
     assert checked["near_ties"] == 0 and not passes({**checked, "int8_noise": 1e-4}, quantized=True)
+
+
+def test_a_fused_graph_has_a_type_on_every_value(tmp_path):
+    """ORT's contrib ops (EmbedLayerNormalization, Attention, ...) are typed too, so tools that post-process the
+    export (optimum's ORTQuantizer looks up each weight's data type) find them."""
+    report = export_onnx(_bert(), tmp_path / "onnx")
+    assert report.fused_ops.get("Attention")
+    graph = onnx.load(str(tmp_path / "onnx" / "model.onnx")).graph
+    typed = {v.name for v in [*graph.value_info, *graph.input, *graph.output]} | {i.name for i in graph.initializer}
+    untyped = [out for node in graph.node for out in node.output if out and out not in typed]
+    assert untyped == []

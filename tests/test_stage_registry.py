@@ -110,6 +110,7 @@ def test_no_module_outside_the_stages_names_a_stage():
     # The search (auto/) composes recipes of exactly these stages: its methods are those stages.
     allowed = {"card.py": {"finetune"}, "__init__.py": {"quantize"}, "cli.py": {"distill", "prune"},
                "auto/": {"homodistil", "quantize", "evaluate"}}  # fmt: skip
+
     def allowed_here(entry: str) -> set:
         file = entry.split(":")[0]
         return allowed.get(file, allowed.get(file.split("/")[0] + "/", set()))

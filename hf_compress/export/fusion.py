@@ -14,6 +14,7 @@ verifies the fused graph against PyTorch like any export and keeps the unfused o
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Iterator
 
 from torch import nn
@@ -28,6 +29,8 @@ OPTIMIZER_TYPES = {
     "vit": "vit",
     "deit": "vit",
 }
+
+logger = logging.getLogger(__name__)
 
 
 def optimizer_type(model: nn.Module) -> str | None:
@@ -76,4 +79,17 @@ def fuse(proto, model: nn.Module, quantized: bool):
     declared = {opset.domain for opset in proto.opset_import}
     for domain in sorted(domains - declared):  # ORT runs without it; ONNX tools (shape inference) need it
         proto.opset_import.append(onnx.helper.make_opsetid(domain, 1))
-    return proto, stats
+    return typed(proto), stats
+
+
+def typed(proto):
+    """``proto`` with a type and shape on every value, ORT's contrib ops included (ORT's symbolic shape inference:
+    ONNX's own leaves their outputs untyped, and tools that post-process the graph, such as optimum's quantizer,
+    then fail to find their data types). Left as it is, with a log line, where the inference fails."""
+    from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+
+    try:
+        return SymbolicShapeInference.infer_shapes(proto, auto_merge=True)
+    except Exception as err:  # the inference's own matchers raise many kinds; the graph still runs on ORT
+        logger.info("symbolic shape inference failed on the fused graph (%s); saved without value types", err)
+        return proto
