@@ -183,3 +183,33 @@ def test_export_of_an_int8_minilm_with_an_untrained_head_passes_the_check(tmp_pa
                  mode])  # fmt: skip
     out = capsys.readouterr().out
     assert code == 0 and "(ok)" in out and "on 128 samples" in out, out
+
+
+def test_a_student_of_the_packaged_all_minilm_loads_in_sentence_transformers_as_its_teacher_does(tmp_path):
+    """The packaged model is a sentence-transformers folder (mean Pooling, Normalize, max_seq_length 256): a
+    3-layer student keeps all of it."""
+    st = pytest.importorskip("sentence_transformers")
+    from transformers import AutoTokenizer, BertModel, DataCollatorWithPadding
+
+    from hf_compress import DistillationConfig, DistillationTrainer, make_student
+    from hf_compress.data import demo_model_path
+
+    teacher = BertModel.from_pretrained(demo_model_path())
+    tokenizer = AutoTokenizer.from_pretrained(demo_model_path())
+    rows = [tokenizer(text, truncation=True, max_length=32) for text in GOOD + BAD]
+    args = DistillationConfig(output_dir=str(tmp_path / "run"), max_steps=1, per_device_train_batch_size=4,
+                              report_to=[], save_strategy="no", use_cpu=True, kd_weight=0.0,
+                              hidden_weight=1.0)  # fmt: skip
+
+    trainer = DistillationTrainer(model=make_student(teacher, [0, 2, 4]), teacher_model=teacher, args=args,
+                                  train_dataset=rows, data_collator=DataCollatorWithPadding(tokenizer),
+                                  processing_class=tokenizer)  # fmt: skip
+    trainer.train()
+    trainer.save_model(str(tmp_path / "student"))
+    reference = st.SentenceTransformer(demo_model_path(), device="cpu")
+    student = st.SentenceTransformer(str(tmp_path / "student"), device="cpu")
+    assert [type(m).__name__ for m in student] == [type(m).__name__ for m in reference]
+    assert student.max_seq_length == reference.max_seq_length == 256
+    assert student.get_sentence_embedding_dimension() == 384
+    embeddings = student.encode(GOOD[:2], convert_to_tensor=True)
+    torch.testing.assert_close(embeddings.norm(dim=-1), torch.ones(2))

@@ -14,6 +14,7 @@ from transformers.modeling_outputs import SequenceClassifierOutput
 
 from ..data.transfer import TEACHER_LOGITS
 from ..json_args import JsonTrainingArgs
+from ..models.sentence import save_like_teacher
 from . import attention, losses
 from .accumulation import accumulated_positions, accumulation_scales
 from .attention import ATTN_IMPLEMENTATION, ATTN_SCORES_IMPLEMENTATION
@@ -168,6 +169,14 @@ class DistillationTrainer(JsonTrainingArgs, ProjectionTraining, Trainer):
             return
         with self._switch_attention(self.model, self._bare_teacher, self._attention_implementation(self.args)):
             yield
+
+    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+        """The Trainer's save, plus the teacher's sentence-transformers modules beside a bare-encoder student of a
+        sentence-transformers teacher (`models.sentence`), so it loads in ``SentenceTransformer(dir)`` as one."""
+        super()._save(output_dir, state_dict)
+        if self.args.should_save and self.teacher is not None:
+            unwrap = self.accelerator.unwrap_model
+            save_like_teacher(unwrap(self.model), unwrap(self.teacher), output_dir or self.args.output_dir)
 
     def train(self, *args: Any, **kwargs: Any):
         try:

@@ -17,6 +17,7 @@ from transformers.utils import PushInProgress, hf_api
 from ..distill.checks import head_kind
 from ..distill.projection_training import load_state_file
 from ..distill.trainer import DistillationTrainer
+from ..models.sentence import save_like_teacher
 from .config import HomoDistilConfig
 from .masks import kept_indices
 from .pruner import StructuredPruner
@@ -271,7 +272,10 @@ class HomoDistilTrainer(DistillationTrainer):
         """What the Trainer's ``_save`` writes, with the sliced model: weights, config, processor, and the arguments
         as ``training_args.json`` (no pickle, as `JsonTrainingArgs`)."""
         os.makedirs(output_dir, exist_ok=True)
-        (self.model if self._sliced else self.sliced_model()).save_pretrained(output_dir)
+        sliced = self.model if self._sliced else self.sliced_model()
+        sliced.save_pretrained(output_dir)
+        if self.teacher is not None:
+            save_like_teacher(sliced, self.accelerator.unwrap_model(self.teacher), output_dir)
         tokenizer = getattr(self.data_collator, "tokenizer", None)
         processor = self.processing_class if self.processing_class is not None else tokenizer
         if processor is not None:

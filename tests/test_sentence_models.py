@@ -1,0 +1,80 @@
+"""A sentence-transformers teacher's student keeps the pipeline: distilled or pruned while distilled from a
+SentenceTransformer folder (Transformer + mean Pooling + Normalize), the saved student loads in
+``SentenceTransformer(dir)`` with the same modules, its own embedding width, the teacher's max_seq_length and unit
+norms. The real-lane test does it for the packaged all-MiniLM-L6-v2."""
+
+import json
+
+import pytest
+import torch
+from conftest import PRUNE_TARGETS, TRAIN_DEFAULTS, bert_config, text_dataset
+from tiny_assets import WORDS
+from transformers import AutoTokenizer, BertModel, BertTokenizerFast
+
+from hf_compress import DistillationConfig, DistillationTrainer, HomoDistilConfig, HomoDistilTrainer, make_student
+from hf_compress.models.sentence import read_sentence_modules, write_sentence_modules
+
+st = pytest.importorskip("sentence_transformers")
+try:  # sentence-transformers 6 moved its modules; 5 and older keep them in sentence_transformers.models
+    from sentence_transformers.sentence_transformer import modules as st_modules
+except ImportError:
+    from sentence_transformers import models as st_modules
+
+
+@pytest.fixture
+def st_teacher(tmp_path):
+    """A tiny BERT saved as a SentenceTransformer: [Transformer(max_seq_length 16), mean Pooling, Normalize]."""
+    tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]
+    BertTokenizerFast(vocab={t: i for i, t in enumerate(tokens)}).save_pretrained(tmp_path / "bert")
+    torch.manual_seed(0)
+    BertModel(bert_config()).save_pretrained(tmp_path / "bert")
+    encoder = st_modules.Transformer(str(tmp_path / "bert"), max_seq_length=16)
+    pooling = st_modules.Pooling(encoder.get_word_embedding_dimension(), pooling_mode="mean")
+    st.SentenceTransformer(modules=[encoder, pooling, st_modules.Normalize()], device="cpu").save(str(tmp_path / "st"))
+    return tmp_path / "st"
+
+
+def _check_pipeline(folder, width):
+    loaded = st.SentenceTransformer(str(folder), device="cpu")
+    kinds = [type(m).__name__ for m in loaded]
+    assert kinds == ["Transformer", "Pooling", "Normalize"], kinds
+    assert loaded.get_sentence_embedding_dimension() == width and loaded.max_seq_length == 16
+    embeddings = loaded.encode(["w1 w2 w3", "w4 w5"], convert_to_tensor=True)
+    assert embeddings.shape == (2, width)
+    torch.testing.assert_close(embeddings.norm(dim=-1), torch.ones(2))
+
+
+def test_a_distilled_student_of_a_sentence_transformer_loads_as_one(st_teacher, tmp_path):
+    teacher = BertModel.from_pretrained(st_teacher)
+    args = DistillationConfig(output_dir=str(tmp_path / "run"), **{**TRAIN_DEFAULTS, "max_steps": 2},
+                              kd_weight=0.0, hidden_weight=1.0)  # fmt: skip
+    data = text_dataset(16).remove_columns("labels")
+    tokenizer = AutoTokenizer.from_pretrained(st_teacher)
+    trainer = DistillationTrainer(model=make_student(teacher, [0, 3]), teacher_model=teacher, args=args,
+                                  train_dataset=data, processing_class=tokenizer)  # fmt: skip
+    trainer.train()
+    trainer.save_model(str(tmp_path / "student"))
+    _check_pipeline(tmp_path / "student", 32)
+
+
+def test_a_student_pruned_to_half_width_reports_its_own_embedding_width(st_teacher, tmp_path):
+    teacher = BertModel.from_pretrained(st_teacher)
+    args = HomoDistilConfig(output_dir=str(tmp_path / "run"), **{**TRAIN_DEFAULTS, "max_steps": 4}, kd_weight=0.0,
+                            hidden_weight=1.0, prune_start_step=0, prune_end_step=2, prune_every=1,
+                            **PRUNE_TARGETS)  # fmt: skip
+    tokenizer = AutoTokenizer.from_pretrained(st_teacher)
+    data = text_dataset(16).remove_columns("labels")
+    trainer = HomoDistilTrainer(teacher_model=teacher, args=args, train_dataset=data, processing_class=tokenizer)
+    trainer.train()
+    trainer.save_model(str(tmp_path / "student"))
+    _check_pipeline(tmp_path / "student", PRUNE_TARGETS["target_hidden_size"])
+    pooling = json.loads((tmp_path / "student" / "1_Pooling" / "config.json").read_text())
+    assert 16 in [pooling.get(k) for k in ("word_embedding_dimension", "embedding_dimension")]
+
+
+def test_a_pipeline_with_a_projection_sized_for_the_teacher_is_refused(st_teacher, tmp_path):
+    modules = read_sentence_modules(st_teacher)
+    modules.modules.append({"idx": 3, "name": "3", "path": "3_Dense", "type": "sentence_transformers.models.Dense"})
+    with pytest.raises(ValueError, match="sized for the teacher's width"):
+        write_sentence_modules(modules, tmp_path, hidden_size=16)
+    assert read_sentence_modules(tmp_path / "nowhere") is None
