@@ -78,3 +78,49 @@ def test_a_pipeline_with_a_projection_sized_for_the_teacher_is_refused(st_teache
     with pytest.raises(ValueError, match="sized for the teacher's width"):
         write_sentence_modules(modules, tmp_path, hidden_size=16)
     assert read_sentence_modules(tmp_path / "nowhere") is None
+
+
+def test_pooled_embedding_loss_is_zero_for_the_teacher_and_width_free_for_a_narrower_student():
+    from hf_compress.distill.losses import pooled, pooled_embedding_loss
+
+    torch.manual_seed(0)
+    hidden, mask = torch.randn(4, 6, 8), torch.ones(4, 6, dtype=torch.bool)
+    mask[1, 3:] = False
+    embedding = pooled(hidden, mask)
+    torch.testing.assert_close(embedding[1], torch.nn.functional.normalize(hidden[1, :3].mean(0), dim=0))
+    assert pooled_embedding_loss(embedding, embedding).abs() < 1e-6
+    assert pooled_embedding_loss(pooled(hidden, mask, "cls"), embedding) > 0.01
+    rotation, _ = torch.linalg.qr(torch.randn(8, 8))
+    narrower = torch.randn(4, 6, 8) @ rotation[:, :5]  # another model: different similarities
+    wider_same = hidden @ torch.cat([rotation, torch.zeros(8, 2)], 1)  # the teacher's states in 10 dimensions
+    assert pooled_embedding_loss(pooled(wider_same, mask), embedding) < 1e-6  # same similarities: no loss
+    assert pooled_embedding_loss(pooled(narrower, mask), embedding) > 0.01
+
+
+def test_the_pooling_mode_is_read_from_the_teachers_pipeline(st_teacher, tmp_path):
+    from hf_compress.data import demo_model_path
+    from hf_compress.models.sentence import sentence_pooling_mode
+
+    assert sentence_pooling_mode(read_sentence_modules(st_teacher)) == "mean"
+    assert sentence_pooling_mode(None) == "mean"
+    if read_sentence_modules(demo_model_path()) is not None:
+        assert sentence_pooling_mode(read_sentence_modules(demo_model_path())) == "mean"
+    modules = read_sentence_modules(st_teacher)
+    config = modules.source / "1_Pooling" / "config.json"
+    config.write_text(json.dumps({"word_embedding_dimension": 32, "pooling_mode_cls_token": True}))
+    assert sentence_pooling_mode(modules) == "cls"
+    config.write_text(json.dumps({"embedding_dimension": 32, "pooling_mode": "max"}))
+    with pytest.raises(ValueError, match="set pooling='mean' or 'cls'"):
+        sentence_pooling_mode(modules)
+
+
+def test_distilling_the_sentence_embedding_logs_its_loss(st_teacher, tmp_path):
+    teacher = BertModel.from_pretrained(st_teacher)
+    args = HomoDistilConfig(output_dir=str(tmp_path / "run"), **{**TRAIN_DEFAULTS, "max_steps": 4}, kd_weight=0.0,
+                            pooled_weight=1.0, prune_start_step=0, prune_end_step=2, prune_every=1,
+                            **PRUNE_TARGETS)  # fmt: skip
+    data = text_dataset(16).remove_columns("labels")
+    trainer = HomoDistilTrainer(teacher_model=teacher, args=args, train_dataset=data)
+    trainer.train()
+    logged = [entry["pooled_loss"] for entry in trainer.state.log_history if "pooled_loss" in entry]
+    assert logged and all(value >= 0 for value in logged) and any(value > 0 for value in logged)

@@ -13,8 +13,10 @@ from .matching import LayerMapSpec, parse_layer_map
 
 KDLossType = Literal["soft", "hard", "mse"]
 AttentionHeadMode = Literal["per_head", "mean"]
+Pooling = Literal["auto", "mean", "cls"]
 
-_LOSS_WEIGHTS = ("kd_weight", "hard_label_weight", "hidden_weight", "attention_weight", "embedding_weight")
+_LOSS_WEIGHTS = ("kd_weight", "hard_label_weight", "hidden_weight", "attention_weight", "embedding_weight",
+                 "pooled_weight")  # fmt: skip
 
 
 def check_choice(name: str, value: Any, literal: Any) -> None:
@@ -29,10 +31,11 @@ class DistillationConfig(TrainingArguments):
     """`TrainingArguments` plus the distillation objective.
 
     The loss is ``kd_weight * prediction KD + hard_label_weight * the student's own loss on the labels +
-    hidden_weight * hidden-state KD + attention_weight * attention KD + embedding_weight * embedding KD``.
-    Every term is logged on its own (``kd_loss``, ``hard_label_loss``, ``hidden_loss``, ``attention_loss``,
-    ``embedding_loss``). Terms with weight 0 are not computed, and attention maps are only requested (which
-    switches both models to eager attention) when ``attention_weight > 0``.
+    hidden_weight * hidden-state KD + attention_weight * attention KD + embedding_weight * embedding KD +
+    pooled_weight * sentence-embedding KD``. Every term is logged on its own (``kd_loss``, ``hard_label_loss``,
+    ``hidden_loss``, ``attention_loss``, ``embedding_loss``, ``pooled_loss``). Terms with weight 0 are not
+    computed, and attention maps are only requested (which switches both models to eager attention) when
+    ``attention_weight > 0``.
     """
 
     teacher_model_init_kwargs: dict | None = field(
@@ -84,6 +87,22 @@ class DistillationConfig(TrainingArguments):
         },
     )
     embedding_weight: float = field(default=0.0, metadata={"help": "Weight of embedding-layer KD."})
+    pooled_weight: float = field(
+        default=0.0,
+        metadata={
+            "help": "Weight of KD on the sentence embedding: the last hidden states pooled (`pooling`) and "
+            "L2-normalised, as a sentence-transformers model embeds. Same width: 1 - cosine to the teacher's "
+            "embedding; other widths: the batch's cosine-similarity matrix against the teacher's (no projection)."
+        },
+    )
+    pooling: str = field(
+        default="auto",
+        metadata={
+            "help": "How the sentence embedding pools tokens for pooled_weight: 'mean' (over real tokens), 'cls', or "
+            "'auto' (the teacher's sentence-transformers Pooling module when it has one, else mean).",
+            "choices": ["auto", "mean", "cls"],
+        },
+    )
     projection_learning_rate: float | None = field(
         default=None,
         metadata={"help": "Learning rate of the width projections (student -> teacher); default: learning_rate."},
@@ -105,13 +124,14 @@ class DistillationConfig(TrainingArguments):
         check_choice("hidden_loss_type", self.hidden_loss_type, HiddenLossType)
         check_choice("attention_loss_type", self.attention_loss_type, AttentionLossType)
         check_choice("attention_head_mode", self.attention_head_mode, AttentionHeadMode)
+        check_choice("pooling", self.pooling, Pooling)
         if self.projection_learning_rate is not None and self.projection_learning_rate <= 0:
             raise ValueError(f"projection_learning_rate must be > 0, got {self.projection_learning_rate!r}.")
         self.layer_map_spec: LayerMapSpec = parse_layer_map(self.layer_map)
 
     @property
     def needs_hidden_states(self) -> bool:
-        return self.hidden_weight > 0 or self.embedding_weight > 0
+        return self.hidden_weight > 0 or self.embedding_weight > 0 or self.pooled_weight > 0
 
     @property
     def needs_attentions(self) -> bool:

@@ -142,3 +142,25 @@ def attention_loss(
 def average_heads(attention: Tensor) -> Tensor:
     """(B, H, L, L) -> (B, 1, L, L): the head-averaged attention map, still a distribution per query row."""
     return attention.mean(dim=1, keepdim=True)
+
+
+def pooled(hidden: Tensor, mask: Tensor | None, mode: Literal["mean", "cls"] = "mean") -> Tensor:
+    """A sentence embedding: (B, L, D) hidden states -> (B, D), the mean over real tokens (``mask`` (B, L)) or the
+    first token, L2-normalised (as sentence-transformers' Pooling + Normalize)."""
+    hidden = hidden.float()
+    if mode == "cls":
+        vector = hidden[:, 0]
+    else:
+        weights = torch.ones(hidden.shape[:2], device=hidden.device) if mask is None else mask.float()
+        vector = (hidden * weights.unsqueeze(-1)).sum(1) / weights.sum(1, keepdim=True).clamp_min(1.0)
+    return F.normalize(vector, dim=-1, eps=_EPS)
+
+
+def pooled_embedding_loss(student: Tensor, teacher: Tensor) -> Tensor:
+    """KD on normalised sentence embeddings, student (B, Ds) and teacher (B, Dt). Same width: the mean of
+    ``1 - cos(student_i, teacher_i)``. Other widths: the mean squared difference of the batch's cosine-similarity
+    matrices (B, B), which needs no projection between the spaces (relational KD)."""
+    student, teacher = student.float(), teacher.float()
+    if student.shape[-1] == teacher.shape[-1]:
+        return (1 - (student * teacher).sum(-1)).mean()
+    return (student @ student.T - teacher @ teacher.T).pow(2).mean()

@@ -14,7 +14,6 @@ from transformers.modeling_outputs import SequenceClassifierOutput
 
 from ..data.transfer import TEACHER_LOGITS
 from ..json_args import JsonTrainingArgs
-from ..models.sentence import save_like_teacher
 from . import attention, losses
 from .accumulation import accumulated_positions, accumulation_scales
 from .attention import ATTN_IMPLEMENTATION, ATTN_SCORES_IMPLEMENTATION
@@ -29,10 +28,11 @@ from .checks import (
 from .config import DistillationConfig
 from .matching import EMBEDDING_KEY, build_projections
 from .projection_training import ProjectionTraining
+from .sentence_pipeline import SentencePipeline
 
 logger = logging.getLogger(__name__)
 
-LOSS_TERMS = ("kd_loss", "hard_label_loss", "hidden_loss", "attention_loss", "embedding_loss")
+LOSS_TERMS = ("kd_loss", "hard_label_loss", "hidden_loss", "attention_loss", "embedding_loss", "pooled_loss")
 
 
 class _ZeroGradAfterStep(TrainerCallback):
@@ -43,7 +43,7 @@ class _ZeroGradAfterStep(TrainerCallback):
         self.module.zero_grad(set_to_none=True)
 
 
-class DistillationTrainer(JsonTrainingArgs, ProjectionTraining, Trainer):
+class DistillationTrainer(JsonTrainingArgs, SentencePipeline, ProjectionTraining, Trainer):
     """Train ``model`` (the student) to imitate ``teacher_model`` under a `DistillationConfig`.
 
     The teacher is frozen (``requires_grad_(False)``, ``eval()``), run under ``torch.no_grad()`` and placed by
@@ -170,14 +170,6 @@ class DistillationTrainer(JsonTrainingArgs, ProjectionTraining, Trainer):
         with self._switch_attention(self.model, self._bare_teacher, self._attention_implementation(self.args)):
             yield
 
-    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
-        """The Trainer's save, plus the teacher's sentence-transformers modules beside a bare-encoder student of a
-        sentence-transformers teacher (`models.sentence`), so it loads in ``SentenceTransformer(dir)`` as one."""
-        super()._save(output_dir, state_dict)
-        if self.args.should_save and self.teacher is not None:
-            unwrap = self.accelerator.unwrap_model
-            save_like_teacher(unwrap(self.model), unwrap(self.teacher), output_dir or self.args.output_dir)
-
     def train(self, *args: Any, **kwargs: Any):
         try:
             with self.attention_maps():
@@ -238,16 +230,7 @@ class DistillationTrainer(JsonTrainingArgs, ProjectionTraining, Trainer):
                 # set): the model's mean over zero items is NaN. Nothing to learn here: 0 (graph kept).
                 terms["hard_label_loss"] = student_out.logits.sum() * 0.0
         if args.needs_hidden_states:
-            s_states, t_states = self._matched_states(student_out.hidden_states, teacher_out.hidden_states)
-            if args.hidden_weight > 0:
-                terms["hidden_loss"] = sum(
-                    losses.hidden_state_loss(s_states[str(s)], t_states[str(s)], token_mask, args.hidden_loss_type)
-                    for s, _ in self.layer_pairs
-                ) / len(self.layer_pairs)
-            if args.embedding_weight > 0:
-                terms["embedding_loss"] = losses.hidden_state_loss(
-                    s_states[EMBEDDING_KEY], t_states[EMBEDDING_KEY], token_mask, args.hidden_loss_type
-                )
+            terms.update(self._state_terms(student_out, teacher_out, token_mask))
         if args.attention_weight > 0:
             terms["attention_loss"] = self._attention_loss(student_out.attentions, teacher_out.attentions, token_mask)
 
@@ -271,6 +254,27 @@ class DistillationTrainer(JsonTrainingArgs, ProjectionTraining, Trainer):
             return loss, type(student_out)(**kept)
         return loss
 
+    def _state_terms(self, student_out, teacher_out, token_mask: Tensor | None) -> dict[str, Tensor]:
+        """The hidden-state, embedding-layer and sentence-embedding KD terms (those with a weight > 0)."""
+        args, terms = self.args, {}
+        s_states, t_states = self._matched_states(student_out.hidden_states, teacher_out.hidden_states)
+        if args.hidden_weight > 0:
+            terms["hidden_loss"] = sum(
+                losses.hidden_state_loss(s_states[str(s)], t_states[str(s)], token_mask, args.hidden_loss_type)
+                for s, _ in self.layer_pairs
+            ) / len(self.layer_pairs)
+        if args.embedding_weight > 0:
+            terms["embedding_loss"] = losses.hidden_state_loss(
+                s_states[EMBEDDING_KEY], t_states[EMBEDDING_KEY], token_mask, args.hidden_loss_type
+            )
+        if args.pooled_weight > 0:  # the final states as they are: the embedding a user gets
+            mode = self._pooling_mode()
+            terms["pooled_loss"] = losses.pooled_embedding_loss(
+                losses.pooled(student_out.hidden_states[-1], token_mask, mode),
+                losses.pooled(teacher_out.hidden_states[-1], token_mask, mode),
+            )
+        return terms
+
     def _loss_weights(self) -> dict[str, float]:
         """The weight of each term for this step (HomoDistil adds its importance signal to the label loss)."""
         args = self.args
@@ -280,6 +284,7 @@ class DistillationTrainer(JsonTrainingArgs, ProjectionTraining, Trainer):
             "hidden_loss": args.hidden_weight,
             "attention_loss": args.attention_weight,
             "embedding_loss": args.embedding_weight,
+            "pooled_loss": args.pooled_weight,
         }
 
     # ---- gradient accumulation: token-level terms over the whole accumulated batch (see accumulation.py) ----

@@ -69,6 +69,31 @@ def read_sentence_modules(path: str | Path | None) -> SentenceModules | None:
     return SentenceModules(source=folder, modules=modules)
 
 
+def sentence_pooling_mode(modules: SentenceModules | None) -> str:
+    """'cls' when the pipeline pools the first token, else 'mean' (also without a pipeline). Pooling modes other than
+    these two (max, weighted mean, last token) are a ValueError: the pooled-embedding loss computes mean and cls."""
+    config = modules.pooling() if modules is not None else {}
+    mode = config.get("pooling_mode")  # sentence-transformers 6
+    if mode is None:  # <= 5: one flag per mode
+        flags = [k.removeprefix("pooling_mode_").removesuffix("_tokens").removesuffix("_token")
+                 for k, v in config.items() if k.startswith("pooling_mode_") and v is True]  # fmt: skip
+        mode = flags[0] if len(flags) == 1 else ("mean" if not flags else "+".join(flags))
+    if mode not in ("mean", "cls"):
+        raise ValueError(f"The teacher's sentence-transformers Pooling is {mode!r}; pooled_weight computes 'mean' or "
+                         "'cls' pooling: set pooling='mean' or 'cls' explicitly, or pooled_weight=0.")  # fmt: skip
+    return mode
+
+
+def teacher_modules(teacher) -> SentenceModules | None:
+    """The sentence-transformers modules of the local folder ``teacher`` was loaded from, if it is one."""
+    source = getattr(getattr(teacher, "config", None), "_name_or_path", None)
+    return read_sentence_modules(source) if source and Path(source).is_dir() else None
+
+
+def teacher_pooling_mode(teacher) -> str:
+    return sentence_pooling_mode(teacher_modules(teacher))
+
+
 def is_bare_encoder(model) -> bool:
     """No task head: what a sentence-transformers Transformer module loads (an ...ForMaskedLM also counts: the
     module loads its encoder)."""
@@ -106,8 +131,7 @@ def save_like_teacher(model, teacher, output_dir: str | Path) -> bool:
     """After ``model`` (a compressed encoder) was saved in ``output_dir``: write its teacher's sentence-transformers
     modules beside it when the teacher came from such a folder and ``model`` has no task head. Returns whether it
     did."""
-    source = getattr(getattr(teacher, "config", None), "_name_or_path", None)
-    modules = read_sentence_modules(source) if source and Path(source).is_dir() else None
+    modules = teacher_modules(teacher)
     if modules is None or not is_bare_encoder(model):
         return False
     write_sentence_modules(modules, output_dir, model.config.hidden_size)
