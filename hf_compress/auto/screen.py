@@ -42,9 +42,11 @@ def homodistil_fields(config: SearchConfig, shape: Shape, steps: int, prune_frac
 
 
 def report_steps(config: SearchConfig) -> list[int]:
-    """Steps at which a screening run is evaluated: when it reaches its shape, half-way through the rest, the end."""
+    """Steps at which a screening run is evaluated: half-way through its recovery at the final shape, and the end.
+    Not when it reaches its shape: a deep cut (6 -> 3 layers) predicts the majority class right then (0.571 on
+    Rotten Tomatoes for L3-H256, the frontier shape, which recovers to 97 % of the teacher)."""
     end, total = max(1, int(config.screen_steps * config.screen_prune_fraction)), config.screen_steps
-    return sorted({end, (end + total) // 2, total})
+    return sorted({(end + total) // 2, total})
 
 
 class FloorPruner(BasePruner):
