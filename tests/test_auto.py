@@ -184,6 +184,10 @@ def test_search_writes_the_chosen_model_its_replay_recipe_and_the_pareto_report(
     assert set(chosen["speedup"]) == {"8x128", "1x128"} and chosen["accuracy_test"] is not None
     assert {"accuracy_validation", "accuracy_test"} <= set(saved["teacher"])
     assert {c["stage"] for c in saved["candidates"]} >= {"teacher-shape", "final"}
+    screened = {c["key"].split("/")[0] for c in saved["candidates"] if c["stage"].startswith("screen")}
+    skipped = {s["key"] for s in saved["not_screened"]}
+    assert len(screened | skipped) == 3 and not screened & skipped  # every shape: screened, or said why not
+    assert all(s["why"].startswith(("ruled out", "slower than", "not reached")) for s in saved["not_screened"])
     feasible = [c for c in saved["candidates"] if c["validation"] is not None and c["fast_enough"]
                 and c["validation"] >= saved["constraint"]["floor_validation"]]  # fmt: skip
     assert max(c["speedup"] for c in feasible) <= chosen_speed(saved) * 1.05 + 1e-9  # none faster was passed over

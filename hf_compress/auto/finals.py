@@ -112,7 +112,8 @@ def replay_raw(recipe: Recipe, config: SearchConfig, shape: Shape | None, quant:
     stages, then the chosen stages."""
     raw = base_raw(recipe)
     raw["name"] = f"{recipe.name}-auto"
-    raw["stages"] = teacher_stages(recipe) + [s for s in stages_for(config, shape, quant) if s["method"] != "evaluate"]
+    chosen = [s for s in stages_for(config, shape, quant) if s["method"] != "evaluate"]
+    raw["stages"] = teacher_stages(recipe) + chosen or stages_for(config, None, "none")  # the teacher as it is
     return raw
 
 

@@ -124,6 +124,7 @@ def _summary(search, picked, met, ratios, teacher_test, chosen_test, export) -> 
         "training_steps": search.steps,
         "validation_rows": rows_n,
         "not_tried": search.not_tried,
+        "not_screened": search.skipped,
         "candidates": search.rows,
         "pareto": [r["key"] for r in pareto(search.rows)],
     }
@@ -177,6 +178,8 @@ def pareto_markdown(search, summary: dict) -> str:
         lines += ["", summary["noise"]]
     if summary["not_tried"]:
         lines += ["", "Not tried within the budget: " + ", ".join(summary["not_tried"]) + "."]
+    if summary["not_screened"]:
+        lines += ["", "Not screened: " + "; ".join(f"{s['key']} ({s['why']})" for s in summary["not_screened"]) + "."]
     return "\n".join(lines) + "\n"
 
 

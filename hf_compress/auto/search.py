@@ -61,6 +61,7 @@ class Search:
     not_tried: list[str] = field(default_factory=list)
     steps: int = 0
     screen: Any = None  # the Optuna study of the screening runs
+    skipped: list[dict] = field(default_factory=list)  # shapes never screened, and why
 
     def left(self) -> float:
         return self.config.budget_s - (time.monotonic() - self.start)
@@ -213,7 +214,31 @@ def _screen(search: Search) -> None:
         passed = len(_screen_passed(search, study, by_key))
         search.say(f"screening {following} ({passed}/{config.finalists} passed so far)")
         study.optimize(objective, n_trials=1, catch=(Exception,))  # a failed shape is a verdict (logged)
+    search.skipped = _skipped(study, todo, search.floor, slack)
     shutil.rmtree(search.out / "screen-work", ignore_errors=True)
+
+
+def _skipped(study, todo: list[Shape], floor: float | None, slack: float) -> list[dict]:
+    """The shapes never screened, and why: a failure of a shape at least as deep and as wide rules them out, they are
+    slower than a shape that passed, or the budget ran out first."""
+    by_key = {s.key: s for s in todo}
+    verdicts = {}
+    for trial in study.trials:
+        verdict = trial_passes(trial, floor, slack)
+        if verdict is not None:
+            verdicts[trial.params.get("shape")] = verdict
+    failed = [by_key[k] for k, v in verdicts.items() if v is False and k in by_key]
+    passed = [by_key[k] for k, v in verdicts.items() if v and k in by_key]
+    skipped = []
+    for shape in todo:
+        if verdicts.get(shape.key) is not None:
+            continue
+        worse = next((f for f in failed if shape.layers <= f.layers and shape.heads <= f.heads), None)
+        faster = next((p for p in passed if todo.index(p) < todo.index(shape)), None) if floor is not None else None
+        why = (f"ruled out: {worse.key} failed" if worse else f"slower than {faster.key}, which passed" if faster
+               else "not reached within the budget")  # fmt: skip
+        skipped.append({"key": shape.key, "why": why})
+    return skipped
 
 
 def _screen_passed(search: Search, study, by_key: dict[str, Shape]) -> list[Shape]:
