@@ -124,3 +124,39 @@ def test_distilling_the_sentence_embedding_logs_its_loss(st_teacher, tmp_path):
     trainer.train()
     logged = [entry["pooled_loss"] for entry in trainer.state.log_history if "pooled_loss" in entry]
     assert logged and all(value >= 0 for value in logged) and any(value > 0 for value in logged)
+
+
+def test_a_teacher_width_module_is_kept_and_a_mismatch_saves_a_plain_encoder_with_a_warning(st_teacher, tmp_path,
+                                                                                             caplog):  # fmt: skip
+    from hf_compress.models.sentence import save_like_teacher
+
+    (st_teacher / "3_Dense").mkdir()
+    (st_teacher / "3_Dense" / "config.json").write_text("{}")
+    listed = json.loads((st_teacher / "modules.json").read_text())
+    listed.append({"idx": 3, "name": "3", "path": "3_Dense", "type": "sentence_transformers.models.Dense"})
+    (st_teacher / "modules.json").write_text(json.dumps(listed))
+    write_sentence_modules(read_sentence_modules(st_teacher), tmp_path / "same", hidden_size=32)
+    assert (tmp_path / "same" / "3_Dense" / "config.json").is_file()  # the teacher's width: kept as it is
+    teacher = BertModel.from_pretrained(st_teacher)
+    narrow = BertModel(bert_config(hidden_size=16, num_attention_heads=2, intermediate_size=32))
+    narrow.save_pretrained(tmp_path / "narrow")
+    with caplog.at_level("WARNING"):
+        assert not save_like_teacher(narrow, teacher, tmp_path / "narrow")
+    assert "plain encoder" in caplog.text and not (tmp_path / "narrow" / "modules.json").exists()
+
+
+def test_homodistil_checkpoints_hold_no_pipeline_and_a_one_row_similarity_batch_is_refused(st_teacher, tmp_path):
+    from hf_compress.distill.losses import pooled_embedding_loss
+
+    teacher = BertModel.from_pretrained(st_teacher)
+    saving = {**TRAIN_DEFAULTS, "max_steps": 4, "save_strategy": "steps", "save_steps": 2}
+    args = HomoDistilConfig(output_dir=str(tmp_path / "run"), **saving, kd_weight=0.0, hidden_weight=1.0,
+                            prune_start_step=0, prune_end_step=2, prune_every=1, **PRUNE_TARGETS)  # fmt: skip
+    trainer = HomoDistilTrainer(
+        teacher_model=teacher, args=args, train_dataset=text_dataset(16).remove_columns("labels")
+    )
+    trainer.train()
+    checkpoints = sorted((tmp_path / "run").glob("checkpoint-*"))
+    assert checkpoints and not any((c / "modules.json").exists() for c in checkpoints)  # full-size masked weights
+    with pytest.raises(ValueError, match="at least 2 rows"):
+        pooled_embedding_loss(torch.ones(1, 4), torch.ones(1, 8))

@@ -163,4 +163,9 @@ def pooled_embedding_loss(student: Tensor, teacher: Tensor) -> Tensor:
     student, teacher = student.float(), teacher.float()
     if student.shape[-1] == teacher.shape[-1]:
         return (1 - (student * teacher).sum(-1)).mean()
-    return (student @ student.T - teacher @ teacher.T).pow(2).mean()
+    rows = student.shape[0]
+    if rows < 2:
+        raise ValueError("pooled_weight at another width than the teacher's compares similarities within a batch: "
+                         "it needs at least 2 rows per device batch (per_device_train_batch_size >= 2).")  # fmt: skip
+    off_diagonal = ~torch.eye(rows, dtype=torch.bool, device=student.device)  # (self-similarity is always 1)
+    return (student @ student.T - teacher @ teacher.T)[off_diagonal].pow(2).mean()

@@ -106,8 +106,14 @@ def write_sentence_modules(modules: SentenceModules, output_dir: str | Path, hid
     its weights are sized for the teacher."""
     out = Path(output_dir)
     known = {TRANSFORMER, POOLING, NORMALIZE}
-    other = [m["type"] for m in modules.modules if kind_of(m) not in known]
-    if other:
+    other = [m for m in modules.modules if kind_of(m) not in known]
+    pooling = modules.pooling()
+    width = next((pooling[k] for k in DIMENSION_KEYS if k in pooling), None)
+    if other and width == hidden_size:  # the teacher's width: its later modules fit the student as they are
+        for module in other:
+            shutil.copytree(modules.source / module["path"], out / module["path"], dirs_exist_ok=True)
+    elif other:
+        other = [m["type"] for m in other]
         raise ValueError(
             f"The teacher's sentence-transformers pipeline has {other} after its encoder; their weights are sized for "
             f"the teacher's width, which the student does not have. Keep the teacher's width, or save the student "
@@ -134,7 +140,13 @@ def save_like_teacher(model, teacher, output_dir: str | Path) -> bool:
     modules = teacher_modules(teacher)
     if modules is None or not is_bare_encoder(model):
         return False
-    write_sentence_modules(modules, output_dir, model.config.hidden_size)
+    try:
+        write_sentence_modules(modules, output_dir, model.config.hidden_size)
+    except ValueError as err:  # never worth the weights being saved: a plain encoder, said plainly
+        logger.warning(
+            "%s is saved as a plain encoder, without the sentence-transformers pipeline: %s", output_dir, err
+        )
+        return False
     logger.info("saved %s with its teacher's sentence-transformers modules (%s)", output_dir,
                 ", ".join(kind_of(m) for m in modules.modules))  # fmt: skip
     return True

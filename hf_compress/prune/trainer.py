@@ -54,6 +54,7 @@ class _PruningCallback(TrainerCallback):
 
 
 class HomoDistilTrainer(DistillationTrainer):
+    sentence_modules_on_save = False  # checkpoints are full size; `_write_sliced` writes the pipeline
     """HomoDistil (Liang et al., ICLR 2023): the student starts as a copy of the teacher and is pruned step by
     step while it is distilled, so it never drifts far from its teacher.
 
