@@ -417,3 +417,11 @@ def test_a_fused_graph_has_a_type_on_every_value(tmp_path):
     typed = {v.name for v in [*graph.value_info, *graph.input, *graph.output]} | {i.name for i in graph.initializer}
     untyped = [out for node in graph.node for out in node.output if out and out not in typed]
     assert untyped == []
+
+
+def test_a_check_on_no_rows_is_refused(tmp_path, capsys):
+    with pytest.raises(ExportError, match="num_samples must be a whole number >= 1"):
+        export_onnx(_bert(), tmp_path / "onnx", num_samples=0)
+    _bert().save_pretrained(tmp_path / "model")
+    assert main(["export", str(tmp_path / "model"), "--num-samples", "0"]) == 2
+    assert "num_samples must be a whole number" in capsys.readouterr().err

@@ -298,6 +298,10 @@ def export_onnx(
     fusions (`fusion.py`); the fused graph is kept only if it passes the same check as the plain one.
     output_dir must not overlap the model folder and must be new, empty or a previous export (`check_output_dir`).
     """
+    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
+        raise ExportError(
+            f"num_samples must be a whole number >= 1 (rows the export is checked on), got {num_samples!r}."
+        )
     if dynamic_activations not in get_args(DynamicActivations):
         choices = list(get_args(DynamicActivations))
         raise ExportError(f"dynamic_activations={dynamic_activations!r} is not supported; choose one of {choices}.")
