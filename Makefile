@@ -41,7 +41,7 @@ lint: install
 	$(PY) -m ruff check hf_compress tests benchmarks
 	$(PY) -m ruff format --check hf_compress tests benchmarks
 
-# The main job: fine-tune -> HomoDistil to half width -> int8 -> summary table (about 7 minutes on 2 cores).
+# The main job: fine-tune -> HomoDistil to 4 layers at 2/3 width -> int8 -> summary table (about 7 minutes on 2 cores).
 quickstart: install-demo
 	$(PY) -m hf_compress.cli run recipes/quickstart.yaml --output-dir out/quickstart
 
