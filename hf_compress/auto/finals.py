@@ -7,7 +7,6 @@ from __future__ import annotations
 import copy
 import json
 import logging
-import shutil
 from pathlib import Path
 
 from .. import evaluation
@@ -20,7 +19,7 @@ from ..runner.models import check_teacher_task, load_processor, load_teacher
 from ..validation import RecipeError
 from .config import SearchConfig
 from .screen import homodistil_fields
-from .space import ORT_EXPORT, Shape
+from .space import Shape, export_for_ort
 
 logger = logging.getLogger(__name__)
 CALIBRATION_ROWS = 256  # as the quantize stage's default calibration_samples
@@ -160,12 +159,6 @@ def variant_metrics(ctx: Context, model, config: SearchConfig, folder: Path, met
 
 def _metric(ctx: Context, model, runtime: str, onnx_dir: Path, metric: str) -> float:
     if runtime == "onnxruntime":
-        from ..export import export_onnx
-        from ..export.runtime import OrtModel
-
-        if onnx_dir.exists():
-            shutil.rmtree(onnx_dir)
-        export_onnx(model, onnx_dir, processor=ctx.processor, **ORT_EXPORT)
-        model = OrtModel(onnx_dir / "model.onnx")
+        model, _ = export_for_ort(model, onnx_dir, processor=ctx.processor)
     return evaluation.task_metric(model, ctx.data["validation"], metric, ctx.collator,
                                   ctx.recipe.data.trust_remote_metric)  # fmt: skip

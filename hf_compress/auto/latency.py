@@ -21,7 +21,7 @@ import torch
 from .. import evaluation
 from ..quant import QuantizationConfig, quantize
 from .config import parse_shape
-from .space import ORT_EXPORT, Candidate, Shape, build_untrained
+from .space import ORT_EXPORT, Candidate, Shape, build_untrained, export_for_ort
 
 logger = logging.getLogger(__name__)
 CACHE_ENV = "HF_COMPRESS_CACHE"
@@ -102,17 +102,14 @@ def deployable(model, quant: str, runtime: str, work: Path, calibration_shape=(8
         model = quantize(model, config, calibration)
     if runtime == "torch":
         return model.eval()
-    from ..export import export_onnx
-    from ..export.runtime import OrtModel
-
     folder = Path(tempfile.mkdtemp(prefix="onnx-", dir=work))
     quiet = logging.getLogger("hf_compress.export")
     level, quiet.level = quiet.level, logging.ERROR  # an untrained cut's export check means nothing
     try:
-        export_onnx(model, folder, **ORT_EXPORT)
+        session, _ = export_for_ort(model, folder)
     finally:
         quiet.setLevel(level)
-    return OrtModel(folder / "model.onnx")
+    return session
 
 
 def measure_latency(

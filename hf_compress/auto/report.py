@@ -18,7 +18,7 @@ from ..runner.models import load_stage_output
 from ..validation import public
 from . import finals
 from .choose import pareto, standard_error
-from .space import ORT_EXPORT, Shape
+from .space import Shape, export_for_ort
 
 logger = logging.getLogger(__name__)
 AUTO_SCHEMA = 1
@@ -38,14 +38,7 @@ def _deployable(search, folder: Path, row: dict):
     model = load_stage_output(folder, search.recipe.data.task)
     if row["runtime"] != "onnxruntime":
         return model, None
-    from ..export import export_onnx
-    from ..export.runtime import OrtModel
-
-    onnx_dir = search.out / "model-onnx"
-    if onnx_dir.exists():
-        shutil.rmtree(onnx_dir)
-    export = export_onnx(search.out / "model", onnx_dir, **ORT_EXPORT)
-    return OrtModel(onnx_dir / "model.onnx"), export
+    return export_for_ort(search.out / "model", search.out / "model-onnx")
 
 
 def write_outputs(search, picked: dict, met: bool) -> dict:

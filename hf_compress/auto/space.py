@@ -3,7 +3,9 @@ FFN ratio) and, for each trained shape, the quantization methods and runtimes it
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 
@@ -16,6 +18,18 @@ from .config import SearchConfig
 # (faster on ORT than torch's 7-bit range; the export check judges it against the model's own int8 noise, and the
 # search measures the exported model's accuracy itself).
 ORT_EXPORT = {"dynamic_activations": "ort"}
+
+
+def export_for_ort(model_or_dir, folder: Path, processor=None):
+    """(an `OrtModel` over ``model_or_dir`` exported to ``folder`` as a candidate is deployed, the export's
+    report); whatever ``folder`` held before is replaced."""
+    from ..export import export_onnx
+    from ..export.runtime import OrtModel
+
+    if folder.exists():
+        shutil.rmtree(folder)
+    report = export_onnx(model_or_dir, folder, processor=processor, **ORT_EXPORT)
+    return OrtModel(folder / "model.onnx"), report
 
 
 @dataclass(frozen=True, order=True)
