@@ -12,6 +12,9 @@ from torch.utils.data import DataLoader
 from transformers import default_data_collator
 
 from .metrics import load_metric
+from .models.arch import config_modality
+
+CONVNET_IMAGE_SIZE = 224  # example images for a model without an image_size (a convnet reads any size)
 
 
 @torch.inference_mode()
@@ -58,10 +61,17 @@ def weights_size_mb(model) -> float:
         return folder_size_mb(tmp)
 
 
+def _fixed_image_size(model) -> bool:
+    return bool(getattr(model.config, "image_size", None))
+
+
 def example_inputs(model, batch: int, length: int = 128) -> dict[str, torch.Tensor]:
+    """Random inputs of ``batch`` rows: images at the model's image_size (224 for a convnet, which has none), or
+    ``length`` token ids (at most its max_position_embeddings)."""
     config = model.config
-    if getattr(config, "image_size", None):
-        return {"pixel_values": torch.randn(batch, config.num_channels, config.image_size, config.image_size)}
+    if config_modality(config) == "vision":
+        size = getattr(config, "image_size", None) or CONVNET_IMAGE_SIZE
+        return {"pixel_values": torch.randn(batch, config.num_channels, size, size)}
     length = min(length, getattr(config, "max_position_embeddings", length))  # tiny test models
     generator = torch.Generator().manual_seed(0)
     ids = torch.randint(5, max(6, config.vocab_size), (batch, length), generator=generator)
@@ -94,11 +104,15 @@ def latency_ratios(
     """
     everyone = {REFERENCE: reference, CONTROL: reference, **models}
     names = list(everyone)
+    # A convnet reference reads any image size: time everyone at the size of the first model that fixes one.
+    fixed = [m for m in models.values() if _fixed_image_size(m)]
+    convnet_reference = config_modality(reference.config) == "vision" and not _fixed_image_size(reference)
+    geometry = fixed[0] if fixed and convnet_reference else reference
     max_reps = max(reps, max_reps or 4 * reps)
     results: dict[str, dict[str, float]] = {name: {} for name in everyone}
     for batch, length in shapes:
         key = f"{batch}x{length}"
-        inputs = example_inputs(reference, batch, length)
+        inputs = example_inputs(geometry, batch, length)
         timings: dict[str, list[float]] = {name: [] for name in everyone}
         for model in everyone.values():
             model.eval()

@@ -326,9 +326,11 @@ def config_keys(model_type: str) -> set[str]:
 
 
 def check_task_matches(config, task: str, teacher: str, detail: str = "") -> None:
-    """A vision config (``image_size`` and ``num_channels``) needs ``task: image-classification``, a text one a
-    text task; ``teacher`` names the teacher in the message, ``detail`` follows "is a text / vision model"."""
-    vision = getattr(config, "image_size", None) is not None and getattr(config, "num_channels", None) is not None
+    """A vision config (`arch.config_modality`: a ViT's or a convnet's) needs ``task: image-classification``, a text
+    one a text task; ``teacher`` names the teacher in the message, ``detail`` follows "is a text / vision model"."""
+    from .models.arch import config_modality  # (torch, only when a teacher is checked)
+
+    vision = config_modality(config) == "vision"
     if vision != (task == "image-classification"):
         kind = "vision" if vision else "text"
         raise RecipeError(

@@ -153,5 +153,5 @@ def test_token_level_teachers_are_refused():
 
 @pytest.mark.parametrize("loss", ["hidden_weight", "attention_weight", "embedding_weight"])
 def test_rnn_students_refuse_feature_losses(tmp_path, loss):
-    with pytest.raises(ValueError, match="has no transformer layers, so hidden-state / attention / embedding KD"):
+    with pytest.raises(ValueError, match="KD compare the two models layer by layer.*has no transformer layers"):
         DistillationTrainer(model=rnn_student(), teacher_model=teacher(), args=args(str(tmp_path), **{loss: 1.0}))

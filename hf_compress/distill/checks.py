@@ -18,11 +18,12 @@ from transformers import (
     PreTrainedModel,
 )
 
-from ..models.arch import modality_of
+from ..models.arch import is_transformer, modality_of
 from ..models.families import find_family, refuse
 from ..models.labels import match_by_name, named_labels
 from .attention import ATTN_IMPLEMENTATION
 from .config import DistillationConfig
+from .deit_student import has_distillation_head, has_distillation_token
 from .matching import recorded_teacher_layers, resolve_layer_map
 
 HeadKind = Literal[
@@ -35,6 +36,7 @@ HeadKind = Literal[
 ]
 
 _HEADS: dict[str, tuple[HeadKind, type]] = {
+    "ForImageClassificationWithTeacher": ("image_classification", AutoModelForImageClassification),  # DeiT's two heads
     "ForSequenceClassification": ("sequence_classification", AutoModelForSequenceClassification),
     "ForTokenClassification": ("token_classification", AutoModelForTokenClassification),
     "ForQuestionAnswering": ("question_answering", AutoModelForQuestionAnswering),
@@ -143,8 +145,11 @@ def teacher_label_order(student: PreTrainedModel, teacher: PreTrainedModel) -> l
     return [order[i] for i in range(len(s_map))]
 
 
-def _check_inputs(student: PreTrainedModel, teacher: PreTrainedModel, args: DistillationConfig) -> None:
-    """Both models must read the same inputs: one modality, one vocabulary, one image geometry."""
+def _check_inputs(
+    student: PreTrainedModel, teacher: PreTrainedModel, args: DistillationConfig, teacher_pixels: bool = False
+) -> None:
+    """Both models must read the same inputs: one modality, one vocabulary, one image geometry (unless the data
+    carries the teacher's own ``teacher_pixel_values``)."""
     s_cfg, t_cfg = student.config, teacher.config
     s_mod, t_mod = modality_of(student), modality_of(teacher)
     if s_mod != t_mod:
@@ -155,20 +160,69 @@ def _check_inputs(student: PreTrainedModel, teacher: PreTrainedModel, args: Dist
             "Distillation feeds both models the same token ids, so they must share a tokenizer: build the student "
             "from the teacher (make_student) or from the teacher's config and tokenizer."
         )
-    if s_mod == "vision":
-        for name in ("image_size", "num_channels"):
-            if getattr(s_cfg, name) != getattr(t_cfg, name):
+    if s_mod == "vision" and not teacher_pixels:
+        # A convnet reads any image size; a transformer's position embeddings fix it.
+        names = ("image_size", "num_channels") if is_transformer(t_cfg) else ("num_channels",)
+        for name in names:
+            if getattr(s_cfg, name, None) != getattr(t_cfg, name, None):
                 raise ValueError(
-                    f"Image input mismatch: teacher {name}={getattr(t_cfg, name)}, student {getattr(s_cfg, name)}. "
-                    "Both models see the same pixel_values; give the student the teacher's image_size and "
-                    "num_channels."
+                    f"Image input mismatch: teacher {type(teacher).__name__} has {name}={getattr(t_cfg, name, None)}, "
+                    f"the student {getattr(s_cfg, name, None)}, but both would see the same pixel_values. Give the "
+                    "student the teacher's image_size and num_channels, or preprocess every image twice, each with "
+                    "its own model's image processor: hf_compress.data.add_teacher_pixels(dataset, "
+                    "student_processor, teacher_processor) adds the teacher's 'teacher_pixel_values' column, which "
+                    "the trainer feeds to the teacher."
                 )
-        if (args.needs_hidden_states or args.needs_attentions) and s_cfg.patch_size != t_cfg.patch_size:
+    if (args.needs_hidden_states or args.needs_attentions) and s_mod == "vision":
+        if getattr(s_cfg, "patch_size", None) != getattr(t_cfg, "patch_size", None) or teacher_pixels:
             raise ValueError(
                 f"Hidden-state / attention KD compares patch by patch, but the teacher has patch_size="
-                f"{t_cfg.patch_size} and the student {s_cfg.patch_size}. Use the same patch_size, or only "
-                "prediction KD (hidden_weight=attention_weight=embedding_weight=0)."
+                f"{getattr(t_cfg, 'patch_size', None)} and the student {getattr(s_cfg, 'patch_size', None)}"
+                f"{' and they read differently preprocessed images' if teacher_pixels else ''}. Use the same "
+                "patch_size and pixel_values, or only prediction KD (hidden_weight=attention_weight=embedding_weight"
+                "=pooled_weight=0)."
             )
+
+
+def _check_feature_teacher(student: PreTrainedModel, teacher: PreTrainedModel, args: DistillationConfig) -> None:
+    """Hidden-state / attention / embedding KD match transformer layers: both models must have them."""
+    if not (args.needs_hidden_states or args.needs_attentions):
+        return
+    for role, model in (("student", student), ("teacher", teacher)):
+        if not is_transformer(model.config):
+            raise ValueError(
+                f"Hidden-state / attention / embedding KD compare the two models layer by layer and token by token, "
+                f"but the {role} {type(model).__name__} ({model.config.model_type}) has no transformer layers "
+                "(a convnet's stages are feature maps, not tokens). Distil across architectures with prediction KD "
+                "and labels only (hidden_weight=attention_weight=embedding_weight=pooled_weight=0; kd_loss_type "
+                "'hard' with a distillation-token student is DeiT's recipe)."
+            )
+
+
+def _check_distillation_head(student: PreTrainedModel, teacher: PreTrainedModel, args: DistillationConfig) -> None:
+    """DeiT's two heads: the class head learns from the labels, the distillation head from the teacher; the
+    distillation token has no counterpart in a one-token teacher's attention maps."""
+    if not has_distillation_head(student):
+        return
+    if is_regression(student):
+        raise ValueError(
+            f"{type(student).__name__} is a classifier with a distillation token; a regression head "
+            "(num_labels=1) has no classes to distil. Use a plain student."
+        )
+    if args.attention_weight > 0 and has_distillation_token(student) and not has_distillation_token(teacher):
+        raise ValueError(
+            f"Attention KD compares maps over the same tokens, but the student {type(student).__name__} has a "
+            f"distillation token that the teacher {type(teacher).__name__} lacks. Set attention_weight=0 (hidden-state"
+            " KD works: it compares the teacher's tokens only), or use a DeiT teacher."
+        )
+    missing = [name for name in ("kd_weight", "hard_label_weight") if getattr(args, name) <= 0]
+    if missing:
+        raise ValueError(
+            f"{type(student).__name__} has two heads: the distillation head learns only from the teacher (kd_weight) "
+            f"and the class head only from the labels (hard_label_weight), and inference averages both, so both "
+            f"weights must be > 0 ({', '.join(missing)} is 0). DeiT uses kd_loss_type='hard', kd_weight=0.5, "
+            "hard_label_weight=0.5; for KD without labels use a student with one head."
+        )
 
 
 def _check_heads(student: PreTrainedModel, teacher: PreTrainedModel, args: DistillationConfig) -> None:
@@ -205,8 +259,12 @@ def _check_heads(student: PreTrainedModel, teacher: PreTrainedModel, args: Disti
         )
 
 
-def check_compatibility(student: PreTrainedModel, teacher: PreTrainedModel, args: DistillationConfig):
-    """Validate the pair for the configured losses; return the resolved (student, teacher) layer pairs."""
+def check_compatibility(
+    student: PreTrainedModel, teacher: PreTrainedModel, args: DistillationConfig, teacher_pixels: bool = False
+):
+    """Validate the pair for the configured losses; return the resolved (student, teacher) layer pairs.
+
+    ``teacher_pixels``: the data carries the teacher's own ``teacher_pixel_values`` (`data.add_teacher_pixels`)."""
     for role, model in (("student", student), ("teacher", teacher)):
         if getattr(model, "is_quantized", False) or getattr(model.config, "quantization_config", None):
             raise ValueError(
@@ -214,11 +272,7 @@ def check_compatibility(student: PreTrainedModel, teacher: PreTrainedModel, args
                 "last: distil / prune the float model, then quantize the result."
             )
     s_cfg, t_cfg = student.config, teacher.config
-    if (args.needs_hidden_states or args.needs_attentions) and getattr(s_cfg, "num_hidden_layers", None) is None:
-        raise ValueError(
-            f"{type(student).__name__} has no transformer layers, so hidden-state / attention / embedding KD do not "
-            "apply; distil it with prediction KD and labels only (hidden_weight=attention_weight=embedding_weight=0)."
-        )
+    _check_feature_teacher(student, teacher, args)
     for role, model in (("student", student), ("teacher", teacher)):
         family = find_family(model)
         if family is None:
@@ -227,8 +281,9 @@ def check_compatibility(student: PreTrainedModel, teacher: PreTrainedModel, args
             refuse(family.hidden_kd, f"Hidden-state / embedding KD with the {role} {type(model).__name__}")
         if args.attention_weight > 0:
             refuse(family.attention_kd, f"Attention KD (attention_weight > 0) with the {role} {type(model).__name__}")
-    _check_inputs(student, teacher, args)
+    _check_inputs(student, teacher, args, teacher_pixels)
     _check_heads(student, teacher, args)
+    _check_distillation_head(student, teacher, args)
     pairs: list[tuple[int, int]] = []
     if args.hidden_weight > 0 or args.attention_weight > 0:
         pairs = resolve_layer_map(

@@ -1,5 +1,6 @@
 """The recipe side of RNN students and transfer sets: the ``distill`` stage's ``student``, ``augment`` and
-``cache_teacher_logits`` keys, validated strictly at parse time and turned into a student and a train set.
+``cache_teacher_logits`` keys, validated strictly at parse time and turned into a student and a train set
+(``student: {type: vit}``, a ViT / DeiT student, is `vit_stage.ViTStudentSpec`).
 
     - method: distill
       student: {type: rnn, cell: lstm, hidden_size: 300}   # RNNStudentSpec fields
@@ -20,8 +21,9 @@ from ..data.augment import AugmentationConfig, augment_dataset
 from ..data.transfer import label_with_teacher
 from ..models.rnn import rnn_student_from_teacher
 from ..models.rnn.config import RNNStudentConfig
+from .vit_stage import ViTStudentSpec
 
-STUDENT_TYPES = ("rnn",)
+STUDENT_TYPES = ("rnn", "vit")
 _AUGMENT_FIELDS = {f.name for f in dataclasses.fields(AugmentationConfig)} - {"label_column", "flag_column"}
 
 
@@ -41,7 +43,7 @@ class RNNStudentSpec:
     freeze_embeddings: bool = False
 
     def __post_init__(self) -> None:
-        if self.type not in STUDENT_TYPES:
+        if self.type != "rnn":
             raise ValueError(f"student type={self.type!r} is not supported; choose one of {list(STUDENT_TYPES)}.")
         # The model config validates cell, pooling, sizes and dropout with its own messages.
         RNNStudentConfig(vocab_size=8, embedding_size=self.embedding_size or 1, hidden_size=self.hidden_size,
@@ -49,7 +51,7 @@ class RNNStudentSpec:
                          pooling=self.pooling, classifier_hidden_size=self.classifier_hidden_size,
                          dropout=self.dropout)  # fmt: skip
 
-    def build(self, teacher: PreTrainedModel):
+    def build(self, teacher: PreTrainedModel, layers: list[int] | None = None):
         kwargs = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "type"}
         return rnn_student_from_teacher(teacher, **kwargs)
 
@@ -63,10 +65,18 @@ def _strict(cls, values: Any, key: str, valid: set[str]):
     return cls(**values)
 
 
-def student_spec(extras: dict[str, Any]) -> RNNStudentSpec | None:
-    if extras.get("student") is None:
+def student_spec(extras: dict[str, Any]) -> RNNStudentSpec | ViTStudentSpec | None:
+    """The stage's ``student:`` mapping as its spec (``type: rnn`` or ``type: vit``), or None."""
+    values = extras.get("student")
+    if values is None:
         return None
-    return _strict(RNNStudentSpec, extras["student"], "student", {f.name for f in dataclasses.fields(RNNStudentSpec)})
+    if not isinstance(values, dict):
+        raise ValueError(f"'student' must be a mapping, got {type(values).__name__} {values!r}.")
+    kind = values.get("type", "rnn")
+    if kind not in STUDENT_TYPES:
+        raise ValueError(f"student type={kind!r} is not supported; choose one of {list(STUDENT_TYPES)}.")
+    cls = RNNStudentSpec if kind == "rnn" else ViTStudentSpec
+    return _strict(cls, values, "student", {f.name for f in dataclasses.fields(cls)})
 
 
 def augmentation(extras: dict[str, Any]) -> AugmentationConfig | None:
@@ -78,8 +88,11 @@ def augmentation(extras: dict[str, Any]) -> AugmentationConfig | None:
 def check_extras(extras: dict[str, Any]) -> None:
     """Parse-time validation of a distill stage's RNN / transfer-set keys (raises ValueError)."""
     spec = student_spec(extras)
-    if spec is not None and extras.get("student_layers"):
-        raise ValueError("Give either student_layers (a shallower transformer) or student (an RNN), not both.")
+    if extras.get("student_layers") and (isinstance(spec, RNNStudentSpec) or getattr(spec, "config", None)):
+        raise ValueError(
+            "Give either student_layers (teacher layers to keep) or a student built from scratch (an RNN, or a ViT "
+            "with a config), not both."
+        )
     augmentation(extras)
 
 

@@ -12,6 +12,7 @@ from torch import Tensor, nn
 from transformers import PreTrainedModel, Trainer, TrainerCallback
 from transformers.modeling_outputs import SequenceClassifierOutput
 
+from ..data.teacher_pixels import TEACHER_PIXEL_VALUES
 from ..data.transfer import TEACHER_LOGITS
 from ..json_args import JsonTrainingArgs
 from . import attention, losses
@@ -26,13 +27,13 @@ from .checks import (
     teacher_label_order,
 )
 from .config import DistillationConfig
+from .deit_student import has_distillation_head, has_distillation_token
+from .loss_terms import LossTermLogging
 from .matching import EMBEDDING_KEY, build_projections
 from .projection_training import ProjectionTraining
 from .sentence_pipeline import SentencePipeline
 
 logger = logging.getLogger(__name__)
-
-LOSS_TERMS = ("kd_loss", "hard_label_loss", "hidden_loss", "attention_loss", "embedding_loss", "pooled_loss")
 
 
 class _ZeroGradAfterStep(TrainerCallback):
@@ -43,7 +44,7 @@ class _ZeroGradAfterStep(TrainerCallback):
         self.module.zero_grad(set_to_none=True)
 
 
-class DistillationTrainer(JsonTrainingArgs, SentencePipeline, ProjectionTraining, Trainer):
+class DistillationTrainer(JsonTrainingArgs, SentencePipeline, ProjectionTraining, LossTermLogging, Trainer):
     """Train ``model`` (the student) to imitate ``teacher_model`` under a `DistillationConfig`.
 
     The teacher is frozen (``requires_grad_(False)``, ``eval()``), run under ``torch.no_grad()`` and placed by
@@ -94,7 +95,8 @@ class DistillationTrainer(JsonTrainingArgs, SentencePipeline, ProjectionTraining
             teacher, self.layer_pairs = None, []
         else:
             teacher = load_teacher(teacher_model, model, args.teacher_model_init_kwargs)
-            self.layer_pairs = check_compatibility(model, teacher, args)
+            columns = getattr(kwargs.get("train_dataset"), "column_names", None) or []
+            self.layer_pairs = check_compatibility(model, teacher, args, TEACHER_PIXEL_VALUES in columns)
         # The teacher's class index of each student class, when their label names come in different orders.
         order = teacher_label_order(model, teacher) if teacher is not None and args.kd_weight > 0 else None
         self._teacher_label_order = torch.tensor(order) if order is not None else None
@@ -111,6 +113,14 @@ class DistillationTrainer(JsonTrainingArgs, SentencePipeline, ProjectionTraining
                 pass
 
         super().__init__(model=model, args=args, **kwargs)
+        # DeiT's two-head student takes no labels in its forward: the trainer computes its class-head loss, and the
+        # Trainer must still keep and hand over the dataset's labels.
+        self._two_heads = has_distillation_head(model)
+        self._extra_student_token = teacher is not None and has_distillation_token(model) > has_distillation_token(
+            teacher
+        )
+        if self._two_heads and not self.label_names:
+            self.label_names = ["labels"]
 
         self._kd_kind = "regression" if is_regression(model) else args.kd_loss_type
         kind = head_kind(model)
@@ -120,8 +130,8 @@ class DistillationTrainer(JsonTrainingArgs, SentencePipeline, ProjectionTraining
         self._token_level = head_kind(model) in ("token_classification", "masked_lm")
         projections = build_projections(
             self.layer_pairs if args.hidden_weight > 0 else [],
-            model.config.hidden_size,
-            teacher.config.hidden_size if teacher is not None else model.config.hidden_size,
+            getattr(model.config, "hidden_size", None),  # (an RNN or a convnet has none: no feature losses)
+            getattr(teacher.config, "hidden_size", None) if teacher is not None else None,
             hidden=args.hidden_weight > 0,
             embedding=args.embedding_weight > 0,
         ).to(self.args.device)
@@ -136,8 +146,6 @@ class DistillationTrainer(JsonTrainingArgs, SentencePipeline, ProjectionTraining
             teacher.requires_grad_(False)
             teacher.eval()
             self.teacher = self.accelerator.prepare_model(teacher, evaluation_mode=True)
-        self._term_sums: dict[str, Tensor] = {}
-        self._term_counts: dict[str, int] = {}
         self._position_totals: dict[str, int] | None = None  # counted positions of the accumulated batch
 
     # ---- attention maps for attention KD -------------------------------------------------------------------
@@ -206,9 +214,12 @@ class DistillationTrainer(JsonTrainingArgs, SentencePipeline, ProjectionTraining
             self._check_labels(labels)
         inputs = dict(inputs)
         cached = inputs.pop(TEACHER_LOGITS, None)
+        teacher_pixels = inputs.pop(TEACHER_PIXEL_VALUES, None)
         kd_calls = attention.call_count()
-        student_out = model(**inputs, **extra)
-        teacher_out = self._teacher_outputs(inputs, extra, cached)
+        student_inputs = {k: v for k, v in inputs.items() if k != "labels"} if self._two_heads else inputs
+        student_out = model(**student_inputs, **extra)
+        teacher_inputs = inputs if teacher_pixels is None else {**inputs, "pixel_values": teacher_pixels}
+        teacher_out = self._teacher_outputs(teacher_inputs, extra, cached)
         if args.needs_attentions:
             self._check_kd_attention(attention.call_count() - kd_calls, student_out, teacher_out)
 
@@ -216,8 +227,13 @@ class DistillationTrainer(JsonTrainingArgs, SentencePipeline, ProjectionTraining
         token_mask = attention_mask.bool() if attention_mask is not None else None
         terms: dict[str, Tensor] = {}
         if args.kd_weight > 0:
-            terms["kd_loss"] = self._kd_term(student_out, teacher_out, labels, token_mask)
-        if weights["hard_label_loss"] > 0:
+            kd_out = student_out  # a two-head student: its distillation head learns from the teacher
+            if self._two_heads:
+                kd_out = SequenceClassifierOutput(logits=student_out.distillation_logits)
+            terms["kd_loss"] = self._kd_term(kd_out, teacher_out, labels, token_mask)
+        if weights["hard_label_loss"] > 0 and self._two_heads:
+            terms["hard_label_loss"] = self._class_head_loss(student_out.cls_logits, labels)
+        elif weights["hard_label_loss"] > 0:
             if student_out.get("loss") is None:
                 raise ValueError(
                     "hard_label_weight > 0 but the batch has no labels, so the student returned no loss (HomoDistil's "
@@ -250,9 +266,25 @@ class DistillationTrainer(JsonTrainingArgs, SentencePipeline, ProjectionTraining
             )
         self._record("train" if model.training else "eval", terms)
         if return_outputs:
-            kept = {k: v for k, v in student_out.items() if k not in ("hidden_states", "attentions")}
+            # (a two-head student: only the averaged logits, DeiT's prediction, for evaluation and metrics)
+            dropped = ("hidden_states", "attentions")
+            if self._two_heads:
+                dropped += ("cls_logits", "distillation_logits")
+            kept = {k: v for k, v in student_out.items() if k not in dropped}
             return loss, type(student_out)(**kept)
         return loss
+
+    @staticmethod
+    def _class_head_loss(cls_logits: Tensor, labels: Tensor | None) -> Tensor:
+        """DeiT's class-token head against the labels: cross-entropy (positions labelled -100 ignored)."""
+        if labels is None:
+            raise ValueError(
+                "hard_label_weight > 0 but the batch has no 'labels' column: a DeiT student's class head learns from "
+                "the labels. Add a 'labels' column (or set label_names)."
+            )
+        if not labels.ne(-100).any():
+            return cls_logits.sum() * 0.0
+        return nn.functional.cross_entropy(cls_logits, labels, ignore_index=-100)
 
     def _state_terms(self, student_out, teacher_out, token_mask: Tensor | None) -> dict[str, Tensor]:
         """The hidden-state, embedding-layer and sentence-embedding KD terms (those with a weight > 0)."""
@@ -295,10 +327,11 @@ class DistillationTrainer(JsonTrainingArgs, SentencePipeline, ProjectionTraining
         return batch_samples, num_items_in_batch
 
     def _set_signature_columns_if_needed(self):
-        """Keep the cached teacher-logit column when the Trainer drops the columns the student does not take."""
+        """Keep the cached teacher-logit and teacher-pixel columns when the Trainer drops the columns the student does
+        not take."""
         super()._set_signature_columns_if_needed()
-        if TEACHER_LOGITS not in self._signature_columns:
-            self._signature_columns = [*self._signature_columns, TEACHER_LOGITS]
+        kept = [c for c in (TEACHER_LOGITS, TEACHER_PIXEL_VALUES) if c not in self._signature_columns]
+        self._signature_columns = [*self._signature_columns, *kept]
 
     def _teacher_outputs(self, inputs: dict[str, Any], extra: dict[str, bool], cached: Tensor | None):
         """The teacher's outputs for this batch (its stored logits when the batch has them, else a forward), with
@@ -387,6 +420,8 @@ class DistillationTrainer(JsonTrainingArgs, SentencePipeline, ProjectionTraining
         ``hidden_states[0]`` is the embedding output, ``hidden_states[i + 1]`` the output of layer i.
         """
         student, teacher = {}, {}
+        if self._extra_student_token:  # DeiT's distillation token, which a one-token teacher has no state for
+            s_states = tuple(torch.cat([state[:, :1], state[:, 2:]], dim=1) for state in s_states)
         if self.args.hidden_weight > 0:
             for s, t in self.layer_pairs:
                 student[str(s)], teacher[str(s)] = s_states[s + 1], t_states[t + 1]
@@ -437,40 +472,6 @@ class DistillationTrainer(JsonTrainingArgs, SentencePipeline, ProjectionTraining
         logits = tuple(v for k, v in outputs.items() if k not in ignore)
         logits = logits[0] if len(logits) == 1 else logits
         return loss, logits, labels
-
-    def evaluation_loop(self, *args: Any, **kwargs: Any):
-        self._reset_terms("eval")
-        output = super().evaluation_loop(*args, **kwargs)
-        prefix = kwargs.get("metric_key_prefix", args[4] if len(args) > 4 else "eval")
-        output.metrics.update({f"{prefix}_{k}": v for k, v in self._reduce_terms("eval").items()})
-        return output
-
-    # ---- per-term logging -----------------------------------------------------------------------------
-
-    def _record(self, mode: str, terms: dict[str, Tensor]) -> None:
-        values = torch.stack([terms[n].detach().float() if n in terms else torch.tensor(0.0) for n in LOSS_TERMS])
-        values = values.to(self.args.device)
-        self._term_sums[mode] = self._term_sums.get(mode, torch.zeros_like(values)) + values
-        self._term_counts[mode] = self._term_counts.get(mode, 0) + 1
-
-    def _reset_terms(self, mode: str) -> None:
-        self._term_sums.pop(mode, None)
-        self._term_counts.pop(mode, None)
-
-    def _reduce_terms(self, mode: str) -> dict[str, float]:
-        if mode not in self._term_sums:
-            return {}
-        means = self._term_sums[mode] / self._term_counts[mode]
-        if self.accelerator.num_processes > 1:
-            means = self.accelerator.reduce(means, reduction="mean")
-        self._reset_terms(mode)
-        weights = [getattr(self.args, n.replace("_loss", "_weight")) for n in LOSS_TERMS]
-        return {n: round(v, 6) for n, v, w in zip(LOSS_TERMS, means.tolist(), weights) if w > 0}
-
-    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        if "loss" in logs:  # a training log: add the mean of each term since the last one
-            logs = {**logs, **self._reduce_terms("train")}
-        super().log(logs, start_time)
 
 
 def _check_cached_only(args: DistillationConfig, train_dataset) -> None:

@@ -285,7 +285,7 @@ FAMILIES: tuple[Family, ...] = (
         norms=("layernorm", "pooler.layernorm"),
         writes=("embeddings.patch_embeddings.projection",),
         pooler=("pooler.dense",),
-        heads=(("classifier", "read"),),
+        heads=(("classifier", "read"), ("cls_classifier", "read"), ("distillation_classifier", "read")),
         follows_hidden=("pooler_output_size",),  # ViT's pooler writes the hidden size, sliced with it
         backbone_stages=True,
     ),

@@ -1,5 +1,6 @@
-"""The ``distill`` stage: a student (a copy of the current model, a slice of the teacher's layers, or an RNN) trained
-by `DistillationTrainer` against the teacher, maybe on an augmented, teacher-labelled transfer set."""
+"""The ``distill`` stage: a student (a copy of the current model, a slice of the teacher's layers, an RNN, or a ViT /
+DeiT built from a config, which any image teacher, a convnet too, can teach) trained by `DistillationTrainer` against
+the teacher, maybe on an augmented, teacher-labelled transfer set."""
 
 from __future__ import annotations
 
@@ -29,9 +30,9 @@ def check_extras(where: str, extras: dict) -> None:
 
 
 def run(ctx, stage, work_dir):
-    layers, rnn = stage.extras.get("student_layers"), rnn_stage.student_spec(stage.extras)
-    if rnn is not None:  # an RNN student (distill/rnn_stage.py), maybe on an augmented, labelled transfer set
-        student = rnn.build(ctx.teacher)
+    layers, spec = stage.extras.get("student_layers"), rnn_stage.student_spec(stage.extras)
+    if spec is not None:  # an RNN (rnn_stage.py) or a ViT / DeiT student (vit_stage.py)
+        student = spec.build(ctx.teacher, layers)
     else:
         student = make_student(ctx.teacher, layers) if layers else copy.deepcopy(ctx.current)
     data = trainer_data(ctx)
@@ -46,5 +47,5 @@ register_stage(StageSpec(
     name="distill", config_cls=DistillationConfig, run=run, trains=True, learns_from_teacher=True,
     extras={"student_layers": list, "student": dict, "augment": dict, "cache_teacher_logits": bool},
     defaults=dict(CHECKPOINTS), card_tags=("distillation",), check_extras=check_extras,
-    help="distil a student (a copy, teacher layers, or an RNN) from the teacher",
+    help="distil a student (a copy, teacher layers, an RNN, or a ViT / DeiT) from the teacher",
 ))  # fmt: skip
