@@ -11,6 +11,8 @@ SUITES = {
     "onnx": "benchmarks.onnx",
     "recipes": "benchmarks.recipes",
     "auto": "benchmarks.auto",
+    "deit": "benchmarks.deit",
+    "vision-teachers": "benchmarks.vision_teachers",
 }
 
 

@@ -59,6 +59,7 @@ FRONTIER = {
 FRONTIER_TARGET = {"speedup_8x128": 3.0, "speedup_1x128": 2.5, "pct_teacher": 97.0, "int8_speedup_8x128": 4.0}
 FRONTIER_CACHE = common.CACHE / "homodistil-minilm-rt-frontier"  # the best frontier model, for benchmarks/onnx.py
 PEER = "Torch-Pruning (L2 magnitude) + KD (peer)"
+RANDOM = "one-shot random kept set + KD"
 HOMODISTIL_CACHE = common.CACHE / "homodistil-minilm-rt"  # the text HomoDistil model, reused by benchmarks/onnx.py
 
 
@@ -94,13 +95,16 @@ def run(
     attention: bool = True,
     seeds: tuple[int, ...] = (0,),
     hard_labels: bool = False,
+    strong: bool = False,
 ) -> dict:
     """The pruning table of one half. With several ``seeds`` every half-width row is trained once per seed (the
     same seed for every method): the rows keep the first seed's model (latency, size, reload) and add the
     accuracy of each seed, their mean and standard deviation. ``hard_labels``: every row also trains on the
-    labels (hard_label_weight=1), HomoDistil's own objective (KD plus the student's task loss)."""
+    labels (hard_label_weight=1), HomoDistil's own objective (KD plus the student's task loss). ``strong``: the
+    strong vision teacher (`vision_teachers`), and a random kept set pruned at once + KD beside the one-shot
+    magnitude row (does the ranking matter on it?)."""
     shape = SHAPES[kind]
-    teacher, train_set, test, collator = _teacher_and_data(kind, quick)
+    teacher, train_set, test, collator = _teacher_and_data(kind, quick, strong)
     steps = 4 if quick else steps
     end = max(2, int(0.6 * steps))
     entries = {}
@@ -140,6 +144,9 @@ def run(
         train("one-shot magnitude prune + KD", make(HomoDistilTrainer, HomoDistilConfig, **shape, seed=seed,
                                                     pruning_schedule="oneshot", importance="magnitude"),
               seed=seed)  # fmt: skip
+        if strong:
+            train(RANDOM, make(HomoDistilTrainer, HomoDistilConfig, **shape, seed=seed, pruning_schedule="oneshot",
+                               importance="random"), seed=seed)  # fmt: skip
         truncated = truncated_student(teacher, shape)
         train("truncated student + KD", make(DistillationTrainer, DistillationConfig, truncated, seed=seed),
               seed=seed)  # fmt: skip
@@ -334,6 +341,12 @@ def main(argv=None) -> None:
     )
     parser.add_argument("--no-wider", action="store_true", help="leave out the second, 3/4-width HomoDistil row")
     parser.add_argument(
+        "--strong-vision-teacher",
+        action="store_true",
+        help="vision: the 6-layer ViT of benchmarks.vision_teachers (all 60k images, 10 epochs) as the teacher, and "
+        "a one-shot random kept set + KD row; written as prune-vision-strong",
+    )
+    parser.add_argument(
         "--no-attention-kd",
         action="store_true",
         help="train the HomoDistil / one-shot rows without attention KD (the objective before issue 12)",
@@ -395,9 +408,11 @@ def main(argv=None) -> None:
             print(f"\nwrote {path}")
         return
     for kind in [args.only] if args.only else sorted(SHAPES):
+        strong = args.strong_vision_teacher and kind == "vision"
         result = run(args.quick, args.steps, kind, wider=not args.no_wider, attention=not args.no_attention_kd,
-                     seeds=seeds, hard_labels=args.hard_labels)  # fmt: skip
-        name = (f"prune-{kind}" if kind == "vision" else "prune") + ("-labels" if args.hard_labels else "")
+                     seeds=seeds, hard_labels=args.hard_labels, strong=strong)  # fmt: skip
+        name = (f"prune-{kind}" if kind == "vision" else "prune") + ("-strong" if strong else "")
+        name += "-labels" if args.hard_labels else ""
         path = common.write_json(f"{name}-quick" if args.quick else name, {"suite": "prune", "argv": argv, **result})
         print(report(result))
         print(f"\nwrote {path}")

@@ -41,8 +41,10 @@ def _shape(model) -> str:
     return f"{hidden} / {heads} / {ffn}"
 
 
-def _teacher_and_data(kind: str, quick: bool):
-    """(teacher, train set, test set, collator) of one half, shared by `run` and `prune_ablation.ablation`."""
+def _teacher_and_data(kind: str, quick: bool, strong: bool = False):
+    """(teacher, train set, test set, collator) of one half, shared by `run` and `prune_ablation.ablation`.
+    ``strong``: the vision teacher is `vision_teachers`' 6-layer ViT trained on all 60k images (10 epochs,
+    augmented) instead of the 2-epoch one."""
     if kind == "text":
         teacher_path = common.text_teacher()
         tokenizer = AutoTokenizer.from_pretrained(teacher_path)
@@ -51,7 +53,9 @@ def _teacher_and_data(kind: str, quick: bool):
         collator = DataCollatorWithPadding(tokenizer)
         teacher = AutoModelForSequenceClassification.from_pretrained(teacher_path).eval()
     else:
-        teacher_path = common.vision_teacher(epochs=2.0, train_limit=20000)
+        from .vision_teachers import train_teacher
+
+        teacher_path = train_teacher("vit", 10.0)["path"] if strong else common.vision_teacher(2.0, 20000)
         data = common.fmnist_data(train_limit=256 if quick else 20000, test_limit=256 if quick else None)
         train_set, test, collator = data["train"], data["test"], None
         teacher = AutoModelForImageClassification.from_pretrained(teacher_path).eval()

@@ -294,6 +294,10 @@ def build(results_dir: Path | dict[str, Path], output: Path) -> str:
             from . import auto
 
             body = auto.report(payload)
+        elif name.startswith("deit"):
+            from . import deit
+
+            body = deit.report(payload)
         else:
             continue
         measured = _measured(payload, days[name], several_days)

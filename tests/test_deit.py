@@ -18,7 +18,14 @@ from transformers import (
     ViTImageProcessor,
 )
 
-from hf_compress import DistillationConfig, DistillationTrainer, HomoDistilConfig, HomoDistilTrainer, quantize
+from hf_compress import (
+    DistillationConfig,
+    DistillationTrainer,
+    HomoDistilConfig,
+    HomoDistilTrainer,
+    make_student,
+    quantize,
+)
 from hf_compress.data.teacher_pixels import TEACHER_PIXEL_VALUES, add_teacher_pixels
 from hf_compress.distill import losses
 from hf_compress.distill.deit_student import make_deit_student
@@ -72,6 +79,17 @@ def test_a_full_copy_predicts_as_its_source():
         ours, theirs = student(pixel_values=pixels).logits, source(pixel_values=pixels).logits
     assert (ours.argmax(-1) == theirs.argmax(-1)).float().mean() >= 0.9
     assert (ours - theirs).abs().max() < 0.05 * theirs.abs().max()
+
+
+def test_make_student_builds_the_deit_student_too():
+    source = vit()
+    student = make_student(source, [0, 2], distillation_token=True)
+    assert type(student).__name__ == "DeiTForImageClassificationWithTeacher" and student.config.num_hidden_layers == 2
+    assert type(make_student(vit_config(**LABELS), distillation_token=True)).__name__ == type(student).__name__
+    with pytest.raises(TypeError, match="a config builds a new one"):
+        make_student(vit_config(**LABELS), [0])
+    with pytest.raises(ValueError, match="needs the teacher layers to keep"):
+        make_student(source)
 
 
 def test_student_from_a_config_is_new_and_two_headed():

@@ -9,11 +9,20 @@ from transformers import PretrainedConfig, PreTrainedModel
 
 from ..models.arch import find_layer_list
 from ..models.families import Family, family_of, refuse
+from .deit_student import make_deit_student
 from .matching import TEACHER_LAYERS_ATTR
 
 
-def make_student(teacher: PreTrainedModel, layers: Sequence[int]) -> PreTrainedModel:
+def make_student(
+    teacher: PreTrainedModel | PretrainedConfig,
+    layers: Sequence[int] | None = None,
+    *,
+    distillation_token: bool = False,
+) -> PreTrainedModel:
     """A copy of ``teacher`` that keeps only the encoder ``layers`` (0-based, strictly increasing).
+
+    ``distillation_token=True`` (a ViT / DeiT teacher, or a ViT / DeiT config for a new student): DeiT's two-head
+    student instead, `deit_student.make_deit_student` (``layers`` default: all).
 
     The embeddings, the chosen layers and everything after the encoder (pooler, final LayerNorm, task head)
     are copied. The result is the teacher's own class with a standard config whose layer count and per-layer
@@ -21,6 +30,15 @@ def make_student(teacher: PreTrainedModel, layers: Sequence[int]) -> PreTrainedM
     layers, plus a small JSON record of the teacher layers it was made from (the default ``layer_map="auto"``
     maps each student layer to that teacher layer), so it saves and reloads with plain ``from_pretrained``.
     """
+    if distillation_token:
+        return make_deit_student(teacher, layers)
+    if isinstance(teacher, PretrainedConfig):
+        raise TypeError(
+            "make_student copies layers of a model; a config builds a new one: AutoModelFor...from_config(config), "
+            "or make_student(config, distillation_token=True) for a DeiT student."
+        )
+    if layers is None:
+        raise ValueError("make_student needs the teacher layers to keep, e.g. layers=[0, 2, 4].")
     refuse(family_of(teacher).student, f"make_student for {type(teacher).__name__}")
     layer_list_name, layer_list = find_layer_list(teacher)
     num_layers = len(layer_list)
