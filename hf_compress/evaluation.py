@@ -62,7 +62,7 @@ def weights_size_mb(model) -> float:
 
 
 def _fixed_image_size(model) -> bool:
-    return bool(getattr(model.config, "image_size", None))
+    return bool(getattr(getattr(model, "config", None), "image_size", None))  # (an ORT session has no config)
 
 
 def example_inputs(model, batch: int, length: int = 128) -> dict[str, torch.Tensor]:

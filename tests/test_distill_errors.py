@@ -78,7 +78,7 @@ def test_config_validation(tmp_out, kwargs, message):
         (
             lambda: (ViTForImageClassification(vit_config()), ViTForImageClassification(vit_config(image_size=32))),
             {},
-            "Image input mismatch: teacher image_size=16, student 32",
+            "Image input mismatch: teacher ViTForImageClassification has image_size=16, the student 32",
         ),
         (
             lambda: (ViTForImageClassification(vit_config()), ViTForImageClassification(vit_config(patch_size=8))),
