@@ -242,12 +242,49 @@ def test_cli_rejects_a_folder_that_is_not_a_model(tmp_path, capsys):
     assert "is not a folder" in capsys.readouterr().err
 
 
-def test_cli_rejects_a_model_without_a_task_head(tmp_path, capsys):
-    BertModel(bert_config(**SMALL)).save_pretrained(tmp_path / "base")
-    capsys.readouterr()
-    assert main(["export", str(tmp_path / "base"), "--output-dir", str(tmp_path / "out")]) == 2
-    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("hf-compress: error:")]
-    assert len(errors) == 1 and "has no supported task head" in errors[0]
+def _sentence_folder(path, mode: str, normalize: bool) -> None:
+    """A sentence-transformers pipeline beside a saved encoder: Transformer, Pooling(mode), maybe Normalize."""
+    kinds = ["Transformer", "Pooling"] + (["Normalize"] if normalize else [])
+    folders = {"Transformer": "", "Pooling": "1_Pooling", "Normalize": "2_Normalize"}
+    modules = [{"idx": i, "name": str(i), "path": folders[kind], "type": f"sentence_transformers.models.{kind}"}
+               for i, kind in enumerate(kinds)]  # fmt: skip
+    (path / "1_Pooling").mkdir()
+    flags = {"pooling_mode_cls_token": mode == "cls", "pooling_mode_mean_tokens": mode == "mean"}
+    (path / "1_Pooling" / "config.json").write_text(json.dumps({"word_embedding_dimension": 32, **flags}))
+    (path / "modules.json").write_text(json.dumps(modules))
+
+
+@pytest.mark.parametrize(("pipeline", "mode", "normalize"), [(False, "mean", False), (True, "cls", True),
+                                                             (True, "mean", True)])  # fmt: skip
+@pytest.mark.parametrize("method", [None, "int8_dynamic"])
+def test_a_bare_encoder_exports_as_an_embedder_pooling_as_its_pipeline_does(tmp_path, pipeline, mode, normalize,
+                                                                             method):  # fmt: skip
+    """No task head: the graph returns the sentence embedding (the sentence-transformers pipeline's pooling and
+    normalisation, or the mean of the real tokens without one) and the token states, checked against PyTorch."""
+    import onnxruntime as ort
+
+    torch.manual_seed(0)
+    model = BertModel(bert_config(**SMALL)).eval()
+    if method:
+        model = quantize(model, QuantizationConfig(method=method))
+    model.save_pretrained(tmp_path / "base")
+    if pipeline:
+        _sentence_folder(tmp_path / "base", mode, normalize)
+    report = export_onnx(tmp_path / "base", tmp_path / "out")
+    assert report.passed and report.outputs == ["sentence_embedding", "token_embeddings"]
+    assert report.min_cosine > 0.9999 and report.pooling.startswith(mode)
+    session = ort.InferenceSession(str(tmp_path / "out" / "model.onnx"))
+    inputs = sample_inputs(model, report.inputs, batch=4, length=10, seed=5)
+    embedding, tokens = session.run(None, {k: v.numpy() for k, v in inputs.items()})
+    with torch.no_grad():
+        hidden = model(**inputs).last_hidden_state
+    mask = inputs["attention_mask"].unsqueeze(-1).float()
+    expected = hidden[:, 0] if mode == "cls" else (hidden * mask).sum(1) / mask.sum(1)
+    expected = torch.nn.functional.normalize(expected, dim=-1) if normalize else expected
+    tolerance = 1e-4 if method is None else 5e-2
+    torch.testing.assert_close(torch.from_numpy(embedding), expected, atol=tolerance, rtol=tolerance)
+    assert tokens.shape == tuple(hidden.shape)
+    assert bool(np.allclose(np.linalg.norm(embedding, axis=-1), 1.0, atol=1e-4)) == normalize
 
 
 @torch.library.custom_op("hfc_test::opaque", mutates_args=())
@@ -358,8 +395,8 @@ def test_the_int8_check_judges_disagreements_against_the_models_own_noise(tmp_pa
 
     real = onnx_export.rewrite_quantized
 
-    def wrong_scale(proto, plan, mode):
-        proto = real(proto, plan, mode)
+    def wrong_scale(proto, plan, mode, **kwargs):
+        proto = real(proto, plan, mode, **kwargs)
         scale = next(i for i in proto.graph.initializer if i.name.endswith("weight_scale"))
         values = onnx.numpy_helper.to_array(scale) * 1.5
         scale.CopyFrom(onnx.numpy_helper.from_array(values.astype(np.float32), scale.name))

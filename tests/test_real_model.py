@@ -213,3 +213,27 @@ def test_a_student_of_the_packaged_all_minilm_loads_in_sentence_transformers_as_
     assert student.get_sentence_embedding_dimension() == 384
     embeddings = student.encode(GOOD[:2], convert_to_tensor=True)
     torch.testing.assert_close(embeddings.norm(dim=-1), torch.ones(2))
+
+
+def test_the_packaged_all_minilm_exports_as_an_embedder_matching_sentence_transformers(tmp_path, capsys):
+    """`hf-compress export` of the sentence-transformers folder itself: the graph pools and normalises as its
+    pipeline does, so ONNX Runtime's embedding matches `SentenceTransformer.encode()` on real sentences."""
+    st = pytest.importorskip("sentence_transformers")
+    ort = pytest.importorskip("onnxruntime")
+    from transformers import AutoTokenizer
+
+    from hf_compress.cli import main
+    from hf_compress.data import demo_model_path
+
+    assert main(["export", demo_model_path(), "--output-dir", str(tmp_path / "onnx")]) == 0
+    out = capsys.readouterr().out
+    assert "mean pooling, L2-normalised" in out and "(ok)" in out, out
+    sentences = GOOD + BAD
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "onnx")
+    batch = tokenizer(sentences, padding=True, truncation=True, max_length=256, return_tensors="np")
+    session = ort.InferenceSession(str(tmp_path / "onnx" / "model.onnx"))
+    feeds = {i.name: batch[i.name] for i in session.get_inputs()}
+    (ours,) = session.run(["sentence_embedding"], feeds)
+    theirs = st.SentenceTransformer(demo_model_path(), device="cpu").encode(sentences, convert_to_tensor=True)
+    cosine = torch.nn.functional.cosine_similarity(torch.from_numpy(ours), theirs.float(), dim=-1)
+    assert float(cosine.min()) > 1 - 1e-4, cosine

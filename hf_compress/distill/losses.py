@@ -144,16 +144,19 @@ def average_heads(attention: Tensor) -> Tensor:
     return attention.mean(dim=1, keepdim=True)
 
 
-def pooled(hidden: Tensor, mask: Tensor | None, mode: Literal["mean", "cls"] = "mean") -> Tensor:
-    """A sentence embedding: (B, L, D) hidden states -> (B, D), the mean over real tokens (``mask`` (B, L)) or the
-    first token, L2-normalised (as sentence-transformers' Pooling + Normalize)."""
+def pool_tokens(hidden: Tensor, mask: Tensor | None, mode: Literal["mean", "cls"] = "mean") -> Tensor:
+    """(B, L, D) hidden states -> (B, D): the mean over real tokens (``mask`` (B, L)) or the first token, as
+    sentence-transformers' Pooling does (a row without real tokens pools to zeros)."""
     hidden = hidden.float()
     if mode == "cls":
-        vector = hidden[:, 0]
-    else:
-        weights = torch.ones(hidden.shape[:2], device=hidden.device) if mask is None else mask.float()
-        vector = (hidden * weights.unsqueeze(-1)).sum(1) / weights.sum(1, keepdim=True).clamp_min(1.0)
-    return F.normalize(vector, dim=-1, eps=_EPS)
+        return hidden[:, 0]
+    weights = torch.ones(hidden.shape[:2], device=hidden.device) if mask is None else mask.float()
+    return (hidden * weights.unsqueeze(-1)).sum(1) / weights.sum(1, keepdim=True).clamp_min(1.0)
+
+
+def pooled(hidden: Tensor, mask: Tensor | None, mode: Literal["mean", "cls"] = "mean") -> Tensor:
+    """A sentence embedding: `pool_tokens`, L2-normalised (as sentence-transformers' Pooling + Normalize)."""
+    return F.normalize(pool_tokens(hidden, mask, mode), dim=-1, eps=_EPS)
 
 
 def pooled_embedding_loss(student: Tensor, teacher: Tensor) -> Tensor:

@@ -28,12 +28,22 @@ from torch import Tensor, nn
 
 from ..models.arch import modality_of
 from ..quant.serialization import GUARD_FIELD
+from .card import REPORT_NAME, write_readme
 from .check import NUM_CHECK_SAMPLES, clear_disagreements, passes, quantization_noise, verify
+from .embedding import (
+    CHECKED_OUTPUTS,
+    EMBEDDING_OUTPUTS,
+    TOKEN_EMBEDDINGS,
+    PooledReference,
+    Pooling,
+    embedding_outputs,
+    min_cosine,
+    pooling_of,
+)
 from .fusion import eager_attention, fuse, optimizer_type
 from .quantized import DynamicActivations, ExportError, float_stand_ins, is_quantized, rewrite_quantized
 
 ONNX_NAME = "model.onnx"
-REPORT_NAME = "onnx_export.json"
 OUTPUTS = ("logits", "start_logits", "end_logits")
 OPSET = 18
 logger = logging.getLogger(__name__)
@@ -56,6 +66,8 @@ class ExportReport:
     opset: int = OPSET
     quantized_layers: dict[str, str] = field(default_factory=dict)
     fused_ops: dict[str, int] = field(default_factory=dict)  # ORT's fused kernels in the graph (`fusion.py`)
+    min_cosine: float | None = None  # an embedder: smallest cosine, ORT vs PyTorch sentence embedding
+    pooling: str | None = None  # an embedder: how its graph pools (`embedding.Pooling.describe`)
     median_abs_diff: float | None = None  # the median over rows of a row's max |ORT - PyTorch|
     int8_noise: float | None = None  # the same between the quantized model and its weights in float (quantized only)
     rows_beyond_noise: int | None = None  # rows whose |diff| exceeds a few times their own int8 noise (quantized)
@@ -63,6 +75,8 @@ class ExportReport:
     def summary(self) -> str:
         verdict = "ok" if self.passed else "CHECK FAILED"
         noise = "" if self.int8_noise is None else f", int8 noise {self.int8_noise:.2e}"
+        if self.min_cosine is not None:  # an embedder
+            noise += f", {self.pooling}, min cosine {self.min_cosine:.6f}"
         return (f"{self.onnx_path}: {self.precision}, max |diff| {self.max_abs_diff:.2e}{noise}, fidelity "
                 f"{self.fidelity:.4f} on {self.num_samples} samples ({self.near_ties} near ties), "
                 f"{self.onnx_mb:.1f} MB" + (f", fused: {self.fused_ops}" if self.fused_ops else "") +
@@ -147,35 +161,43 @@ def sample_inputs(model: nn.Module, names: list[str], batch: int, length: int, s
 
 
 class _Outputs(nn.Module):
-    """The model with named tensor inputs and a tuple of the head's outputs (what the exporter traces)."""
+    """The model with named tensor inputs and a tuple of the head's outputs (what the exporter traces); with
+    ``pooling``, a bare encoder's sentence embedding and token states (`embedding.py`)."""
 
-    def __init__(self, model: nn.Module, outputs: list[str]) -> None:
+    def __init__(self, model: nn.Module, outputs: list[str], pooling: Pooling | None = None) -> None:
         super().__init__()
-        self.model, self.outputs = model, outputs
+        self.model, self.outputs, self.pooling = model, outputs, pooling
 
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, pixel_values=None):
         given = dict(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
                      pixel_values=pixel_values)  # fmt: skip
         out = self.model(**{k: v for k, v in given.items() if v is not None})
+        if self.pooling is not None:
+            return embedding_outputs(out, attention_mask, self.pooling, self.outputs)
         return tuple(out[name] for name in self.outputs)
 
 
 def head_outputs(model: nn.Module, inputs: dict[str, Tensor]) -> list[str]:
+    """The head outputs to export; `EMBEDDING_OUTPUTS` for a bare text encoder (no head: an embedder)."""
     with torch.inference_mode():
         out = model(**inputs)
     names = [name for name in OUTPUTS if isinstance(out.get(name), Tensor)]
+    if not names and isinstance(out.get("last_hidden_state"), Tensor) and "input_ids" in inputs:
+        return list(EMBEDDING_OUTPUTS)
     if not names:
         raise ExportError(f"{type(model).__name__} has no supported task head (it returns {list(out.keys())}); "
                           f"ONNX export supports models returning {' / '.join(OUTPUTS)}, e.g. "
                           "...ForSequenceClassification, ...ForTokenClassification, ...ForQuestionAnswering, "
-                          "...ForImageClassification.")  # fmt: skip
+                          "...ForImageClassification, and bare text encoders (exported as embedders).")  # fmt: skip
     return names
 
 
-def _export_proto(model: nn.Module, names: list[str], outputs: list[str], example: dict[str, Tensor]):
+def _export_proto(model: nn.Module, names: list[str], outputs: list[str], example: dict[str, Tensor],
+                  pooling: Pooling | None = None):  # fmt: skip
     dims = {"input_ids": {0: "batch", 1: "sequence"}, "pixel_values": {0: "batch"}}
     dynamic = {name: dims.get(name, dims["input_ids"]) for name in names}
-    wrapper = _Outputs(model, outputs).eval()
+    dynamic |= {TOKEN_EMBEDDINGS: {0: "batch", 1: "sequence"}} if TOKEN_EMBEDDINGS in outputs else {}
+    wrapper = _Outputs(model, outputs, pooling).eval()
     log = io.StringIO()
     try:
         with warnings.catch_warnings(), contextlib.redirect_stdout(log), torch.no_grad():
@@ -316,29 +338,30 @@ def export_onnx(
     check = _check_inputs(model, names, inputs, num_samples, sequence_length)
     example = sample_inputs(model, names, batch=2, length=min(16, sequence_length), seed=1)
     outputs = head_outputs(model, example)
+    pooling = pooling_of(source) if outputs == EMBEDDING_OUTPUTS else None  # a bare encoder: an embedder
     quantized = is_quantized(model)
     float_model, plan = float_stand_ins(model) if quantized else (model, {})
     fusable = optimize and optimizer_type(model) is not None
     with eager_attention(float_model) if fusable else contextlib.nullcontext():
-        proto = _export_proto(float_model, names, outputs, example)
+        proto = _export_proto(float_model, names, outputs, example, pooling)
     if plan:
-        proto = rewrite_quantized(proto, plan, dynamic_activations)
+        proto = rewrite_quantized(proto, plan, dynamic_activations, skip_unused=pooling is not None)
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     onnx_path = output_dir / ONNX_NAME
     onnx.save_model(proto, str(onnx_path))
     onnx.checker.check_model(str(onnx_path))
 
-    noise = quantization_noise(model, float_model, check, outputs) if quantized else None
-    # ORT's 8-bit activations are another quantization than torch's 7-bit range: that graph is checked against the
-    # model's weights in float, within the model's own int8 noise, not against torch's rounding
-    reference = float_model if quantized and dynamic_activations == "ort" else model
-    checked = verify(_ort_session(onnx_path), reference, check, outputs, noise)
+    reference, checked_outputs, noise = _reference(model, float_model, pooling, outputs, check, dynamic_activations)
+    checked = verify(_ort_session(onnx_path), reference, check, checked_outputs, noise)
     passed = passes(checked, quantized)
     fused_ops: dict[str, int] = {}
     if fusable and passed:
-        proto, checked, fused_ops = _try_fusion(proto, reference, bool(plan), quantized, onnx_path, check, outputs,
-                                                checked, noise)  # fmt: skip
+        proto, checked, fused_ops = _try_fusion(proto, reference, bool(plan), quantized, onnx_path, check,
+                                                checked_outputs, checked, noise)  # fmt: skip
+    if pooling is not None:
+        checked["min_cosine"] = min_cosine(_ort_session(onnx_path), reference, check)
+        checked["pooling"] = pooling.describe()
     # the inputs of the graph kept: the exporter drops what the model ignores (token_type_ids for the RNN student)
     # and the optimizer may prune an input its fusions made unused
     graph_inputs = {i.name for i in proto.graph.input}
@@ -354,6 +377,21 @@ def export_onnx(
     else:
         logger.warning("ONNX Runtime does not reproduce the PyTorch model closely: %s", report.summary())
     return report
+
+
+def _reference(model, float_model, pooling: Pooling | None, outputs: list[str], check: dict[str, Tensor],
+               dynamic_activations: DynamicActivations):  # fmt: skip
+    """What the graph is checked against: (the PyTorch side, the outputs compared, a quantized model's own noise).
+
+    An embedder is checked on its sentence embedding, computed from the PyTorch encoder as the graph does. ORT's
+    8-bit activations are another quantization than torch's 7-bit range: that graph is checked against the model's
+    weights in float, within the model's own int8 noise, not against torch's rounding."""
+    judged = [model, float_model] if pooling is None else [PooledReference(m, pooling) for m in (model, float_model)]
+    checked_outputs = CHECKED_OUTPUTS if pooling is not None else outputs
+    quantized = is_quantized(model)
+    noise = quantization_noise(*judged, check, checked_outputs) if quantized else None
+    reference = judged[1] if quantized and dynamic_activations == "ort" else judged[0]
+    return reference, checked_outputs, noise
 
 
 def _check_inputs(model, names: list[str], inputs: dict | None, num_samples: int, length: int) -> dict[str, Tensor]:
@@ -373,7 +411,7 @@ def _write_folder(output_dir: Path, report: ExportReport, model, processor, sour
     _save_config(model, output_dir)
     if processor is not None:
         processor.save_pretrained(str(output_dir))
-    _write_readme(source, output_dir, report)
+    write_readme(source, output_dir, report)
     if source is not None:
         copy_extra(source, output_dir)
 
@@ -415,38 +453,6 @@ def _save_config(model: nn.Module, output_dir: Path) -> None:
     config.pop("quantization_config", None)
     config.pop(GUARD_FIELD, None)  # the plugin-required guard of a quantized checkpoint: the ONNX folder needs none
     (output_dir / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
-
-
-def card_section(report: ExportReport) -> str:
-    """The README section describing the ONNX file, its inputs and its measured agreement with PyTorch."""
-    feeds = ", ".join(f'"{n}": ...' for n in report.inputs)
-    count = len(report.quantized_layers)
-    layers = f" ({count} int8/int4 layers as in the PyTorch checkpoint)" if count else ""
-    if report.fused_ops:
-        layers += ", fused by ONNX Runtime's transformer optimizer (" + ", ".join(
-            f"{count} {name}" for name, count in report.fused_ops.items()) + ")"  # fmt: skip
-    return f"""
-## ONNX
-
-`{Path(report.onnx_path).name}`: {report.precision}{layers}, opset {report.opset}, dynamic batch and sequence
-length, {report.onnx_mb:.1f} MB. Checked on ONNX Runtime against the PyTorch model on {report.num_samples} sample
-rows: max |diff| {report.max_abs_diff:.2e}, argmax agreement {report.fidelity:.4f}, {report.near_ties} near ties
-(details in `{REPORT_NAME}`).
-
-```python
-import onnxruntime as ort
-session = ort.InferenceSession("{Path(report.onnx_path).name}")
-{", ".join(report.outputs)}, = session.run({report.outputs!r}, {{{feeds}}})  # numpy arrays
-```
-"""  # noqa: E501
-
-
-def _write_readme(source: Path | None, output_dir: Path, report: ExportReport) -> None:
-    base = source / "README.md" if source is not None else None
-    text = base.read_text() if base is not None and base.is_file() else "# ONNX export (hf_compress)\n"
-    marker = "\n## ONNX\n"
-    text = text.split(marker)[0].rstrip("\n") + "\n"
-    (output_dir / "README.md").write_text(text + card_section(report))
 
 
 def check_onnx_folder(folder: Path, onnx_files: list[str]) -> None:

@@ -104,21 +104,28 @@ def _copy_without_marker(model: nn.Module) -> nn.Module:
     return clone
 
 
-def rewrite_quantized(proto, plan: dict[str, tuple[str, nn.Module]], dynamic: DynamicActivations = "torch"):
+def rewrite_quantized(
+    proto, plan: dict[str, tuple[str, nn.Module]], dynamic: DynamicActivations = "torch", skip_unused: bool = False
+):
     """Replace each planned layer's float MatMul / Gemm in ``proto`` (an onnx ModelProto) by its integer form.
 
     dynamic: how layers that quantize activations per call (``int8_dynamic``) do it in ONNX (`OnnxSite`):
     ``"torch"`` exactly as fbgemm does (7-bit range, so ORT reproduces the PyTorch model and never saturates on AVX2
     without VNNI), ``"ort"`` with ORT's fused DynamicQuantizeLinear (8-bit range: a little faster, a little
     different from the PyTorch model).
+    skip_unused: a planned layer absent from the graph is left out of ``plan`` (removed from it) instead of an error:
+    the graph's outputs do not use it (an embedder's graph has no pooler).
     """
     from onnx import helper
 
     graph = proto.graph
     inits = {init.name: init for init in graph.initializer}
     by_suffix = {}
-    for name in plan:
+    for name in list(plan):
         matches = [i for i in inits if i == f"{name}.{STAND_IN_BUFFER}" or i.endswith(f".{name}.{STAND_IN_BUFFER}")]
+        if not matches and skip_unused:
+            del plan[name]
+            continue
         if len(matches) != 1:
             raise ExportError(f"Could not find quantized layer {name} in the exported graph; please report this bug.")
         by_suffix[matches[0]] = name
