@@ -9,7 +9,7 @@ student best. Teachers (`benchmarks.vision_teachers`, cached): a ResNet and a 6-
 
 each from the convnet and from the ViT teacher, for every seed. Results are written after every run.
 
-python -m benchmarks deit                      # 3 seeds, 500 steps a student (~1 h on 2 cores, teachers cached)
+python -m benchmarks deit                      # 3 seeds, 400 steps a student (~45 min on 2 cores, teachers cached)
 python -m benchmarks deit --quick              # a few steps on small subsets: the plumbing
 """
 
@@ -154,7 +154,7 @@ def report(result: dict) -> str:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small subsets, a few steps, teachers untrained")
-    parser.add_argument("--steps", type=int, default=500, help="training steps per student (batch 128)")
+    parser.add_argument("--steps", type=int, default=400, help="training steps per student (batch 128)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--name", help="JSON file name under benchmarks/results/<date>/ (default deit)")
     args = parser.parse_args(argv)
