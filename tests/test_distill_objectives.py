@@ -148,6 +148,24 @@ def test_make_student_records_its_teacher_layers_and_the_default_map_uses_them(t
     assert getattr(reloaded.config, TEACHER_LAYERS_ATTR) == {"layers": [0, 2, 4], "num_layers": 6}
 
 
+def test_an_encoder_student_ends_at_the_teachers_last_layer(tmp_path):
+    """Without a task head the student's last states are its output (an embedding): by default they learn the
+    teacher's last layer, not the layer they were copied from; the earlier layers keep their record."""
+    from transformers import BertModel
+
+    torch.manual_seed(0)
+    teacher = BertModel(bert_config(num_hidden_layers=6))
+    student = make_student(teacher, layers=[0, 2, 4])
+    args = config(str(tmp_path / "a"), hidden_weight=1.0, kd_weight=0.0)
+    assert DistillationTrainer(model=student, teacher_model=teacher, args=args).layer_pairs == [(0, 0), (1, 2), (2, 5)]
+    explicit = config(str(tmp_path / "b"), hidden_weight=1.0, kd_weight=0.0, layer_map="0,2,4")
+    assert DistillationTrainer(model=student, teacher_model=teacher, args=explicit).layer_pairs == [
+        (0, 0),
+        (1, 2),
+        (2, 4),
+    ]
+
+
 def test_a_record_that_does_not_describe_this_teacher_falls_back_to_uniform(tmp_path):
     torch.manual_seed(0)
     grand_teacher = BertForSequenceClassification(bert_config(num_hidden_layers=6))

@@ -286,9 +286,9 @@ def check_compatibility(
     _check_distillation_head(student, teacher, args)
     pairs: list[tuple[int, int]] = []
     if args.hidden_weight > 0 or args.attention_weight > 0:
-        pairs = resolve_layer_map(
-            args.layer_map_spec, s_cfg.num_hidden_layers, t_cfg.num_hidden_layers, recorded_teacher_layers(s_cfg)
-        )
+        embedder = head_kind(student) == "none"  # its last states are its output: they learn the teacher's last
+        pairs = resolve_layer_map(args.layer_map_spec, s_cfg.num_hidden_layers, t_cfg.num_hidden_layers,
+                                  recorded_teacher_layers(s_cfg), ends_at_last=embedder)  # fmt: skip
     if args.attention_weight > 0 and args.attention_head_mode == "per_head":
         if s_cfg.num_attention_heads != t_cfg.num_attention_heads:
             raise ValueError(

@@ -64,7 +64,8 @@ class DistillationConfig(TrainingArguments):
         default="auto",
         metadata={
             "help": "Which teacher layer each student layer learns from: 'auto' (the teacher layer it was copied "
-            "from when make_student built it, else 'uniform'), 'uniform' (every k-th teacher layer), "
+            "from when make_student built it, the last one learning from the teacher's last layer when the student "
+            "has no task head (an embedder), else 'uniform'), 'uniform' (every k-th teacher layer), "
             "'last' (the last S teacher layers), a list with one 0-based teacher layer per student layer "
             "('1,3,5'), or student:teacher pairs ('0:1,2:5')."
         },

@@ -79,20 +79,26 @@ def _usable_record(record: dict | None, s_layers: int, t_layers: int) -> list[in
 
 
 def resolve_layer_map(
-    spec: LayerMapSpec, num_student_layers: int, num_teacher_layers: int, recorded: dict | None = None
+    spec: LayerMapSpec,
+    num_student_layers: int,
+    num_teacher_layers: int,
+    recorded: dict | None = None,
+    ends_at_last: bool = False,
 ) -> list[tuple[int, int]]:
     """(student_layer, teacher_layer) pairs, 0-based, checked against both models' depths.
 
     ``uniform`` maps student layer i to teacher layer ``(i + 1) * T // S - 1`` (TinyBERT's skip map: a
     3-layer student of a 6-layer teacher learns from teacher layers 1, 3, 5); ``last`` maps it to
     ``T - S + i``; ``auto`` (the default) maps each student layer to the teacher layer it was copied from when
-    ``recorded`` (`make_student`'s record on the student config) describes this teacher, else as ``uniform``.
+    ``recorded`` (`make_student`'s record on the student config) describes this teacher, else as ``uniform``;
+    with ``ends_at_last`` (a student without a task head: its last states are what it is used for, an embedding)
+    ``auto`` maps the student's last layer to the teacher's last layer whatever it was copied from.
     """
     s_layers, t_layers = num_student_layers, num_teacher_layers
     if spec.strategy == "auto":
         layers = _usable_record(recorded, s_layers, t_layers)
         if layers is not None:
-            return list(enumerate(layers))
+            return list(enumerate(layers[:-1] + [t_layers - 1] if ends_at_last else layers))
         spec = LayerMapSpec(strategy="uniform")
     if spec.strategy is not None:
         if s_layers > t_layers:
