@@ -7,6 +7,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+import yaml
 from conftest import VOCAB, bert_config, vit_config
 
 ort = pytest.importorskip("onnxruntime")
@@ -219,13 +220,17 @@ def test_cli_exports_a_stage_folder_with_its_tokenizer_and_push_accepts_it(tmp_p
     model = quantize(_bert(), QuantizationConfig(method="int8_dynamic"))
     model.save_pretrained(tmp_path / "stage")
     _tokenizer(tmp_path).save_pretrained(tmp_path / "stage")
-    (tmp_path / "stage" / "README.md").write_text("# my stage\n\nnumbers\n")
+    (tmp_path / "stage" / "README.md").write_text("---\nlibrary_name: transformers\ntags:\n- hf-compress\n---\n\n"
+                                                  "# my stage\n\nnumbers\n")  # fmt: skip
     assert main(["export", str(tmp_path / "stage"), "--format", "onnx", "--output-dir", str(tmp_path / "out")]) == 0
     assert "fidelity" in capsys.readouterr().out
     out = tmp_path / "out"
     assert (out / "tokenizer.json").is_file() or (out / "vocab.txt").is_file()
     readme = (out / "README.md").read_text()
-    assert readme.startswith("# my stage") and "## ONNX" in readme and "int8_dynamic" in readme
+    meta, body = readme[4:].split("\n---\n", 1)
+    assert yaml.safe_load(meta) == {"library_name": "transformers", "tags": ["hf-compress", "onnx"]}
+    assert body.startswith("# my stage") and "## ONNX" in body and "int8_dynamic" in body
+    assert "ORTModelForSequenceClassification.from_pretrained" in body
     files = check_push_folder(out)
     assert "model.onnx" in files and "onnx_export.json" in files
     (out / "model.onnx").write_bytes(b"not onnx")
@@ -284,6 +289,8 @@ def test_a_bare_encoder_exports_as_an_embedder_pooling_as_its_pipeline_does(tmp_
     tolerance = 1e-4 if method is None else 5e-2
     torch.testing.assert_close(torch.from_numpy(embedding), expected, atol=tolerance, rtol=tolerance)
     assert tokens.shape == tuple(hidden.shape)
+    readme = (tmp_path / "out" / "README.md").read_text()
+    assert readme.startswith("---\ntags:\n- onnx\n---\n") and "An embedder" in readme and "ORTModelFor" not in readme
     assert bool(np.allclose(np.linalg.norm(embedding, axis=-1), 1.0, atol=1e-4)) == normalize
 
 
