@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import torch
 from transformers import DeiTConfig, DeiTForImageClassificationWithTeacher, PretrainedConfig, PreTrainedModel
 
-from .matching import TEACHER_LAYERS_ATTR
+from .matching import TEACHER_LAYERS_ATTR, check_kept_layers
 
 DEIT_STUDENT = DeiTForImageClassificationWithTeacher
 _SOURCES = ("vit", "deit")
@@ -71,22 +71,12 @@ def make_deit_student(
     model_type = source.config.model_type
     num_layers = source.config.num_hidden_layers
     layers = list(range(num_layers)) if layers is None else list(layers)
-    _check_layers(layers, num_layers)
+    check_kept_layers(layers, num_layers, "make_deit_student")
     config = deit_config(source.config, len(layers))
     setattr(config, TEACHER_LAYERS_ATTR, {"layers": layers, "num_layers": num_layers})
     student = DEIT_STUDENT(config)
     student.load_state_dict(_student_state(source, model_type, layers), strict=True)
     return student.to(dtype=source.dtype, device=source.device)
-
-
-def _check_layers(layers: list[int], num_layers: int) -> None:
-    if not layers or any(not isinstance(i, int) or isinstance(i, bool) for i in layers):
-        raise ValueError(f"layers must be a non-empty list of ints, got {layers!r}.")
-    bad = [i for i in layers if not 0 <= i < num_layers]
-    if bad:
-        raise ValueError(f"layers {bad} are out of range: the source has layers 0..{num_layers - 1}.")
-    if any(b <= a for a, b in zip(layers, layers[1:])):
-        raise ValueError(f"layers must be strictly increasing (no repeats), got {layers}.")
 
 
 def _student_state(source: PreTrainedModel, model_type: str, layers: list[int]) -> dict[str, torch.Tensor]:

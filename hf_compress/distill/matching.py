@@ -157,3 +157,17 @@ def build_projections(
         if embedding:
             keys.append(EMBEDDING_KEY)
     return Projections(keys, student_width, teacher_width)
+
+
+def check_kept_layers(layers: list, num_layers: int, who: str) -> None:
+    """The layers a student keeps of its source: a non-empty, strictly increasing list of ints in range (``who``
+    names the function in the message)."""
+    if not layers:
+        raise ValueError(f"{who} needs at least one layer to keep, e.g. layers=[0, 2, 4].")
+    if any(not isinstance(i, int) or isinstance(i, bool) for i in layers):
+        raise TypeError(f"{who} layers must be ints, got {layers!r}.")
+    bad = [i for i in layers if not 0 <= i < num_layers]
+    if bad:
+        raise ValueError(f"{who} layers {bad} are out of range: the teacher has layers 0..{num_layers - 1}.")
+    if any(b <= a for a, b in zip(layers, layers[1:])):
+        raise ValueError(f"{who} layers must be strictly increasing (no repeats), got {layers}.")

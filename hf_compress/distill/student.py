@@ -10,7 +10,7 @@ from transformers import PretrainedConfig, PreTrainedModel
 from ..models.arch import find_layer_list
 from ..models.families import Family, family_of, refuse
 from .deit_student import make_deit_student
-from .matching import TEACHER_LAYERS_ATTR
+from .matching import TEACHER_LAYERS_ATTR, check_kept_layers
 
 
 def make_student(
@@ -43,15 +43,7 @@ def make_student(
     layer_list_name, layer_list = find_layer_list(teacher)
     num_layers = len(layer_list)
     layers = list(layers)
-    if not layers:
-        raise ValueError("make_student needs at least one layer to keep, e.g. layers=[0, 2, 4].")
-    if any(not isinstance(i, int) or isinstance(i, bool) for i in layers):
-        raise TypeError(f"make_student layers must be ints, got {layers!r}.")
-    bad = [i for i in layers if not 0 <= i < num_layers]
-    if bad:
-        raise ValueError(f"make_student layers {bad} are out of range: the teacher has layers 0..{num_layers - 1}.")
-    if any(b <= a for a, b in zip(layers, layers[1:])):
-        raise ValueError(f"make_student layers must be strictly increasing (no repeats), got {layers}.")
+    check_kept_layers(layers, num_layers, "make_student")
 
     prefix = f"{layer_list_name}."
     new_index = {old: new for new, old in enumerate(layers)}
