@@ -271,7 +271,6 @@ def check_teacher(where: str, teacher, task: str) -> None:
 
 
 def _check_teacher_config(where: str, config: dict | None, task: str) -> None:
-    from transformers import AutoConfig
     from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
     if not config or "model_type" not in config:
@@ -284,26 +283,36 @@ def _check_teacher_config(where: str, config: dict | None, task: str) -> None:
         close = difflib.get_close_matches(str(model_type), list(CONFIG_MAPPING), n=3)
         raise RecipeError(f"{where}: teacher.config.model_type {model_type!r} is unknown; close ones: {close}.")
     values = {k: v for k, v in config.items() if k != "model_type"}
+    built = checked_config(f"{where}: teacher.config", model_type, values)
+    check_task_matches(built, task, f"{where}: teacher.config ({model_type})")
+
+
+def checked_config(what: str, model_type: str, values: dict, **extra):
+    """``AutoConfig.for_model(model_type, **values, **extra)``, or a RecipeError naming ``what`` for a key the config
+    does not have (with the closest spelling), a value its class rejects, or a width the head count does not
+    divide. ``extra`` (labels) is not checked as a key."""
+    from transformers import AutoConfig
+
     known = config_keys(model_type)
     unknown = sorted(set(values) - known)
     if unknown:
         hints = {k: difflib.get_close_matches(k, sorted(known), n=1) for k in unknown}
         said = ", ".join(f"{k!r}" + (f" (did you mean {h[0]!r}?)" if h else "") for k, h in hints.items())
         raise RecipeError(
-            f"{where}: teacher.config has key(s) that a {model_type} config does not have: {said}. A config "
-            "ignores unknown keys and would build a default-size model; fix the spelling or remove them."
+            f"{what} has key(s) that a {model_type} config does not have: {said}. A config ignores unknown keys "
+            "and would build a default-size model; fix the spelling or remove them."
         )
     try:
-        built = AutoConfig.for_model(model_type, **values)
+        built = AutoConfig.for_model(model_type, **values, **extra)
     except Exception as err:  # a config class rejecting a value: say which
-        raise RecipeError(f"{where}: teacher.config is not a valid {model_type} config ({err}).") from err
+        raise RecipeError(f"{what} is not a valid {model_type} config ({err}).") from err
     hidden, heads = getattr(built, "hidden_size", None), getattr(built, "num_attention_heads", None)
     if isinstance(hidden, int) and isinstance(heads, int) and (heads < 1 or hidden % heads):
         raise RecipeError(
-            f"{where}: teacher.config hidden_size={hidden} is not a multiple of num_attention_heads={heads}; "
-            "choose a head count that divides the width."
+            f"{what} hidden_size={hidden} is not a multiple of num_attention_heads={heads}; choose a head count "
+            "that divides the width."
         )
-    check_task_matches(built, task, f"{where}: teacher.config ({model_type})")
+    return built
 
 
 # Accepted by every config's __init__ although they are neither fields nor in to_dict().

@@ -116,9 +116,8 @@ class DistillationTrainer(JsonTrainingArgs, SentencePipeline, ProjectionTraining
         # DeiT's two-head student takes no labels in its forward: the trainer computes its class-head loss, and the
         # Trainer must still keep and hand over the dataset's labels.
         self._two_heads = has_distillation_head(model)
-        self._extra_student_token = teacher is not None and has_distillation_token(model) > has_distillation_token(
-            teacher
-        )
+        extra_token = has_distillation_token(model) and teacher is not None and not has_distillation_token(teacher)
+        self._extra_student_token = extra_token  # DeiT's distillation token, which a one-token teacher lacks
         if self._two_heads and not self.label_names:
             self.label_names = ["labels"]
 

@@ -12,11 +12,10 @@ and built from the teacher (a copy of some of its layers) or from a config (a ne
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass
 from typing import Any
 
-from transformers import AutoConfig, AutoModelForImageClassification, PreTrainedModel
+from transformers import AutoModelForImageClassification, PreTrainedModel
 
 from .deit_student import make_deit_student
 from .student import make_student
@@ -46,28 +45,13 @@ class ViTStudentSpec:
     def model_config(self, labels: dict[str, Any] | None = None):
         if not isinstance(self.config, dict):
             raise ValueError(f"student.config must be a mapping of ViT config keys, got {self.config!r}.")
-        from ..validation import config_keys  # (the recipe layer's config vocabulary)
+        from ..validation import checked_config  # (the recipe layer's config vocabulary)
 
         values = dict(self.config)
         model_type = values.pop("model_type", "vit")
         if model_type not in CONFIG_TYPES:
             raise ValueError(f"student.config.model_type must be one of {list(CONFIG_TYPES)}, got {model_type!r}.")
-        known = config_keys(model_type)
-        unknown = sorted(set(values) - known)
-        if unknown:
-            hints = {k: difflib.get_close_matches(k, sorted(known), n=1) for k in unknown}
-            said = ", ".join(f"{k!r}" + (f" (did you mean {h[0]!r}?)" if h else "") for k, h in hints.items())
-            raise ValueError(f"student.config has key(s) a {model_type} config does not have: {said}.")
-        try:
-            config = AutoConfig.for_model(model_type, **values, **(labels or {}))
-        except Exception as err:
-            raise ValueError(f"student.config is not a valid {model_type} config ({err}).") from err
-        if config.hidden_size % config.num_attention_heads:
-            raise ValueError(
-                f"student.config hidden_size={config.hidden_size} is not a multiple of num_attention_heads="
-                f"{config.num_attention_heads}; choose a head count that divides the width."
-            )
-        return config
+        return checked_config("student.config", model_type, values, **(labels or {}))
 
     def build(self, teacher: PreTrainedModel, layers: list[int] | None = None) -> PreTrainedModel:
         if self.config is None:

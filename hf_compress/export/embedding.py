@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from ..distill.losses import pool_tokens
+from ..distill.losses import pool_tokens, pooled
 from ..models.sentence import read_sentence_modules, sentence_pooling_mode
 
 SENTENCE_EMBEDDING, TOKEN_EMBEDDINGS = "sentence_embedding", "token_embeddings"
@@ -47,9 +47,7 @@ def pooling_of(source: Path | None) -> Pooling:
 def embedding_outputs(out, attention_mask: Tensor | None, pooling: Pooling, names: list[str]) -> tuple[Tensor, ...]:
     """``names`` of (sentence_embedding, token_embeddings) from an encoder's output (``last_hidden_state``)."""
     hidden = out["last_hidden_state"]
-    vector = pool_tokens(hidden, attention_mask, pooling.mode)
-    if pooling.normalize:
-        vector = F.normalize(vector, dim=-1, eps=1e-12)
+    vector = (pooled if pooling.normalize else pool_tokens)(hidden, attention_mask, pooling.mode)
     values = {SENTENCE_EMBEDDING: vector, TOKEN_EMBEDDINGS: hidden}
     return tuple(values[name] for name in names)
 
