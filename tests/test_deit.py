@@ -223,6 +223,21 @@ def test_two_heads_need_both_signals(tmp_path, zero):
                             args=train_args(DistillationConfig, tmp_path, **weights))  # fmt: skip
 
 
+def test_a_regression_head_with_two_heads_is_refused(tmp_path):
+    student = make_deit_student(vit_config(num_labels=1))
+    teacher = ViTForImageClassification(vit_config(num_labels=1))
+    with pytest.raises(ValueError, match="a regression head \\(num_labels=1\\) has no classes to distil"):
+        args = train_args(DistillationConfig, tmp_path, **DEIT)
+        DistillationTrainer(model=student, teacher_model=teacher, args=args)
+
+
+def test_the_class_head_needs_labels(tmp_path):
+    trainer = DistillationTrainer(model=make_deit_student(vit()), teacher_model=convnet(),
+                                  args=train_args(DistillationConfig, tmp_path, **DEIT))  # fmt: skip
+    with pytest.raises(ValueError, match="a DeiT student's class head learns from the labels"):
+        trainer.compute_loss(trainer.model, {"pixel_values": torch.randn(2, 1, 16, 16)})
+
+
 def test_attention_kd_refuses_a_token_the_teacher_lacks(tmp_path):
     with pytest.raises(ValueError, match="distillation token that the teacher ViTForImageClassification lacks"):
         DistillationTrainer(model=make_deit_student(vit()), teacher_model=vit(),
@@ -293,6 +308,12 @@ def test_recipe_student_spec_is_checked_at_parse_time():
         student_spec({"student": {"type": "vit", "config": {"hidden_size": 30, "num_attention_heads": 4}}})
     with pytest.raises(ValueError, match="unknown key"):
         student_spec({"student": {"type": "vit", "cell": "lstm"}})
+    with pytest.raises(ValueError, match="'student' must be a mapping, got str"):
+        student_spec({"student": "vit"})
+    with pytest.raises(ValueError, match="student.distillation_token must be true or false, got 'yes'"):
+        student_spec({"student": {"type": "vit", "distillation_token": "yes"}})
+    with pytest.raises(ValueError, match="student.config must be a mapping of ViT config keys"):
+        student_spec({"student": {"type": "vit", "config": [128]}})
 
 
 def test_recipe_student_without_config_needs_a_vit_teacher():
